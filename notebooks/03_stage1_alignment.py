@@ -115,15 +115,18 @@ params
 # measures how far the fMRI tokens are from the video tokens.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-plot_loss_curves(res.log, ax=axes[0], terms=["loss"], title="total (eq. 2)")
-plot_loss_curves(res.log, ax=axes[1], terms=["clip"], title="CLIP (eq. 1)")
-axes[1].axhline(2 * np.log(cfg.stage1.batch_size), color="grey", ls="--", lw=0.8,
-                label="chance 2 ln B")
-axes[1].legend(fontsize="small", frameon=False)
-plot_loss_curves(res.log, ax=axes[2], terms=["l2l1"], title="weighted L2/L1 (eq. 1b)")
-fig.tight_layout()
-save_figure(fig, "03_stage1_losses", cfg)
+if len(res.log):
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    plot_loss_curves(res.log, ax=axes[0], terms=["loss"], title="total (eq. 2)")
+    plot_loss_curves(res.log, ax=axes[1], terms=["clip"], title="CLIP (eq. 1)")
+    axes[1].axhline(2 * np.log(cfg.stage1.batch_size), color="grey", ls="--", lw=0.8,
+                    label="chance 2 ln B")
+    axes[1].legend(fontsize="small", frameon=False)
+    plot_loss_curves(res.log, ax=axes[2], terms=["l2l1"], title="weighted L2/L1 (eq. 1b)")
+    fig.tight_layout()
+    save_figure(fig, "03_stage1_losses", cfg)
+else:
+    print(f"no training log at {cfg.run_dir / 'logs'} for {res.run_name} (checkpoint copied in?)")
 
 # %% [markdown]
 # ## Retrieval: which clip did the subject watch?

@@ -112,17 +112,20 @@ for name, da in (("da", True), ("noda", False)):
           f"{timing[f'train_{name}_s']:.0f} s")
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-for name, label in (("da", "with DA"), ("noda", "without DA")):
-    log = runs[name].log
-    axes[0].plot(log["step"], log["ce"], label=label)
-axes[0].set(title="caption cross-entropy (eq. 3)", xlabel="step", ylabel="loss")
-axes[0].legend(frameon=False, fontsize="small")
-plot_loss_curves(runs["da"].log, ax=axes[1], terms=["nc", "es"], title="DA terms (eqs. 4-5)")
-plot_loss_curves(runs["da"].log, ax=axes[2], terms=["cls", "loss"],
-                 title="source classifier CE and total (eq. 6)")
-fig.tight_layout()
-save_figure(fig, "05_stage2_losses", cfg)
+if len(runs["da"].log) and len(runs["noda"].log):
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    for name, label in (("da", "with DA"), ("noda", "without DA")):
+        log = runs[name].log
+        axes[0].plot(log["step"], log["ce"], label=label)
+    axes[0].set(title="caption cross-entropy (eq. 3)", xlabel="step", ylabel="loss")
+    axes[0].legend(frameon=False, fontsize="small")
+    plot_loss_curves(runs["da"].log, ax=axes[1], terms=["nc", "es"], title="DA terms (eqs. 4-5)")
+    plot_loss_curves(runs["da"].log, ax=axes[2], terms=["cls", "loss"],
+                     title="source classifier CE and total (eq. 6)")
+    fig.tight_layout()
+    save_figure(fig, "05_stage2_losses", cfg)
+else:
+    print("a training log is missing (checkpoint copied in?): no loss curves")
 
 # %% [markdown]
 # ### What domain adaptation does to the features

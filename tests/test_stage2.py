@@ -174,6 +174,8 @@ def test_chance_shuffles_permute_within_subject(world):
         assert sorted(map(lambda t: t.numpy().tobytes(), z)) == \
             sorted(map(lambda t: t.numpy().tobytes(), ev.z))
         assert not torch.equal(z, ev.z)
+        # a derangement within subject: no trial keeps its own fMRI (all tokens are distinct)
+        assert not any(torch.equal(z[i], ev.z[i]) for i in range(len(ev)))
 
 
 def test_bridge_from_linear_and_rank_zero():

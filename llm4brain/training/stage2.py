@@ -536,16 +536,16 @@ def n_chance_decodes(cfg) -> int:
 
 def chance_decodes(model: Stage2Model, eval_set: EvalSet, n_shuffles: int, *, seed: int = 0,
                    progress: bool = False) -> list[pd.DataFrame]:
-    """Chance level: decode with the fMRI tokens permuted across the evaluation trials of each
-    subject (shuffle ``k`` uses seed ``(seed, k)``); instructions and references stay put."""
+    """Chance level: decode with the fMRI tokens shuffled across the evaluation trials of each
+    subject, no trial keeping its own (a derangement within subject,
+    :func:`llm4brain.evaluation.controls.derangements`; shuffle ``k`` uses seed ``(seed, k)``).
+    Instructions and references stay put."""
+    from llm4brain.evaluation.controls import derangements
+
     subj = eval_set.table["subject"].astype(str).to_numpy()
     out = []
     for k in range(n_shuffles):
-        rng = np.random.default_rng((seed, k))
-        perm = np.arange(len(subj))
-        for s in np.unique(subj):
-            idx = np.flatnonzero(subj == s)
-            perm[idx] = idx[rng.permutation(len(idx))]
+        perm = derangements(len(subj), 1, np.random.default_rng((seed, k)), groups=subj)[0]
         out.append(decode_eval_set(model, eval_set, z=eval_set.z[torch.as_tensor(perm)],
                                    seed=seed, progress=progress, desc=f"chance {k}"))
     return out
