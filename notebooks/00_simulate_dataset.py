@@ -22,7 +22,8 @@
 # dataset with exactly HAD's files and design, from a generative model whose every parameter
 # is known. Decoding it is hard for the same reasons real data is hard:
 #
-# * **low single-trial SNR** — thermal noise larger than the stimulus-evoked signal;
+# * **low single-trial SNR** — thermal noise per volume about half the stimulus-evoked
+#   signal's range, before drift, motion and overlapping responses;
 # * **overlapping responses** — the haemodynamic response lasts ~20 s, trials start every 4 s;
 # * **drift and motion** — slow signal drift and head-motion artefacts (written to the
 #   confounds file, as fMRIPrep does);
@@ -132,9 +133,11 @@ pd.DataFrame([dict(region=r.name, centre_mni=r.centre, tuned_to=r.group or "-", 
 # ## One trial's noise-free response on the brain, and the signal-to-noise ratio
 # The ground truth holds each trial's noise-free amplitude at every voxel (percent signal
 # change). The SNR we chose: a fully tuned voxel's trial amplitude has an sd of about
-# `sim.signal_scale` = 1 % across clips, the thermal noise an sd of `sim.noise_sd` = 1.4 % per
+# `sim.signal_scale` = 1 % across clips, the thermal noise an sd of `sim.noise_sd` = 0.5 % per
 # volume (AR(1) 0.4, 8 mm FWHM smooth), plus drift and motion. Notebook 01 measures the
-# resulting single-trial reliability.
+# resulting single-trial reliability. (With `sim.noise_sd: 1.4` even a ridge regression on the
+# voxels decodes the 12 classes at chance: measured 9.6 % vs 8.3 %; at 0.5, 35-38 %, and
+# 78-88 % on the noise-free responses.)
 
 # %%
 amp = gt["amplitudes"][0]  # (clips, voxels) of run 1

@@ -24,7 +24,7 @@
 # |---|---|
 # | **chance** (fMRI shuffled across trials, then decoded, repeated) | does the fMRI carry trial-specific information the decoder uses? The same decoder, with its answer style and its prior over frequent actions, but another trial's brain. |
 # | **baseline** (ridge to the video embedding, then the nearest training clip's answer) | does the LLM decoder beat a simple linear read-out plus retrieval? |
-# | **noise ceiling** (the decoder fed the simulator's noise-free responses) | how far is it from what this decoder could reach without measurement noise? (simulated data only) |
+# | **noise ceiling** (the ridge + nearest-neighbour decoder fitted and applied on the simulator's noise-free responses) | how far is it from what this decoder could reach without measurement noise? (simulated data only) |
 # | **Video2Text vs truth** (the video-LLM's answers against the clips' true descriptions) | how good is the target itself? The decoder is scored against Video2Text, never against the video. (simulated data only) |
 #
 # Intervals: bootstrap over trials (95 %) for every decoder, the 2.5-97.5 percentiles over
@@ -99,8 +99,8 @@ report.tables.get("table2", "no model without DA was saved by notebook 05")
 # %% [markdown]
 # ## The summary table: each metric beside chance, baseline and ceiling
 # Read along a row: llm4brain means something only where it lies above the chance column; the
-# baseline column says what a linear read-out achieves; the ceiling column is the best this
-# decoder could do with noise-free responses; the last column is how well the targets
+# baseline column says what a linear read-out achieves; the ceiling column is what the same
+# read-out achieves on noise-free responses; the last column is how well the targets
 # (Video2Text) match what was actually shown.
 
 # %%

@@ -222,3 +222,15 @@ def test_urgen_style_stimulus_mapping(tiny):
     pd.DataFrame(dict(trial_type=[1], stim_file=[str(clips[0])])).to_csv(mp, sep="\t", index=False)
     with pytest.raises(DataError, match=r"trial_type\(s\) \['2'\] are not in data.stimuli_map"):
         build_trial_cache(_cfg(tiny, stimuli_map=str(mp), lag_s=2.0), progress=False)
+
+
+def test_run_and_figures_dirs_expand_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM4BRAIN_HOME", str(tmp_path))
+    prof = tmp_path / "mine.yaml"
+    prof.write_text("inherit: smoke\nrun:\n  run_dir: runs/{profile}\n"
+                    "  figures_dir: '{run_dir}/figs'\n")
+    cfg = load_config(prof)
+    assert cfg.run_dir == tmp_path / "runs" / "mine"
+    assert cfg.figures_dir == tmp_path / "runs" / "mine" / "figs"
+    cfg = load_config(prof, {"run": {"figures_dir": "figures/{profile}"}})
+    assert cfg.figures_dir == tmp_path / "figures" / "mine"

@@ -90,7 +90,10 @@ class Config:
 
     @property
     def figures_dir(self) -> Path:
-        p = Path(self.run.figures_dir)
+        """Absolute figures directory (``run.figures_dir`` with ``{profile}`` and
+        ``{run_dir}`` expanded)."""
+        p = Path(os.path.expandvars(self.run.figures_dir.replace("{profile}", self.profile)
+                                    .replace("{run_dir}", str(self.run_dir))))
         if not p.is_absolute():
             p = self.base_dir() / p
         return p

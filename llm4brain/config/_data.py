@@ -32,7 +32,7 @@ class SimConfig:
     n_pretrain_clips: int = 480      # captioned corpus shown to no subject (video-LM pretraining)
     # signal and noise
     signal_scale: float = 1.0        # percent signal change of a fully tuned voxel
-    noise_sd: float = 1.4            # thermal noise sd relative to signal_scale
+    noise_sd: float = 0.5            # thermal noise sd relative to signal_scale (1.4: nothing decodable, see README)
     ar1: float = 0.4
     noise_fwhm_mm: float = 8.0
     drift_sd: float = 1.0

@@ -462,7 +462,7 @@ def summary_table(model: TextScores | pd.DataFrame | None = None, *,
     baseline : TextScores or frame
         Ridge to video embedding + nearest-neighbour retrieval of a training clip's answer.
     ceiling : TextScores or frame
-        Oracle decoder fed the simulator's noise-free responses (noise ceiling).
+        Oracle decoder: ridge + nearest neighbour on the simulator's noise-free responses (noise ceiling).
     upper : TextScores or frame
         Video2Text scored against the true clip descriptions (simulated data only).
     extra : mapping name -> scores, optional

@@ -10,7 +10,7 @@ condition                   file (see :data:`STAGE2_FILES`, the one place to adj
 ``noda``                    the same without domain adaptation (ablation)
 ``chance``                  ``chance_shuffle_<k>.tsv``: fMRI shuffled across trials, k = 0..K-1
 ``baseline``                ridge to video embedding -> nearest training clip's answer
-``ceiling``                 decoder fed the simulator's noise-free responses (simulated only)
+``ceiling``                 ridge + NN fitted and applied on the simulator's noise-free responses (simulated only)
 ==========================  ===========================================================
 
 This module scores every file with one :class:`~llm4brain.evaluation.metrics.TextScorer`
