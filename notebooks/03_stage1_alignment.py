@@ -19,8 +19,10 @@
 #
 # * fMRI side: trial block `(T, X, Y, Z)` → 3D-CNN tokenizer → SC-MBM encoder (pretrained by
 #   masked brain modelling in notebook 02, **frozen**, with small trainable adaptors) →
-#   projection adaptor (`L` learned queries cross-attending to the brain tokens) → `z`, shape
-#   `(L, H)`;
+#   projection adaptor → `z`, shape `(L, H)`. The adaptor is `stage1.projector`: `mlp` on the
+#   CPU profiles (mean-pooled brain tokens → nonlinear low-rank MLP → `L` tokens) or `query`
+#   (`L` learned queries cross-attending to the brain tokens, which memorised the 720 training
+#   trials of the default profile: held-out top-1 at chance);
 # * video side: clip frames → frozen EfficientNet → frozen frame Q-Former → video Q-Former
 #   (**frozen**, with trainable adaptors, as the paper attaches them to the *video* Q-Former)
 #   → `x`, shape `(L, H)`.
