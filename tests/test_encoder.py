@@ -180,7 +180,6 @@ def test_missing_checkpoint_is_a_clear_error(cfg, tmp_path):
 
 
 def test_pretrain_mae_with_fit_loop(cfg, rng, tmp_path):
-    pytest.importorskip("llm4brain.training.loop")
     from llm4brain.training.mae import load_pretrained_mae, pretrain_mae
 
     data = (rng.standard_normal((12,) + SHAPE) * _mask()).astype(np.float32)

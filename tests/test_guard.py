@@ -145,7 +145,7 @@ def test_check_splits_catches_leaks(cache_and_splits):
 
 def test_with_real_make_splits(tmp_path):
     """The guard accepts what llm4brain.data.make_splits produces."""
-    data = pytest.importorskip("llm4brain.data")
+    import llm4brain.data as data
     from llm4brain.config import load_config
     cfg = load_config("smoke")
     trials = pd.DataFrame([dict(subject=s, run=r, class_id=0, class_name="a", stim_file="x",
