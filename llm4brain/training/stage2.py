@@ -619,19 +619,16 @@ def ceiling_decodes(cfg, tc, eval_set: EvalSet, captions: pd.DataFrame, *,
     """
     from ..data import noise_free_trial_blocks
     from ..evaluation.ridge import RidgeCV
-    from .stage1 import load_stage1_results
+    from .stage1 import load_stage1_results, voxel_features
 
     if not has_ground_truth(cfg):
         return None
     arrays, meta = load_stage1_results(cfg)
-    mask = np.asarray(tc.mask, bool)
 
     def feats(rows: np.ndarray) -> np.ndarray:
-        out = []
-        for k in range(0, len(rows), 64):
-            b = noise_free_trial_blocks(cfg, tc, rows[k:k + 64])
-            out.append(b[:, :, mask].mean(1))
-        return np.concatenate(out).astype(np.float32)
+        # one call: each run's BOLD and ground truth are read once for all its trials
+        blocks = noise_free_trial_blocks(cfg, tc, rows)
+        return voxel_features(lambda pos: blocks[pos], len(rows), tc.mask)
 
     tr_rows = np.asarray(arrays["train_rows"], int)
     ridge = RidgeCV(alphas=cfg.stage1.ridge_alphas, cv=cfg.stage1.ridge_cv).fit(
