@@ -247,7 +247,9 @@ params
 #   tokens.
 # * The 3D-CNN tokenizer keeps memory linear in the block size; voxel-level attention does not
 #   fit a real block in 16 GB (`bench/results/encoder_memory.md`).
-# * The MAE checkpoints `checkpoints/mae_cnn3d` and `checkpoints/mae_nvl` in the run directory
-#   hold the pretrained encoders; `llm4brain.training.mae.load_pretrained_mae(cfg, ...)` rebuilds
+# * The MAE checkpoints `checkpoints/mae_cnn3d-<hash>` and `checkpoints/mae_nvl-<hash>` in the
+#   run directory hold the pretrained encoders (`mae_run_name(cfg)`; the hash covers the MAE,
+#   encoder, tokenizer, data and simulation settings, the seed and the loop settings, so changing
+#   any of them trains a new run); `llm4brain.training.mae.load_pretrained_mae(cfg, ...)` rebuilds
 #   the one named by `tokenizer.kind` for Stage I (notebook 03).
 # * Adaptors add a few percent of trainable parameters (table `02_adaptor_params.csv`).

@@ -180,7 +180,7 @@ def test_missing_checkpoint_is_a_clear_error(cfg, tmp_path):
 
 
 def test_pretrain_mae_with_fit_loop(cfg, rng, tmp_path):
-    from llm4brain.training.mae import load_pretrained_mae, pretrain_mae
+    from llm4brain.training.mae import load_pretrained_mae, mae_run_name, pretrain_mae
 
     data = (rng.standard_normal((12,) + SHAPE) * _mask()).astype(np.float32)
     c = cfg.replace(tokenizer__kind="nvl", tokenizer__grid_mm=10.0)
@@ -189,10 +189,46 @@ def test_pretrain_mae_with_fit_loop(cfg, rng, tmp_path):
     assert isinstance(res.model, MaskedBrainModel)
     assert res.model.encoder.tokenizer.is_fitted
     assert {"step", "loss", "mse_visible"} <= set(res.log.columns)
-    assert (tmp_path / "checkpoints" / "mae_nvl").is_dir()
+    assert (tmp_path / "checkpoints" / mae_run_name(c)).is_dir()
+    assert mae_run_name(c).startswith("mae_nvl-")
     back = load_pretrained_mae(c, SHAPE, np.ones(SHAPE[1:], bool), np.diag([10.0, 10, 10, 1]), run_dir=tmp_path)
     assert torch.equal(back.encoder.tokenizer.active, res.model.encoder.tokenizer.active)
     x = torch.from_numpy(data[:2])
     assert torch.allclose(back.encoder(x), res.model.eval().encoder(x))
     with pytest.raises(FileNotFoundError, match="notebook 02"):
         load_pretrained_mae(cfg, SHAPE, run_dir=tmp_path)
+
+
+def test_mae_run_name_hashes_every_setting_of_the_weights(cfg):
+    from llm4brain.training.mae import mae_run_name
+
+    name = mae_run_name(cfg)
+    prefix = f"mae_{cfg.tokenizer.kind}-"
+    assert name.startswith(prefix) and len(name) == len(prefix) + 12
+    assert mae_run_name(load_config("smoke")) == name                       # same config, same run
+    changed = [cfg.replace(encoder__mask_ratio=0.5), cfg.replace(mae__lr=cfg.mae.lr * 2),
+               cfg.replace(mae__steps=cfg.mae.steps + 1),
+               cfg.replace(mae__norm_target=not cfg.mae.norm_target),
+               cfg.replace(tokenizer__embed_dim=cfg.tokenizer.embed_dim + 8),
+               cfg.replace(encoder__depth=cfg.encoder.depth + 1),
+               cfg.replace(data__block_trs=cfg.data.block_trs + 1),
+               cfg.replace(sim__n_subjects=cfg.sim.n_subjects + 1), cfg.replace(run__seed=cfg.run.seed + 1),
+               cfg.replace(train__grad_accum=cfg.train.grad_accum + 1)]
+    names = [mae_run_name(c) for c in changed]
+    assert name not in names and len(set(names)) == len(names)
+    # settings that do not touch the MAE keep its name
+    assert mae_run_name(cfg.replace(stage1__lr=cfg.stage1.lr * 2)) == name
+
+
+def test_pretrain_mae_new_mask_ratio_trains_a_new_run(cfg, rng, tmp_path):
+    from llm4brain.training.mae import pretrain_mae
+
+    data = (rng.standard_normal((12,) + SHAPE) * _mask()).astype(np.float32)
+    kw = dict(mask=_mask(), affine=np.diag([10.0, 10, 10, 1]), run_dir=tmp_path, steps=2, progress=False)
+    first = pretrain_mae(cfg, data, **kw)
+    assert first.trained
+    again = pretrain_mae(cfg, data, **kw)                  # same settings: the finished run is loaded
+    assert not again.trained and again.checkpoint_dir == first.checkpoint_dir
+    other = pretrain_mae(cfg.replace(encoder__mask_ratio=0.5), data, **kw)
+    assert other.trained and other.checkpoint_dir != first.checkpoint_dir
+    assert first.checkpoint_dir.is_dir() and other.checkpoint_dir.is_dir()

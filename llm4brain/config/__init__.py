@@ -134,21 +134,95 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _is_path_ref(ref: str) -> bool:
+    """Whether an ``inherit:`` value is a file path (a YAML suffix or a directory part)."""
+    return Path(ref).suffix in (".yaml", ".yml") or "/" in ref or os.sep in ref
+
+
+def _available_profiles() -> str:
+    return ", ".join(sorted(x.stem for x in configs_dir().glob("*.yaml"))) or "(none)"
+
+
+def _chain(paths: list[Path]) -> str:
+    """``a.yaml -> b.yaml -> a.yaml`` (full paths when the files are in several folders)."""
+    if len({p.parent for p in paths}) == 1:
+        return " -> ".join(p.name for p in paths) + f" (in {paths[0].parent})"
+    return " -> ".join(str(p) for p in paths)
+
+
+def _parent_path(ref, child: Path) -> Path:
+    """The file named by ``inherit: <ref>`` in ``child``.
+
+    A profile name resolves in :func:`configs_dir`; a path (``*.yaml`` / ``*.yml`` or with a
+    ``/``; ``~`` and ``$VARS`` expanded) resolves against the folder of ``child`` when relative.
+    """
+    if not isinstance(ref, (str, os.PathLike)) or not str(ref).strip():
+        raise ConfigError(f"{child}: 'inherit' must be a profile name or the path of a YAML file, "
+                          f"got {ref!r}")
+    ref = os.path.expanduser(os.path.expandvars(str(ref).strip()))
+    if _is_path_ref(ref):
+        path = Path(ref) if Path(ref).is_absolute() else child.parent / ref
+        if not path.is_file():
+            raise ConfigError(f"{child}: 'inherit: {ref}' names no file ({path} does not exist); "
+                              f"give a path relative to {child.parent} or a profile name. "
+                              f"Available profiles: {_available_profiles()}")
+        return path
+    path = configs_dir() / f"{ref}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{child}: 'inherit: {ref}' is not a profile (no file {path}). "
+                          f"Available profiles: {_available_profiles()}")
+    return path
+
+
+def _read_profile(path: Path, _chain_so_far: tuple = ()) -> dict:
+    """The mapping of ``path`` deep-merged over its ``inherit:`` ancestors (any depth).
+
+    Parents' ``profile`` keys are dropped, so the result names the leaf's profile only.
+
+    Raises
+    ------
+    ConfigError
+        A cycle (message: the chain of files) or an unknown parent (message: the file whose
+        ``inherit:`` is wrong and the available profiles).
+    """
+    chain = _chain_so_far + (path,)
+    key = path.resolve()
+    if key in [p.resolve() for p in _chain_so_far]:
+        raise ConfigError(f"'inherit:' cycle: {_chain(list(chain))}; remove one of these "
+                          f"'inherit:' lines")
+    data = read_yaml(path)
+    ref = data.pop("inherit", None)
+    if ref is None:
+        return data
+    parent = _read_profile(_parent_path(ref, path), chain)
+    parent.pop("profile", None)
+    return _merge(parent, data)
+
+
 def load_config(profile: str | os.PathLike = "default", overrides: dict | None = None) -> Config:
     """Load a profile by name (``configs/<name>.yaml``) or by path, with optional overrides.
 
     Parameters
     ----------
     profile : str or path
-        ``smoke``, ``default``, ``had``, ``urgen`` or the path of a YAML file. A YAML file may
-        name a parent profile with ``inherit: <name>``.
+        ``smoke``, ``default``, ``had``, ``urgen`` or the path of a YAML file.
     overrides : dict, optional
         Nested mapping ``{"section": {"key": value}}`` applied last (e.g. from papermill).
 
     Raises
     ------
     ConfigError
-        Unknown profile, unknown key or wrong type; the message names the key and the file.
+        Unknown profile, unknown key or wrong type (the message names the key and the file), an
+        unknown ``inherit:`` parent or an inheritance cycle.
+
+    Notes
+    -----
+    A YAML file may name a parent with ``inherit: <profile name>`` (a file of
+    :func:`configs_dir`) or ``inherit: <path/to/parent.yaml>`` (relative paths resolve against
+    the folder of the file that names it). Parents may inherit in turn, to any depth; each file
+    deep-merges over its parent (the child wins, key by key inside sections). ``profile`` is the
+    leaf's name (or its own ``profile:`` key); top-level keys starting with ``_`` (e.g.
+    ``_git_revision`` written by :func:`save_config`) are dropped.
     """
     p = Path(profile)
     if p.suffix in (".yaml", ".yml") or p.is_file():
@@ -156,15 +230,9 @@ def load_config(profile: str | os.PathLike = "default", overrides: dict | None =
     else:
         path, name = configs_dir() / f"{profile}.yaml", str(profile)
         if not path.is_file():
-            avail = sorted(x.stem for x in configs_dir().glob("*.yaml"))
             raise ConfigError(f"unknown profile '{profile}': no file {path}. "
-                              f"Available profiles: {', '.join(avail)}")
-    data = read_yaml(path)
-    parent = data.pop("inherit", None)
-    if parent is not None:
-        parent_data = read_yaml(configs_dir() / f"{parent}.yaml")
-        parent_data.pop("inherit", None)
-        data = _merge(parent_data, data)
+                              f"Available profiles: {_available_profiles()}")
+    data = _read_profile(path)
     data = {k: v for k, v in data.items() if not str(k).startswith("_")}  # e.g. _git_revision
     data.setdefault("profile", name)
     if overrides:

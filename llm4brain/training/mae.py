@@ -157,8 +157,20 @@ def volume_windows(runs: Iterable, n_vols: int, stride: int = 1, max_blocks: int
 
 
 def mae_run_name(cfg) -> str:
-    """Name of the MAE pretraining run of this config: ``mae_<tokenizer.kind>``."""
-    return f"mae_{cfg.tokenizer.kind}"
+    """Name of the MAE pretraining run of this config: ``mae_<tokenizer.kind>-<hash>``.
+
+    The hash (:func:`llm4brain.config.config_hash`) covers every setting that determines the
+    pretrained weights: ``cfg.mae``, ``cfg.encoder`` (``mask_ratio``, sizes, initial
+    checkpoint), ``cfg.tokenizer``, ``cfg.data`` and ``cfg.sim`` (which volumes are seen),
+    ``cfg.run.seed`` and the loop settings ``cfg.train``. Changing any of them starts a new run
+    instead of silently loading a stale checkpoint.
+    """
+    from ..config import config_hash, to_dict
+
+    key = dict(mae=to_dict(cfg.mae), encoder=to_dict(cfg.encoder), tokenizer=to_dict(cfg.tokenizer),
+               data=to_dict(cfg.data), sim=to_dict(cfg.sim), seed=cfg.run.seed,
+               loop=to_dict(cfg.train))
+    return f"mae_{cfg.tokenizer.kind}-{config_hash(key)}"
 
 
 def pretrain_mae(cfg, data, *, model=None, mask=None, affine=None, run_dir=None, name: str | None = None,
@@ -181,7 +193,7 @@ def pretrain_mae(cfg, data, *, model=None, mask=None, affine=None, run_dir=None,
         Default ``cfg.run_dir``.
     name : str, optional
         Run name inside ``run_dir`` (checkpoints and the loss log); default
-        :func:`mae_run_name` (``mae_cnn3d`` / ``mae_nvl``).
+        :func:`mae_run_name` (``mae_cnn3d-<hash>`` / ``mae_nvl-<hash>``).
     steps : int, optional
         Default ``cfg.mae.steps``.
 

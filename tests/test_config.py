@@ -1,0 +1,93 @@
+"""Profile loading: ``inherit:`` chains of any depth, path-valued parents, cycles, errors."""
+from __future__ import annotations
+
+import pytest
+
+from llm4brain.config import ConfigError, configs_dir, load_config
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_three_level_chain_merges_every_level(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM4BRAIN_CONFIGS", str(tmp_path))
+    _write(tmp_path / "grand.yaml", "sim:\n  n_subjects: 4\n  n_classes: 3\n"
+                                    "mae:\n  lr: 0.123\n  steps: 7\n")
+    _write(tmp_path / "middle.yaml", "inherit: grand\nmae:\n  steps: 9\n")
+    leaf = _write(tmp_path / "leaf.yaml", "inherit: middle\nsim:\n  n_classes: 5\n"
+                                          "_git_revision: abc\n")
+    cfg = load_config(leaf)
+    assert cfg.mae.lr == 0.123                       # only the grandparent sets it
+    assert cfg.mae.steps == 9                        # the middle overrides the grandparent
+    assert cfg.sim.n_classes == 5                    # the leaf overrides the grandparent
+    assert cfg.sim.n_subjects == 4                   # deep merge keeps the sibling key
+    assert cfg.profile == "leaf"
+    assert load_config("leaf").profile == "leaf" and load_config("middle").mae.steps == 9
+
+
+def test_parent_profile_key_does_not_leak(tmp_path, monkeypatch):
+    """A parent written by save_config carries ``profile:``; the leaf's name wins."""
+    monkeypatch.setenv("LLM4BRAIN_CONFIGS", str(tmp_path))
+    _write(tmp_path / "saved.yaml", "profile: smoke\n_git_revision: abc\nmae:\n  steps: 3\n")
+    leaf = _write(tmp_path / "mine.yaml", "inherit: saved\n")
+    cfg = load_config(leaf)
+    assert cfg.profile == "mine" and cfg.mae.steps == 3
+    assert load_config(tmp_path / "saved.yaml").profile == "smoke"
+
+
+def test_repo_profiles_inherit_default_through_had(monkeypatch):
+    # paths keep their ${VARS} until used, so loading needs no environment; set them anyway
+    monkeypatch.setenv("HAD_ROOT", "/nonexistent/had")
+    monkeypatch.setenv("URGEN_ROOT", "/nonexistent/urgen")
+    monkeypatch.setenv("LLM4BRAIN_MODELS", "/nonexistent/models")
+    monkeypatch.delenv("LLM4BRAIN_CONFIGS", raising=False)
+    urgen, had, default = load_config("urgen"), load_config("had"), load_config("default")
+    assert urgen.stage1.projector == had.stage1.projector == default.stage1.projector == "mlp"
+    assert urgen.profile == "urgen" and urgen.data.target_subjects == ("03", "04")
+    assert urgen.tokenizer == had.tokenizer                      # had's own settings reach urgen
+    assert urgen.data.source == had.data.source == "fmriprep"
+
+
+def test_inherit_cycle_is_an_error_naming_the_chain(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM4BRAIN_CONFIGS", str(tmp_path))
+    _write(tmp_path / "a.yaml", "inherit: b\n")
+    _write(tmp_path / "b.yaml", "inherit: c.yaml\n")
+    _write(tmp_path / "c.yaml", "inherit: a\n")
+    with pytest.raises(ConfigError, match=r"cycle: a\.yaml -> b\.yaml -> c\.yaml -> a\.yaml"):
+        load_config("a")
+    _write(tmp_path / "self.yaml", "inherit: ./self.yaml\n")
+    with pytest.raises(ConfigError, match=r"cycle: self\.yaml -> self\.yaml"):
+        load_config(tmp_path / "self.yaml")
+
+
+def test_inherit_by_path_relative_to_the_child(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)                      # not where the parent is
+    _write(tmp_path / "base" / "parent.yaml", "inherit: smoke\nmae:\n  steps: 11\n")
+    child = _write(tmp_path / "sub" / "deep" / "child.yaml",
+                   "inherit: ../../base/parent.yaml\nmae:\n  lr: 0.5\n")
+    cfg = load_config(child)
+    assert (cfg.mae.steps, cfg.mae.lr, cfg.profile) == (11, 0.5, "child")
+    assert cfg.sim.n_subjects == load_config("smoke").sim.n_subjects      # smoke reached by name
+    assert cfg.stage1.projector == "mlp"                                 # and default behind it
+    absolute = _write(tmp_path / "abs.yaml", f"inherit: {tmp_path / 'base' / 'parent.yaml'}\n")
+    assert load_config(absolute).mae.steps == 11
+
+
+def test_unknown_parent_names_the_file_and_the_profiles(tmp_path):
+    mid = _write(tmp_path / "mid.yaml", "inherit: no_such_profile\n")
+    leaf = _write(tmp_path / "leaf.yaml", "inherit: mid.yaml\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(leaf)
+    msg = str(err.value)
+    assert str(mid) in msg and "no_such_profile" in msg
+    assert "Available profiles:" in msg
+    assert all(p.stem in msg for p in configs_dir().glob("*.yaml"))
+    _write(tmp_path / "missing.yaml", "inherit: nowhere/parent.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing\.yaml: 'inherit: nowhere/parent\.yaml' names no file"):
+        load_config(tmp_path / "missing.yaml")
+    _write(tmp_path / "bad.yaml", "inherit: [smoke]\n")
+    with pytest.raises(ConfigError, match=r"'inherit' must be a profile name"):
+        load_config(tmp_path / "bad.yaml")
