@@ -296,7 +296,7 @@ def simulate_dataset(cfg, out_dir: str | Path | None = None, *, seed: int | None
     -------
     Path of the BIDS root.
     """
-    from ._stimuli import CLASS_CATALOGUE, sample_clip_specs
+    from ._stimuli import CLASS_CATALOGUE, description_lexicon, sample_clip_specs
 
     sim = cfg.sim
     seed = cfg.run.seed if seed is None else seed
@@ -339,6 +339,7 @@ def simulate_dataset(cfg, out_dir: str | Path | None = None, *, seed: int | None
     stim = pd.DataFrame(rows)
     stim.to_csv(root / "stimuli" / "descriptions.tsv", sep="\t", index=False)
     pd.DataFrame(pre_rows).to_csv(corpus_root / "descriptions.tsv", sep="\t", index=False)
+    (root / "stimuli" / "lexicon.json").write_text(json.dumps(description_lexicon(), indent=1))
     feats = _features_matrix(feat_list)
 
     # ---- anatomy

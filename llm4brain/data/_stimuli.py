@@ -29,7 +29,7 @@ __all__ = [
     "ActionClass", "CLASS_CATALOGUE", "SCENES", "COLOURS", "SIZES", "DIRECTIONS", "SPEEDS",
     "AGENT_SYNONYMS", "ACTION_SYNONYMS", "LOWLEVEL_NAMES", "MOTION_NAMES",
     "ClipSpec", "class_index", "sample_clip_specs", "render_clip", "describe_clip",
-    "clip_features", "stim_file_name",
+    "clip_features", "stim_file_name", "SCENE_KEYWORDS", "description_lexicon",
 ]
 
 
@@ -1418,6 +1418,71 @@ def describe_clip(spec: ClipSpec, rng: np.random.Generator, n_paraphrases: int =
                 break
         out.append(text)
     return desc, out
+
+
+#: Scene keywords: words or phrases of which one names the scene in any description (the
+#: phrases of ``_SCENE_WORDS`` and ``_FISH_WATER`` all contain one of them).
+SCENE_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "beach": ("beach", "seaside", "sea", "by the sea", "shore", "coast"),
+    "street": ("street", "city", "town", "road"),
+    "room": ("room", "indoors", "aquarium", "living room", "inside"),
+    "field": ("field", "meadow", "green field", "grassy meadow", "grass"),
+    "forest": ("forest", "woods", "trees", "leafy forest"),
+    "snow": ("snow", "snowy", "winter", "snowy landscape"),
+    "desert": ("desert", "dunes", "sand dunes", "sandy desert"),
+    "night": ("night", "dark", "starry night", "night sky"),
+}
+
+
+def description_lexicon() -> dict:
+    """Every word or phrase the descriptions use for each attribute value (JSON-ready).
+
+    Written by the simulator to ``stimuli/lexicon.json`` and read by
+    :class:`llm4brain.evaluation.attributes.AttributeParser`, so a text can be mapped back
+    onto the clip's agent, action, colour, size, direction, speed and scene whatever
+    paraphrase it uses ("automobile", "puppy", "among the trees in the woods", "from right
+    to left").
+
+    Returns
+    -------
+    dict
+        ``{"attributes": {attribute: {value: [phrase, ...]}}, "unmarked": {attribute: value}}``.
+        ``unmarked`` names the value a description leaves unsaid (a medium-sized agent has no
+        size word in the canonical description).
+    """
+    def words(phrases):
+        out = []
+        for ph in phrases:
+            ph = ph.replace("{pos}", "").strip()
+            ph = " ".join(ph.split())
+            if ph and ph not in out:
+                out.append(ph)
+        return out
+
+    agent = {a: words(list(n) + [n[0] + "s"]) for a, n in AGENT_SYNONYMS.items()}
+    agent["person"] += ["woman", "boy", "girl", "child", "people", "persons"]
+    action: dict[str, list[str]] = {}
+    for a, (verbs, gerunds) in _ACTION_WORDS.items():
+        # the whole phrase, and its first word (a verb on its own names the action too,
+        # except where the first word is too generic: "makes a turn", "does squats")
+        phrases = list(verbs) + list(gerunds)
+        firsts = [p.split()[0] for p in phrases if p.split()[0] not in _GENERIC_VERBS]
+        action[a] = words(phrases + firsts)
+    size = {"small": words(_SIZE_WORDS["small"] + _PERSON_SIZE["small"]),
+            "medium": words(_SIZE_WORDS["medium"] + _PERSON_SIZE["medium"] + ("medium",)),
+            "large": words(_SIZE_WORDS["large"] + _PERSON_SIZE["large"])}
+    speed = {k: words(_SPEED_WORDS[k] + _SPEED_ADJ[k]) for k in SPEEDS}
+    direction = {k: words(_DIR_MOVE[k] + _DIR_STILL[k] + (k,)) for k in DIRECTIONS}
+    scene = {k: words(_SCENE_WORDS[k] + SCENE_KEYWORDS[k]) for k in SCENES}
+    colour = {c: [c] for c in COLOURS}
+    colour["grey"] = ["grey", "gray"]
+    return {"attributes": dict(agent=agent, action=action, colour=colour, size=size,
+                               direction=direction, speed=speed, scene=scene),
+            "unmarked": {"size": "medium"}}
+
+
+_GENERIC_VERBS = frozenset({"makes", "making", "does", "doing", "comes", "coming", "settles",
+                            "settling", "happily", "turns", "turning"})
 
 
 # ---------------------------------------------------------------------------------------------
