@@ -33,6 +33,7 @@ from llm4brain.config import load_config  # noqa: E402
 from llm4brain.evaluation.retrieval import permutation_test, retrieval_accuracy  # noqa: E402
 from llm4brain.evaluation.ridge import RidgeCV  # noqa: E402
 from llm4brain.models.encoder import build_encoder  # noqa: E402
+from llm4brain.models.precision import resolve_bf16  # noqa: E402
 from llm4brain.models.qformer import build_video_branch  # noqa: E402
 from llm4brain.training.losses import stage1_loss  # noqa: E402
 from llm4brain.training.stage1 import build_stage1_model  # noqa: E402
@@ -156,7 +157,7 @@ def bench_stage2(cfg):
     llm.model.generate = full_length
     try:
         for bf16 in (True, False):
-            m = model if bf16 == s.bf16 else build_stage2_model(
+            m = model if bf16 == model.use_bf16("cpu") else build_stage2_model(
                 cfg.replace(stage2__bf16=bf16), proj, llm, domain_adaptation=False)
             timed(f"decode_bf16={bf16}", lambda: decode(m, z, instr, batch_size=bs), bs,
                   f"trials ({cfg.llm.max_new_tokens} new tokens)", repeat=1)
@@ -189,6 +190,7 @@ def extrapolate(cfg) -> pd.DataFrame:
     n_shuffles = min(cfg.eval.n_shuffles, s2.max_shuffles) if s2.max_shuffles else cfg.eval.n_shuffles
     n_decodes = 2 + n_shuffles + 1
     per = lambda name: r[name]["cpu_s"] / r[name]["n"]  # noqa: E731
+    s2_bf16 = resolve_bf16(s2.bf16, "cpu", name="stage2.bf16")   # "auto" -> this CPU's choice
     parts = [
         ("03", "frame Q-Former outputs of all clips", n_clips * per("frame_qformer_precompute")),
         ("03", f"Stage I training ({s1.steps} steps)", s1.steps * r["stage1_train_step"]["cpu_s"]),
@@ -201,8 +203,8 @@ def extrapolate(cfg) -> pd.DataFrame:
         ("05", f"Stage II with DA ({s2.steps} steps)", s2.steps * r["stage2_train_step_da"]["cpu_s"]),
         ("05", f"Stage II without DA ({s2.steps} steps)",
          s2.steps * r["stage2_train_step_noda"]["cpu_s"]),
-        ("05", f"decoding {n_decodes} x {N_TRIALS['eval']} trials (bf16={s2.bf16})",
-         n_decodes * N_TRIALS["eval"] * per(f"decode_bf16={s2.bf16}")),
+        ("05", f"decoding {n_decodes} x {N_TRIALS['eval']} trials (bf16={s2_bf16})",
+         n_decodes * N_TRIALS["eval"] * per(f"decode_bf16={s2_bf16}")),
         ("05", "BERTScore/BLEU/ROUGE of 7 conditions", r["score_7_conditions"]["cpu_s"]),
     ]
     return pd.DataFrame(parts, columns=["notebook", "part", "cpu_s_1thread"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._video import check_bf16_setting
+
 __all__ = ["TrainLoopConfig", "Stage1Config", "Stage2Config"]
 
 
@@ -146,8 +148,10 @@ class Stage2Config:
     bridge_rank : rank of the nonlinear low-rank adaptor of the bridge (0: the bridge is the
         linear projection only). The bridge's projection starts as a copy of the video
         branch's projection (Q-Former space -> LLM embeddings).
-    bf16 : bfloat16 autocast of the frozen LLM (training forward/backward and generation; as
-        ``vlpretrain.bf16``, 1.5-1.7x faster on CPUs with AVX512-BF16).
+    bf16 : ``true``, ``false`` or ``auto`` (default): bfloat16 autocast of the frozen LLM
+        (training forward/backward and generation; 1.5-1.7x faster on CPUs with native
+        bfloat16, 20-50x slower on AVX2-only CPUs). ``auto`` decides as ``vlpretrain.bf16``
+        (:func:`llm4brain.models.precision.resolve_bf16`), once per process.
     cls_weight : weight of the source classification cross-entropy (cosine classifier on the
         training subjects' class labels) inside L_DA = cls_weight * L_cls + L_NC + L_ES.
     nc_temperature : NC temperature (DANCE 0.05; the paper states 0.5).
@@ -169,7 +173,7 @@ class Stage2Config:
     domain_adaptation: bool = True
     ce_reduction: str = "mean"
     bridge_rank: int = 16
-    bf16: bool = True
+    bf16: bool | str = "auto"             # true | false | auto
     cls_weight: float = 1.0
     nc_temperature: float = 0.05
     classifier_temperature: float = 0.05
@@ -180,6 +184,7 @@ class Stage2Config:
 
     def __post_init__(self):
         _one_of("stage2.ce_reduction", self.ce_reduction, ("mean", "sequence"))
+        check_bf16_setting("stage2.bf16", self.bf16)
         _in_unit("stage2.lam", self.lam)
         _in_unit("stage2.memory_momentum", self.memory_momentum)
         if self.memory_momentum >= 1.0:

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["VideoConfig", "LLMConfig", "VLPretrainConfig", "CaptionConfig"]
+__all__ = ["VideoConfig", "LLMConfig", "VLPretrainConfig", "CaptionConfig",
+           "check_bf16_setting"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def check_bf16_setting(key: str, value) -> None:
+    """A ``*bf16`` setting is ``True``, ``False`` or the string ``"auto"``."""
+    if isinstance(value, bool) or (isinstance(value, str) and value == "auto"):
+        return
+    raise ValueError(f"{key} must be true, false or auto, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -33,9 +41,12 @@ class VideoConfig:
         Per-channel normalisation of [0, 1] RGB pixels (ImageNet statistics).
     encoder_batch_size : int
         Frames a forward pass of the frame encoder.
-    encoder_bf16 : bool
-        Run the frozen frame encoder under bfloat16 autocast (2.5x faster on CPUs with
-        AVX512-BF16; features are stored as float16 anyway).
+    encoder_bf16 : bool or ``"auto"``
+        Run the frozen frame encoder under bfloat16 autocast (features are stored as float16
+        anyway). ``auto`` (default): on CUDA when it supports bfloat16, on a CPU only with
+        native bfloat16 (AVX512-BF16 / AMX) confirmed by a short timing probe
+        (:func:`llm4brain.models.precision.resolve_bf16`): 2.5x faster there, but 20-50x
+        slower on CPUs without it (AVX2 only). ``true`` / ``false`` force it.
     n_frames : int
         Frames a clip the video branch uses (uniformly subsampled from the frame cache;
         must be <= ``data.n_frames`` and <= ``max_frame_pos``). Video-LLaMA uses 8.
@@ -70,7 +81,7 @@ class VideoConfig:
     pixel_mean: tuple[float, ...] = IMAGENET_MEAN
     pixel_std: tuple[float, ...] = IMAGENET_STD
     encoder_batch_size: int = 64
-    encoder_bf16: bool = True
+    encoder_bf16: bool | str = "auto"     # true | false | auto
     n_frames: int = 8
     num_query_tokens: int = 32
     qformer_hidden: int = 256
@@ -84,6 +95,9 @@ class VideoConfig:
     max_frame_pos: int = 32
     checkpoint: str = ""
     qformer_checkpoint: str = ""
+
+    def __post_init__(self):
+        check_bf16_setting("video.encoder_bf16", self.encoder_bf16)
 
 
 @dataclass(frozen=True)
@@ -134,8 +148,11 @@ class VLPretrainConfig:
     """Video-language pretraining of the Q-Formers + projection (LLM and frame encoder frozen).
 
     steps, batch_size, lr, weight_decay : optimisation (AdamW, the shared training loop).
-    bf16 : bool
-        bfloat16 autocast of the LLM forward/backward on CPU (1.6x faster here).
+    bf16 : bool or ``"auto"``
+        bfloat16 autocast of the LLM forward/backward (1.6x faster on CPUs with native
+        bfloat16). ``auto`` (default) decides as ``video.encoder_bf16``: bfloat16 on CUDA
+        with bfloat16 support and on CPUs with native bfloat16 where the probe shows a
+        speedup, float32 elsewhere (e.g. AVX2-only CPUs); ``true`` / ``false`` force it.
     use_paraphrases : bool
         Targets are drawn from the description and its paraphrases (else the description
         only: the default profile, which then learns the grounding in fewer steps).
@@ -153,13 +170,16 @@ class VLPretrainConfig:
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 0.01
-    bf16: bool = True
+    bf16: bool | str = "auto"             # true | false | auto
     use_paraphrases: bool = False
     train_frame_qformer: bool = True
     align_steps: int = 0
     align_batch_size: int = 64
     align_lr: float = 1e-3
     align_tau: float = 0.07
+
+    def __post_init__(self):
+        check_bf16_setting("vlpretrain.bf16", self.bf16)
 
 
 @dataclass(frozen=True)

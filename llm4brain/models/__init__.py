@@ -5,4 +5,4 @@ Submodules are imported lazily by their users (``from llm4brain.models.encoder i
 so that ``import llm4brain.models`` stays cheap.
 """
 __all__ = ["tokenizers", "encoder", "adaptors", "checkpoints", "frame_encoders", "qformer",
-           "llm", "video_llm", "bridge"]
+           "llm", "video_llm", "bridge", "precision"]

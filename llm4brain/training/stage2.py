@@ -241,6 +241,14 @@ class Stage2Model(nn.Module):
             self.bank = None
             self.rho = float("nan")
 
+    def use_bf16(self, device) -> bool:
+        """``stage2.bf16`` (bool or ``"auto"``) decided for ``device``: the ``auto`` decision
+        is made once per process and device type
+        (:func:`llm4brain.models.precision.resolve_bf16`), not every step."""
+        from ..models.precision import resolve_bf16
+
+        return resolve_bf16(self.cfg.bf16, device, name="stage2.bf16")
+
     # --------------------------------------------------------------- prompts and prefixes
     def prompt(self, instruction: str) -> str:
         """Chat prompt of ``instruction`` with the placeholder (cached)."""
@@ -288,7 +296,7 @@ class Stage2Model(nn.Module):
         pb, prefix = self.prompt_batch(batch["z"], batch["instructions"], batch["answers"])
         dev = prefix.device
         reduction = "token" if c.ce_reduction == "mean" else "sequence"
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(c.bf16)):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.use_bf16(dev)):
             ce = caption_loss(self.llm, pb, reduction=reduction)
         ce = ce.float()
         terms = {"ce": float(ce.detach())}
@@ -481,8 +489,9 @@ def decode(model: Stage2Model, z: torch.Tensor, instructions: Sequence[str], *,
     """fMRI2Text: the frozen LLM's answers given fMRI tokens z (n, L, H) and instructions.
 
     Batched, left-padded generation with the KV cache (settings ``cfg.llm``: max_new_tokens,
-    do_sample, temperature, top_p; bfloat16 autocast when ``stage2.bf16``); batch ``k`` uses
-    seed ``seed + k``.
+    do_sample, temperature, top_p; bfloat16 autocast when ``stage2.bf16`` is true, or
+    ``auto`` on a device with native bfloat16: :meth:`Stage2Model.use_bf16`); batch ``k``
+    uses seed ``seed + k``.
     """
     from ..models.video_llm import generate_from_prefix
 
@@ -499,7 +508,7 @@ def decode(model: Stage2Model, z: torch.Tensor, instructions: Sequence[str], *,
                                    total=(n + bs - 1) // bs, unit="batch")):
             pb, prefix = model.prompt_batch(z[s:s + bs], list(instructions[s:s + bs]))
             with torch.autocast(prefix.device.type, dtype=torch.bfloat16,
-                                enabled=bool(model.cfg.bf16)):
+                                enabled=model.use_bf16(prefix.device)):
                 out += generate_from_prefix(model.llm, pb, max_new_tokens=c.max_new_tokens,
                                             do_sample=c.do_sample, temperature=c.temperature,
                                             top_p=c.top_p, seed=seed + k)

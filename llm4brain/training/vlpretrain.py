@@ -158,14 +158,21 @@ def make_vl_sampler(features: np.ndarray, targets: Sequence[Sequence[str]],
     return sample_batch
 
 
-def vl_loss(model, batch: dict, bf16: bool = False) -> torch.Tensor:
-    """Caption cross-entropy (paper eq. 3) of a pretraining batch, optionally under bf16."""
+def vl_loss(model, batch: dict, bf16: bool | str = False) -> torch.Tensor:
+    """Caption cross-entropy (paper eq. 3) of a pretraining batch, optionally under bf16.
+
+    ``bf16``: bool or ``"auto"`` (``vlpretrain.bf16``; decided once per process for the
+    model's device by :func:`llm4brain.models.precision.resolve_bf16`).
+    """
+    from ..models.precision import resolve_bf16
+
     dev = next(model.parameters()).device
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+    use = resolve_bf16(bf16, dev, name="vlpretrain.bf16")
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use):
         return model(batch["features"], batch["instructions"], batch["answers"])
 
 
-def vl_loss_fn(bf16: bool = False) -> Callable:
+def vl_loss_fn(bf16: bool | str = False) -> Callable:
     """``loss_fn(model, batch) -> (loss, {"ce": float})`` for the training loop."""
     def loss_fn(model, batch):
         loss = vl_loss(model, batch, bf16)
@@ -210,14 +217,17 @@ def make_align_sampler(features: np.ndarray, text_emb: Sequence[torch.Tensor],
     return sample_batch
 
 
-def align_loss_fn(tau: float = 0.07, bf16: bool = False) -> Callable:
+def align_loss_fn(tau: float = 0.07, bf16: bool | str = False) -> Callable:
     """``loss_fn`` of the alignment stage: contrastive loss (paper eq. 1 form, as BLIP-2's
-    image-text contrastive stage) between the mean video token and the caption embedding."""
+    image-text contrastive stage) between the mean video token and the caption embedding.
+    ``bf16`` as in :func:`vl_loss`."""
+    from ..models.precision import resolve_bf16
     from .losses import clip_loss
 
     def loss_fn(model, batch):
         dev = next(model.parameters()).device
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        use = resolve_bf16(bf16, dev, name="vlpretrain.bf16")
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use):
             x = model.branch(batch["features"])          # (B, Nv, D)
         loss = clip_loss(x.float().mean(1), batch["text"].float(), tau)
         return loss, {"itc": float(loss.detach())}
