@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "save_figure", "plot_subject_bars", "plot_metric_distributions", "plot_loss_curves",
-    "plot_similarity_matrix", "plot_embedding_2d", "pca_2d",
+    "plot_similarity_matrix", "plot_embedding_2d", "pca_2d", "plot_attribute_bars",
 ]
 
 #: Columns of a training log that are not loss terms.
@@ -379,4 +379,45 @@ def plot_embedding_2d(points, labels, *, ax=None, names: Mapping | Sequence | No
     ax.set_title(title or "embeddings (PCA)")
     if len(classes) <= 20:
         ax.legend(loc="best", fontsize="x-small", frameon=False, markerscale=1.5)
+    return fig
+
+
+def plot_attribute_bars(tidy: pd.DataFrame, *, conditions: Sequence[str] | None = None,
+                        attributes: Sequence[str] | None = None, chance: str = "pairing_chance",
+                        ax=None, title: str | None = None) -> Figure:
+    """Grouped bars of attribute accuracy (percent) per attribute and condition, with 95 %
+    bootstrap error bars and each condition's chance marked.
+
+    Parameters
+    ----------
+    tidy : DataFrame
+        Rows of :func:`llm4brain.evaluation.attributes.attribute_summary` (``condition,
+        attribute, accuracy, ci_low, ci_high, pairing_chance, shuffle_chance``).
+    conditions, attributes : optional subsets, in the order to draw.
+    chance : column drawn as a black tick on each bar (``pairing_chance``: what random
+        pairing of the same texts and clips gives; ``shuffle_chance``: the mean of the
+        shuffled-fMRI decodes).
+    """
+    fig, ax = _ax(ax, figsize=(11, 4))
+    conditions = list(conditions or dict.fromkeys(tidy["condition"]))
+    attributes = list(attributes or dict.fromkeys(tidy["attribute"]))
+    t = tidy.set_index(["condition", "attribute"])
+    w = 0.8 / max(len(conditions), 1)
+    x = np.arange(len(attributes))
+    for j, cond in enumerate(conditions):
+        rows = t.loc[cond].reindex(attributes)
+        xs = x - 0.4 + w * (j + 0.5)
+        err = np.vstack([rows["accuracy"] - rows["ci_low"], rows["ci_high"] - rows["accuracy"]])
+        ax.bar(xs, rows["accuracy"], w, yerr=np.nan_to_num(err).clip(0), capsize=2,
+               label=cond, color=f"C{j}", alpha=0.85)
+        if chance in rows and rows[chance].notna().any():
+            ax.hlines(rows[chance], xs - w / 2, xs + w / 2, colors="k", lw=1.6,
+                      label="chance" if j == 0 else None)
+    ax.set_xticks(x, attributes)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2, loc="upper right")
+    if title:
+        ax.set_title(title)
     return fig

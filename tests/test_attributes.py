@@ -156,3 +156,45 @@ def test_summary_and_truth_frame():
     assert row["distinct"] == pytest.approx(100 / 3)
     assert 0 <= row["ci_low"] <= row["accuracy"] <= row["ci_high"] <= 100
     assert set(s["attribute"]) == set(ATTRIBUTES) | {"agent+action", "all"}
+
+
+def test_stage2_attribute_tables_and_report(tmp_path):
+    from types import SimpleNamespace
+
+    import matplotlib
+    matplotlib.use("Agg")
+    from llm4brain.evaluation.attributes import ATTRIBUTE_CONDITIONS, stage2_attribute_tables
+    from llm4brain.plotting import plot_attribute_bars
+
+    stim = pd.DataFrame(dict(stim_file=["a", "b", "c", "d"], agent=["dog", "car", "dog", "car"],
+                             action=["running", "driving"] * 2, colour=["red"] * 4,
+                             size=["medium"] * 4, direction=["left"] * 4, speed=["fast"] * 4,
+                             scene=["beach"] * 4))
+    truth_txt = {"a": "A red dog runs quickly to the left on a sunny beach.",
+                 "b": "A red car drives quickly to the left on a sunny beach.",
+                 "c": "A red dog runs quickly to the left on a sunny beach.",
+                 "d": "A red car drives quickly to the left on a sunny beach."}
+    files = list(stim_files := ["a", "b", "c", "d"])
+    base = pd.DataFrame(dict(subject=["27", "27", "28", "28"], trial_index=[0, 1, 0, 1],
+                             stim_file=files, video2text=[truth_txt[f] for f in files]))
+    model = base.assign(fmri2text=[truth_txt[f] for f in files])               # perfect
+    swapped = base.assign(fmri2text=[truth_txt[f] for f in ["b", "a", "d", "c"]])  # always wrong agent
+    baseline = model.iloc[::-1].reset_index(drop=True)                          # other row order
+    res = SimpleNamespace(model=model, noda=None, baseline=baseline, ceiling=None,
+                          chance=[swapped, swapped])
+    t = stage2_attribute_tables(res, stim, n_boot=100, n_perm=200)
+    tr = t["truth"].set_index(["condition", "attribute"])
+    assert tr.loc[(ATTRIBUTE_CONDITIONS["model"], "agent"), "accuracy"] == 100
+    assert tr.loc[(ATTRIBUTE_CONDITIONS["baseline"], "agent"), "accuracy"] == 100   # aligned by trial
+    assert tr.loc[(ATTRIBUTE_CONDITIONS["chance"], "agent"), "accuracy"] == 0
+    assert tr.loc[(ATTRIBUTE_CONDITIONS["model"], "agent"), "shuffle_chance"] == 0
+    assert tr.loc[(ATTRIBUTE_CONDITIONS["model"], "agent"), "p_vs_shuffle"] < 0.1
+    assert tr.loc[(ATTRIBUTE_CONDITIONS["model"], "scene"), "p_vs_shuffle"] == 1.0  # no difference
+    v = t["video2text"].set_index(["condition", "attribute"])
+    assert v.loc[(ATTRIBUTE_CONDITIONS["model"], "all"), "accuracy"] == 100
+    fig = plot_attribute_bars(t["truth"])
+    assert len(fig.axes[0].patches) == 4 * 9        # 4 conditions x 9 attribute scores
+    # missing trials are an error naming the fix
+    res.baseline = baseline.iloc[:2]
+    with pytest.raises(ValueError, match="re-run notebook 05"):
+        stage2_attribute_tables(res, stim, n_boot=10, n_perm=10)

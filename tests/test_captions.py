@@ -157,6 +157,43 @@ def test_alignment_stage(sim, tiny, feats):
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_word_grounding_stage(sim, tiny, feats):
+    from llm4brain.training.vlpretrain import (caption_vocabulary, ground_loss_fn,
+                                               make_ground_sampler)
+    cfg, stim = sim
+    texts = stim["description"].tolist()
+    vocab, bags = caption_vocabulary(tiny.tokenizer, texts, max_df=0.5)
+    ids = [set(tiny.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    df = {i: sum(i in row for row in ids) for row in ids for i in row}
+    assert vocab == sorted(i for i, c in df.items() if c < 0.5 * len(texts))   # no frequent token
+    tok = lambda w: tiny.tokenizer(w, add_special_tokens=False)["input_ids"][0]  # noqa: E731
+    assert tok("a") not in vocab and vocab                          # "a" starts every text
+    for row, bag in zip(ids, bags):
+        assert {vocab[k] for k in bag} == row & set(vocab)
+    bags = bags[:4]
+    pre = pretrain_rows(stim)
+    x = np.asarray(feats.features[feats.rows(pre.stim_file)])
+    sampler = make_ground_sampler(x, [[b] for b in bags], 4)
+    batch = sampler(0, np.random.default_rng(0))
+    assert batch["target"].shape == (4, len(vocab))
+    torch.testing.assert_close(batch["target"].sum(1), torch.ones(4))   # normalised bags
+    torch.manual_seed(0)
+    vlm = build_video_llm(cfg, tiny, encoder_dim=x.shape[-1])
+    emb = tiny.embed(torch.tensor(vocab)).float()
+    fn = ground_loss_fn(emb, 0.1)
+    opt = torch.optim.Adam(vlm.branch.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss, terms = fn(vlm, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(terms["bow"])
+    # floor: the entropy of the uniform target over a bag's content words
+    floor = float(np.mean([np.log(max(len(b), 1)) for b in bags]))
+    assert losses[-1] < losses[0] and losses[-1] < floor + 0.3 * (losses[0] - floor)
+
+
 def test_pretrain_runs_logs_and_reloads(sim, tiny, feats):
     cfg, stim = sim
     res = pretrain_video_llm(cfg, llm=tiny, stim=stim, features=feats, progress=False,

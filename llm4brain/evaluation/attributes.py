@@ -33,7 +33,8 @@ import pandas as pd
 
 __all__ = ["ATTRIBUTES", "COMBINED", "AttributeParser", "load_lexicon", "attribute_frame",
            "attribute_correct", "attribute_accuracy", "attribute_chance", "distinct_share",
-           "sign_flip_pvalue", "attribute_summary", "truth_frame"]
+           "sign_flip_pvalue", "attribute_summary", "truth_frame", "ATTRIBUTE_CONDITIONS",
+           "stage2_attribute_tables", "attribute_wide"]
 
 #: The attributes every simulated clip has, in table order.
 ATTRIBUTES: tuple[str, ...] = ("agent", "action", "colour", "size", "direction", "speed", "scene")
@@ -332,3 +333,93 @@ def attribute_summary(texts: Mapping[str, Sequence[str]], truth: pd.DataFrame, *
                                                        n_perm, rng)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _aligned(df: pd.DataFrame | None, ref: pd.DataFrame, col: str) -> list[str] | None:
+    if df is None:
+        return None
+    key = ["subject", "trial_index"]
+    a = df.assign(subject=df["subject"].astype(str)).set_index(key)
+    want = pd.MultiIndex.from_frame(ref[key].assign(subject=ref["subject"].astype(str)))
+    missing = want.difference(a.index)
+    if len(missing):
+        raise ValueError(f"a Stage II result lacks {len(missing)} of the model's evaluation "
+                         f"trials (e.g. {list(missing[:3])}); re-run notebook 05")
+    return a.loc[want, col].astype(str).tolist()
+
+
+#: Condition labels of the attribute table, in row order.
+ATTRIBUTE_CONDITIONS: dict[str, str] = {
+    "upper": "Video2Text (the targets)",
+    "model": "fMRI2Text, with DA",
+    "noda": "fMRI2Text, without DA",
+    "baseline": "ridge + NN baseline",
+    "ceiling": "noise ceiling (noise-free ridge + NN)",
+    "chance": "chance: shuffled fMRI",
+}
+
+
+def stage2_attribute_tables(results, stim: pd.DataFrame, *, n_boot: int = 1000,
+                            n_perm: int = 10000, rng=0,
+                            parser: AttributeParser | None = None) -> dict[str, pd.DataFrame]:
+    """Attribute accuracy of every saved Stage II condition (simulated data).
+
+    Parameters
+    ----------
+    results : Stage2Results
+        :func:`llm4brain.evaluation.report.load_stage2_results` of the run.
+    stim : DataFrame
+        The stimulus table with the true attributes (:func:`llm4brain.data.load_stimuli`).
+
+    Returns
+    -------
+    dict with two tidy tables (rows of :func:`attribute_summary`):
+        ``"truth"``: each condition's texts against the clips' true attributes, every fMRI
+        condition with its p-value against the shuffled-fMRI decodes (sign-flip test over
+        trials) and the mean accuracy of those decodes; ``"video2text"``: the fMRI conditions
+        against the attributes Video2Text names (the decoder's training target).
+    """
+    parser = parser or AttributeParser()
+    model = results.model
+    truth = truth_frame(stim, model["stim_file"])
+    texts = {ATTRIBUTE_CONDITIONS["upper"]: model["video2text"].astype(str).tolist(),
+             ATTRIBUTE_CONDITIONS["model"]: model["fmri2text"].astype(str).tolist()}
+    for cond in ("noda", "baseline", "ceiling"):
+        t = _aligned(getattr(results, cond), model, "fmri2text")
+        if t is not None:
+            texts[ATTRIBUTE_CONDITIONS[cond]] = t
+    shuffles = [c["fmri2text"].astype(str).tolist() for c in results.chance]
+    fmri = [k for k in texts if k != ATTRIBUTE_CONDITIONS["upper"]]
+    chance = {k: shuffles for k in fmri} if shuffles else None
+    out_truth = attribute_summary(texts, truth, chance=chance, parser=parser, n_boot=n_boot,
+                                  n_perm=n_perm, rng=rng)
+    if shuffles:
+        pooled = attribute_summary({ATTRIBUTE_CONDITIONS["chance"]: sum(shuffles, [])},
+                                   pd.concat([truth] * len(shuffles), ignore_index=True),
+                                   parser=parser, n_boot=n_boot, n_perm=n_perm, rng=rng)
+        out_truth = pd.concat([out_truth, pooled], ignore_index=True)
+    v2t = parser.frame(model["video2text"].astype(str).tolist())
+    v2t_truth = v2t.astype(object).where(v2t.notna(), "(none)")
+    out_v2t = attribute_summary({k: texts[k] for k in fmri}, v2t_truth, chance=chance,
+                                parser=parser, n_boot=n_boot, n_perm=n_perm, rng=rng)
+    return {"truth": out_truth, "video2text": out_v2t}
+
+
+def attribute_wide(tidy: pd.DataFrame, *, p_values: bool = True) -> pd.DataFrame:
+    """Display form: conditions x attributes, ``"acc [low, high]"`` (percent), with the
+    pairing chance row of each condition's texts, and p-values vs shuffled fMRI."""
+    order = list(dict.fromkeys(tidy["condition"]))
+    cols = list(dict.fromkeys(tidy["attribute"]))
+    cell = tidy.assign(v=[f"{a:.1f} [{lo:.1f}, {hi:.1f}]" for a, lo, hi in
+                          zip(tidy["accuracy"], tidy["ci_low"], tidy["ci_high"])])
+    wide = cell.pivot(index="condition", columns="attribute", values="v").loc[order, cols]
+    first = tidy.drop_duplicates("condition").set_index("condition").loc[order]
+    wide["distinct answers %"] = first["distinct"].round(1).astype(str)
+    if p_values and tidy["p_vs_shuffle"].notna().any():
+        p = tidy.pivot(index="condition", columns="attribute", values="p_vs_shuffle").loc[order]
+        wide["p (agent) vs shuffled"] = p.get("agent", pd.Series(np.nan, index=order)).map(
+            lambda v: "" if not np.isfinite(v) else f"{v:.4f}")
+    pc = tidy.pivot(index="condition", columns="attribute", values="pairing_chance").loc[order, cols]
+    chance_row = pc.mean(0).round(1).astype(str)
+    chance_row.name = "pairing chance (mean over rows)"
+    return pd.concat([wide, chance_row.to_frame().T]).fillna("")

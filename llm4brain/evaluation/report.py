@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .attributes import attribute_wide
 from .controls import (CONDITIONS, ChanceResult, _chance_from_scores, bootstrap_by_group,
                        summary_table)
 from .metrics import METRIC_LABELS, METRICS, TextScorer, TextScores
@@ -538,6 +539,9 @@ class Report:
     examples: pd.DataFrame
     reading: str
     metadata: dict = field(default_factory=dict)
+    #: ``{"truth": tidy, "video2text": tidy}`` from
+    #: :func:`llm4brain.evaluation.attributes.stage2_attribute_tables` (simulated data), or None.
+    attributes: dict | None = None
 
 
 
@@ -748,6 +752,18 @@ def summary_markdown(report: Report) -> str:
         if name in report.tables:
             title = re.sub(r"^table(\d+)$", r"Table \1", name)
             out += [f"## {title}: {caption}\n", to_markdown(report.tables[name])]
+    if report.attributes:
+        out += ["## Attribute accuracy: does the text name what was shown?\n",
+                "Percent of evaluation trials whose text names the clip's true agent, action, "
+                "colour, size, direction, speed and scene (read with the simulator's lexicon; "
+                "an unsaid size counts as medium, as the descriptions leave it unsaid); "
+                "brackets: 95 % bootstrap interval over trials; p: one-sided sign-flip test of "
+                "the per-trial correctness against the mean of the shuffled-fMRI decodes; "
+                "pairing chance: what the same texts score when paired with random clips.\n",
+                to_markdown(attribute_wide(report.attributes["truth"]))]
+        if "video2text" in report.attributes:
+            out += ["### The same, against the attributes Video2Text names (the decoder's "
+                    "target)\n", to_markdown(attribute_wide(report.attributes["video2text"]))]
     out += ["## Metric settings\n", _settings_md(report.metadata),
             "## Examples (best to worst per target subject)\n",
             examples_with_questions(report.examples)]
@@ -805,6 +821,11 @@ def write_report(report: Report, cfg_or_dir, *, summary_name: str = "summary.md"
     report.examples.to_csv(ex_csv, index=False)
     ex_md.write_text(f"# Examples, profile `{p}`\n\n" + examples_with_questions(report.examples))
     paths["examples.csv"], paths["examples.md"] = ex_csv, ex_md
+    for kind, tidy in (report.attributes or {}).items():
+        stem = f"attributes_{p}" + ("" if kind == "truth" else f"_vs_{kind}")
+        tidy.to_csv(out_dir / f"{stem}.csv", index=False)
+        (out_dir / f"{stem}.md").write_text(to_markdown(attribute_wide(tidy)))
+        paths[f"{stem}.csv"], paths[f"{stem}.md"] = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     paths["summary_md"] = out_dir / summary_name
     paths["summary_md"].write_text(summary_markdown(report))
     return paths

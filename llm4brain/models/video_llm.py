@@ -185,7 +185,8 @@ def splice_prefix(llm: LLMBackend, prompts: Sequence[str], prefix: torch.Tensor,
                        input_ids.to(dev))
 
 
-def caption_loss(llm: LLMBackend, batch: PromptBatch, reduction: str = "token") -> torch.Tensor:
+def caption_loss(llm: LLMBackend, batch: PromptBatch, reduction: str = "token",
+                 token_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of the answer tokens given the prompt and spliced tokens (paper eq. 3).
 
     ``L_CE = -1/B sum_j sum_t log p(y_{j,t} | y_{j,<t}, theta)``. Only the answer positions
@@ -197,6 +198,9 @@ def caption_loss(llm: LLMBackend, batch: PromptBatch, reduction: str = "token") 
     batch : PromptBatch with labels
     reduction : ``"token"`` (mean over answer tokens, as Video-LLaMA trains; default) or
         ``"sequence"`` (sum over tokens, mean over sequences: eq. 3 literally).
+    token_weights : float tensor (vocab_size,), optional
+        Weight of each target token id (``"token"`` reduction: weighted mean); e.g. content
+        words of the captions weighted above the template words every answer shares.
 
     Returns
     -------
@@ -212,6 +216,9 @@ def caption_loss(llm: LLMBackend, batch: PromptBatch, reduction: str = "token") 
     logits = llm.model.get_output_embeddings()(h[:, :-1][sel])
     ce = F.cross_entropy(logits.float(), tgt[sel], reduction="none")
     if reduction == "token":
+        if token_weights is not None:
+            w = token_weights.to(ce.device)[tgt[sel]]
+            return (w * ce).sum() / w.sum().clamp(min=1e-8)
         return ce.mean()
     if reduction == "sequence":
         return ce.sum() / batch.labels.shape[0]
@@ -308,9 +315,11 @@ class VideoLLM(nn.Module):
                              max_answer_tokens=self.llm_cfg.max_answer_tokens)
 
     def forward(self, features: torch.Tensor, instructions: Sequence[str],
-                answers: Sequence[str]) -> torch.Tensor:
-        """Caption cross-entropy (paper eq. 3) of ``answers``."""
-        return caption_loss(self.llm, self.build_prompt_embeds(features, instructions, answers))
+                answers: Sequence[str], token_weights: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Caption cross-entropy (paper eq. 3) of ``answers`` (see :func:`caption_loss`)."""
+        return caption_loss(self.llm, self.build_prompt_embeds(features, instructions, answers),
+                            token_weights=token_weights)
 
     @torch.no_grad()
     def generate(self, features, instructions: Sequence[str], *, batch_size: int | None = None,

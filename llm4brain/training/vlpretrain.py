@@ -35,7 +35,7 @@ import torch
 
 __all__ = ["VLPretrainResult", "pretrain_rows", "check_corpus_disjoint", "answer_choices",
            "make_vl_sampler", "vl_loss", "vl_loss_fn", "text_embeddings", "make_align_sampler",
-           "align_loss_fn", "build_video_llm", "pretrain_video_llm",
+           "align_loss_fn", "caption_vocabulary", "make_ground_sampler", "ground_loss_fn", "build_video_llm", "pretrain_video_llm",
            "load_video_llm", "video_llm_id", "video_features", "compute_video_tokens",
            "RUN_PREFIX"]
 
@@ -158,7 +158,8 @@ def make_vl_sampler(features: np.ndarray, targets: Sequence[Sequence[str]],
     return sample_batch
 
 
-def vl_loss(model, batch: dict, bf16: bool | str = False) -> torch.Tensor:
+def vl_loss(model, batch: dict, bf16: bool | str = False,
+            token_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Caption cross-entropy (paper eq. 3) of a pretraining batch, optionally under bf16.
 
     ``bf16``: bool or ``"auto"`` (``vlpretrain.bf16``; decided once per process for the
@@ -169,13 +170,14 @@ def vl_loss(model, batch: dict, bf16: bool | str = False) -> torch.Tensor:
     dev = next(model.parameters()).device
     use = resolve_bf16(bf16, dev, name="vlpretrain.bf16")
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use):
-        return model(batch["features"], batch["instructions"], batch["answers"])
+        return model(batch["features"], batch["instructions"], batch["answers"],
+                     token_weights=token_weights)
 
 
-def vl_loss_fn(bf16: bool | str = False) -> Callable:
+def vl_loss_fn(bf16: bool | str = False, token_weights: torch.Tensor | None = None) -> Callable:
     """``loss_fn(model, batch) -> (loss, {"ce": float})`` for the training loop."""
     def loss_fn(model, batch):
-        loss = vl_loss(model, batch, bf16)
+        loss = vl_loss(model, batch, bf16, token_weights)
         return loss, {"ce": float(loss.detach())}
     return loss_fn
 
@@ -231,6 +233,80 @@ def align_loss_fn(tau: float = 0.07, bf16: bool | str = False) -> Callable:
             x = model.branch(batch["features"])          # (B, Nv, D)
         loss = clip_loss(x.float().mean(1), batch["text"].float(), tau)
         return loss, {"itc": float(loss.detach())}
+    return loss_fn
+
+
+def caption_vocabulary(tokenizer, texts: Sequence[str], max_df: float = 0.5
+                       ) -> tuple[list[int], list[list[int]]]:
+    """Content tokens of a captioned corpus: token ids in fewer than ``max_df`` of the texts.
+
+    Tokens in most captions ("A", ".", "the") carry no grounding; what is left (nouns,
+    colours, verbs, scenes) is the vocabulary of the word-grounding stage.
+
+    Returns
+    -------
+    vocab : sorted list of token ids
+    per_text : for each text, its content token ids (positions in ``vocab``)
+    """
+    ids = [sorted(set(tokenizer(t, add_special_tokens=False)["input_ids"])) for t in texts]
+    df: dict[int, int] = {}
+    for row in ids:
+        for i in row:
+            df[i] = df.get(i, 0) + 1
+    vocab = sorted(i for i, c in df.items() if c < max_df * len(texts))
+    pos = {i: k for k, i in enumerate(vocab)}
+    return vocab, [[pos[i] for i in row if i in pos] for row in ids]
+
+
+def make_ground_sampler(features: np.ndarray, bags: Sequence[Sequence[Sequence[int]]],
+                        batch_size: int) -> Callable:
+    """``sample_batch(i, rng)`` of the word-grounding stage: clips and one caption's bag of
+    content tokens each, as a row-normalised multi-hot target.
+
+    Parameters
+    ----------
+    features : array (n_clips, F, P, C)
+    bags : for each clip, for each of its candidate captions, positions in the vocabulary
+    """
+    n = len(bags)
+    V = 1 + max((max(b) for bs in bags for b in bs if b), default=0)
+
+    def sample_batch(i: int, rng: np.random.Generator) -> dict:
+        idx = np.sort(rng.choice(n, size=min(batch_size, n), replace=False))
+        target = torch.zeros(len(idx), V)
+        for r, j in enumerate(idx):
+            bag = bags[j][int(rng.integers(len(bags[j])))]
+            if bag:
+                target[r, list(bag)] = 1.0 / len(bag)
+        x = torch.from_numpy(np.asarray(features[idx], dtype=np.float32))
+        return {"features": x, "target": target}
+
+    return sample_batch
+
+
+def ground_loss_fn(vocab_embeddings: torch.Tensor, tau: float = 0.05) -> Callable:
+    """``loss_fn`` of the word-grounding stage (LLM-free, as BLIP-2's first stage).
+
+    Each video token is compared (cosine / ``tau``) with the LLM's input embedding of every
+    content token of the corpus; a clip's score for a token is the log-sum-exp over its video
+    tokens, and the loss is the cross-entropy of that distribution against the caption's bag
+    of content tokens, plus a term keeping the video tokens' norm at the mean norm of the
+    LLM's word embeddings. It makes each video token point at words the caption uses ("dog",
+    "blue", "beach") without a single LLM forward pass, so the caption stage that follows
+    starts from tokens the frozen LLM can already read.
+    """
+    E = vocab_embeddings.float()
+    En = torch.nn.functional.normalize(E, dim=-1)
+    e_norm = float(E.norm(dim=-1).mean())
+
+    def loss_fn(model, batch):
+        x = model.branch(batch["features"]).float()             # (B, Nv, D)
+        logits = torch.nn.functional.normalize(x, dim=-1) @ En.to(x.device).T / tau
+        logp = logits.logsumexp(1).log_softmax(-1)              # (B, V)
+        bow = -(batch["target"].to(x.device) * logp).sum(-1).mean()
+        norm = ((x.norm(dim=-1) / e_norm - 1.0) ** 2).mean()
+        return bow + norm, {"bow": float(bow.detach()), "norm": float(norm.detach())}
+
     return loss_fn
 
 
@@ -345,8 +421,30 @@ def pretrain_video_llm(cfg, *, llm=None, stim: pd.DataFrame | None = None, featu
                   steps=vp.align_steps, lr=vp.align_lr, **common)
         vlm = res.model
         logs.append(res.log.assign(stage="align"))
+    if vp.ground_steps > 0:
+        flat = [t for ts in targets for t in ts]
+        vocab, bag_flat = caption_vocabulary(vlm.llm.tokenizer, flat, vp.ground_max_df)
+        bags, k = [], 0
+        for ts in targets:
+            bags.append(bag_flat[k:k + len(ts)])
+            k += len(ts)
+        with torch.no_grad():
+            emb = vlm.llm.embed(torch.tensor(vocab, device=vlm.llm.device)).float().cpu()
+        res = fit(vlm, ground_loss_fn(emb, vp.ground_tau),
+                  make_ground_sampler(feats, bags, vp.ground_batch_size), name=f"{name}-ground",
+                  steps=vp.ground_steps, lr=vp.ground_lr, **common)
+        vlm = res.model
+        logs.append(res.log.assign(stage="ground"))
+    weights = None
+    if vp.content_weight != 1.0:
+        vocab, _ = caption_vocabulary(vlm.llm.tokenizer, [t for ts in targets for t in ts],
+                                      vp.ground_max_df)
+        n_vocab = vlm.llm.model.get_output_embeddings().weight.shape[0]
+        weights = torch.ones(n_vocab)
+        weights[torch.tensor(vocab, dtype=torch.long)] = float(vp.content_weight)
     sampler = make_vl_sampler(feats, targets, list(cfg.captions.instructions), vp.batch_size)
-    res = fit(vlm, vl_loss_fn(vp.bf16), sampler, name=name, steps=vp.steps, lr=vp.lr, **common)
+    res = fit(vlm, vl_loss_fn(vp.bf16, weights), sampler, name=name, steps=vp.steps, lr=vp.lr,
+              **common)
     logs.append(res.log.assign(stage="caption"))
     model = res.model
     model.branch.eval()
