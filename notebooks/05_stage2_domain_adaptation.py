@@ -180,10 +180,11 @@ save_figure(fig, "05_da_features", cfg)
 # %%
 t0 = time.time()
 manifest = write_stage2_outputs(cfg, {name: r.model for name, r in runs.items()}, ev, captions,
-                                tc=tc)
+                                tc=tc, train_subjects=splits.train_subjects)
 timing["decode_s"] = time.time() - t0
 print(f"decoded in {timing['decode_s']:.0f} s;", {k: manifest[k] for k in
-                                                    ("fmri2text", "chance", "baseline", "ceiling")})
+                                                    ("fmri2text", "chance", "baseline", "ceiling",
+                                                     "no_brain", "constant") if k in manifest})
 
 # %% [markdown]
 # ## Domain adaptation on vs off

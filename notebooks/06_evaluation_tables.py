@@ -24,6 +24,8 @@
 # |---|---|
 # | **chance** (fMRI shuffled across trials, then decoded, repeated) | does the fMRI carry trial-specific information the decoder uses? The same decoder, with its answer style and its prior over frequent actions, but another trial's brain. |
 # | **baseline** (ridge to the video embedding, then the nearest training clip's answer) | does the LLM decoder beat a simple linear read-out plus retrieval? |
+# | **LLM without brain tokens** (the same prompt, the placeholder left empty) | how much of the answer comes from the instruction and the LLM alone (Tang et al.'s null sequences)? |
+# | **constant answer** (the most frequent training answer, for every trial) | what does a decoder score that ignores the brain and guesses the mode? |
 # | **noise ceiling** (the ridge + nearest-neighbour decoder fitted and applied on the simulator's noise-free responses) | how far is it from what this decoder could reach without measurement noise? (simulated data only) |
 # | **Video2Text vs truth** (the video-LLM's answers against the clips' true descriptions) | how good is the target itself? The decoder is scored against Video2Text, never against the video. (simulated data only) |
 #
@@ -45,6 +47,7 @@ from IPython.display import Markdown, display
 from llm4brain.config import load_config
 from llm4brain.data import load_stimuli
 from llm4brain.evaluation.attributes import attribute_wide, stage2_attribute_tables
+from llm4brain.evaluation.identification import identification_wide, stage2_identification
 from llm4brain.evaluation.metrics import METRIC_LABELS, METRICS, TextScorer
 from llm4brain.evaluation.report import (CONDITION_ORDER, build_report, load_stage2_results,
                                          score_run, write_report)
@@ -107,9 +110,24 @@ if {"agent", "scene"} <= set(stim.columns):
 else:
     print("no true attributes (real data): attribute accuracy is a simulated-data check")
 
+# %% [markdown]
+# ## N-way caption identification
+# Mind Captioning's test: is a decoded text closer to its own trial's Video2Text than to the
+# Video2Text of N - 1 other trials drawn at random? Chance is 1/N whatever the similarity
+# (BERTScore F1, or the number of attributes two texts name alike), and a decoder that gives
+# every trial the same fluent sentence — the constant answer, the LLM without brain tokens —
+# sits exactly at chance, however high its BERTScore.
+
+# %%
+identification = stage2_identification(results, scorer, stim=stim if attributes is not None
+                                        else None, n_way=min(20, len(results.model)),
+                                        n_boot=cfg.eval.n_bootstrap, rng=cfg.run.seed)
+identification_wide(identification)
+
 # %%
 report = build_report(ev, cfg)
 report.attributes = attributes
+report.identification = identification
 paths = write_report(report, cfg)
 print("written to", cfg.figures_dir)
 sorted(p.name for p in paths.values())

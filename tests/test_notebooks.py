@@ -73,5 +73,13 @@ def test_all_notebooks_run_on_smoke(smoke_home):
                             "-p", "PROFILE", "smoke", str(src), str(out / f"{nb.stem}.ipynb")],
                            cwd=ROOT / "notebooks", env=env, capture_output=True, text=True)
         assert r.returncode == 0, f"{nb.name} failed on the smoke profile:\n{r.stderr[-4000:]}"
-    figs = list((smoke_home / "runs" / "smoke" / "figures").glob("*.png"))
+    fig_dir = smoke_home / "runs" / "smoke" / "figures"
+    figs = list(fig_dir.glob("*.png"))
     assert len(figs) >= 2 * len(NOTEBOOKS)
+    # notebooks 04 and 06 score attributes, the new controls and N-way identification
+    for name in ("04_attribute_accuracy.csv", "06_attribute_accuracy.png", "attributes_smoke.csv",
+                 "attributes_smoke_vs_video2text.csv", "identification_smoke.csv"):
+        assert (fig_dir / name).is_file(), name
+    summary = (fig_dir / "summary.md").read_text()
+    assert "Attribute accuracy" in summary and "caption identification" in summary
+    assert "LLM without brain tokens" in summary and "constant answer" in summary

@@ -117,9 +117,10 @@ def test_two_step_stage2_writes_decodes_of_eval_trials_only(world):
     ev = s2.build_eval_set(cfg, w["stage1"], w["tc"], w["splits"], w["captions"])
     man = s2.write_stage2_outputs(cfg, {"da": res[True].model, "noda": res[False].model}, ev,
                                   w["captions"], tc=w["tc"],
-                                  progress=False)
+                                  train_subjects=w["splits"].train_subjects, progress=False)
     d = s2.stage2_results_dir(cfg)
-    files = list(man["fmri2text"].values()) + man["chance"] + [man["baseline"]]
+    files = list(man["fmri2text"].values()) + man["chance"] + [man["baseline"],
+                                                               man["no_brain"], man["constant"]]
     assert len(man["chance"]) == s2.n_chance_decodes(cfg) == 2     # eval.n_shuffles capped
     assert man["ceiling"] is None and "ground truth" in man["ceiling_note"]
     for f in files:
@@ -133,6 +134,19 @@ def test_two_step_stage2_writes_decodes_of_eval_trials_only(world):
     base = s2.read_decodes(d / "baseline_nn.tsv")
     train_answers = set(w["captions"].loc[w["captions"]["subject"] != "03", "answer"])
     assert set(base["fmri2text"]) <= train_answers
+    # the constant control gives the most frequent training answer to every trial
+    const = s2.read_decodes(d / "constant.tsv")
+    tr = w["captions"].loc[w["captions"]["subject"].isin(w["splits"].train_subjects), "answer"]
+    assert const["fmri2text"].nunique() == 1
+    assert tr.value_counts()[const["fmri2text"].iloc[0]] == tr.value_counts().max()
+    # the no-brain control ignores the fMRI: one answer per instruction
+    nob = s2.read_decodes(d / "no_brain.tsv")
+    assert (nob.groupby("instruction")["fmri2text"].nunique() == 1).all()
+    # the report reads both controls as conditions of their own
+    from llm4brain.evaluation.report import load_stage2_results
+    r = load_stage2_results(cfg, descriptions=None)
+    assert r.no_brain is not None and r.constant is not None
+    assert r.available().set_index("condition").loc["LLM without brain tokens", "n_trials"] == len(ev)
     # a finished run is reloaded, not retrained
     again = s2.train_stage2(cfg, data, w["llm"], w["branch"].proj, domain_adaptation=True,
                             progress=False)

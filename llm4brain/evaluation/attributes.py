@@ -355,6 +355,8 @@ ATTRIBUTE_CONDITIONS: dict[str, str] = {
     "noda": "fMRI2Text, without DA",
     "baseline": "ridge + NN baseline",
     "ceiling": "noise ceiling (noise-free ridge + NN)",
+    "no_brain": "LLM without brain tokens",
+    "constant": "constant answer (most frequent training answer)",
     "chance": "chance: shuffled fMRI",
 }
 
@@ -384,8 +386,8 @@ def stage2_attribute_tables(results, stim: pd.DataFrame, *, n_boot: int = 1000,
     truth = truth_frame(stim, model["stim_file"])
     texts = {ATTRIBUTE_CONDITIONS["upper"]: model["video2text"].astype(str).tolist(),
              ATTRIBUTE_CONDITIONS["model"]: model["fmri2text"].astype(str).tolist()}
-    for cond in ("noda", "baseline", "ceiling"):
-        t = _aligned(getattr(results, cond), model, "fmri2text")
+    for cond in ("noda", "baseline", "ceiling", "no_brain", "constant"):
+        t = _aligned(getattr(results, cond, None), model, "fmri2text")
         if t is not None:
             texts[ATTRIBUTE_CONDITIONS[cond]] = t
     shuffles = [c["fmri2text"].astype(str).tolist() for c in results.chance]

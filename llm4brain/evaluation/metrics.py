@@ -515,6 +515,57 @@ class TextScorer:
         out[keep] = torch.cat(res).numpy().astype(float) * 100.0
         return np.nan_to_num(out, nan=0.0)
 
+    def bertscore_matrix(self, cands: Sequence[str], refs: Sequence[str]) -> np.ndarray:
+        """BERTScore F1 (percent) of every candidate against every reference, (n_c, n_r).
+
+        The same token embeddings and greedy matching as :meth:`bertscore` (cosine of
+        layer-``eval.bertscore_layers`` token embeddings, CLS/SEP excluded, no idf unless
+        ``eval.bertscore_idf``), for all pairs at once: the diagonal of
+        ``bertscore_matrix(c, r)`` equals ``bertscore(c, r)[:, 2]``. Used for N-way caption
+        identification. An empty text scores 0 against everything.
+        """
+        import torch
+        from bert_score.utils import get_idf_dict
+
+        cands, refs = [str(c) for c in cands], [str(r) for r in refs]
+        out = np.zeros((len(cands), len(refs)))
+        if not self.use_bertscore:
+            return np.full_like(out, np.nan)
+        model, tok = _load_bert(self._model_dir, self.cfg.bertscore_layers, self.device)
+        if self.cfg.bertscore_idf:
+            idf = get_idf_dict([t for t in refs if t.strip()] or ["."], tok, nthreads=0)
+        else:
+            from collections import defaultdict
+            idf = defaultdict(lambda: 1.0)
+            idf[tok.sep_token_id] = 0
+            idf[tok.cls_token_id] = 0
+        kc = [i for i, c in enumerate(cands) if c.strip()]
+        kr = [j for j, r in enumerate(refs) if r.strip()]
+        if not kc or not kr:
+            return out
+        stats = self._embed([cands[i] for i in kc] + [refs[j] for j in kr], model, tok)
+
+        def padded(texts):
+            emb = [torch.nn.functional.normalize(stats[t][0].float(), dim=-1) for t in texts]
+            w = [torch.tensor([idf[i] for i in stats[t][1]], dtype=torch.float) for t in texts]
+            E = torch.nn.utils.rnn.pad_sequence(emb, batch_first=True)
+            W = torch.nn.utils.rnn.pad_sequence(w, batch_first=True)
+            lens = torch.tensor([e.shape[0] for e in emb])
+            M = torch.arange(E.shape[1])[None, :] < lens[:, None]
+            return E, W, M
+
+        R, Wr, Mr = padded([refs[j] for j in kr])                 # (nr, Lr, d)
+        with torch.no_grad():
+            for a in range(0, len(kc), 32):
+                C, Wc, Mc = padded([cands[i] for i in kc[a:a + 32]])   # (nc, Lc, d)
+                S = torch.einsum("icd,jrd->ijcr", C, R)                # (nc, nr, Lc, Lr)
+                S = S.masked_fill(~Mr[None, :, None, :], -2.0).masked_fill(~Mc[:, None, :, None], -2.0)
+                P = (S.max(-1).values * Wc[:, None]).sum(-1) / Wc.sum(-1)[:, None]
+                Rc = (S.max(-2).values * Wr[None]).sum(-1) / Wr.sum(-1)[None]
+                F = 2 * P * Rc / (P + Rc)
+                out[np.ix_(kc[a:a + 32], kr)] = 100 * F.nan_to_num(0.0).numpy()
+        return out
+
     def _embed(self, sents: Sequence[str], model, tok) -> dict:
         """{sentence: (token embeddings (L, d) on CPU, token ids)} for every sentence given."""
         from collections import defaultdict

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from .attributes import attribute_wide
+from .identification import identification_wide
 from .controls import (CONDITIONS, ChanceResult, _chance_from_scores, bootstrap_by_group,
                        summary_table)
 from .metrics import METRIC_LABELS, METRICS, TextScorer, TextScores
@@ -55,7 +56,7 @@ from .tables import (format_summary, select_examples, subject_label, subject_tab
                      write_summary_table, write_table)
 
 __all__ = [
-    "RESULT_COLUMNS", "STAGE2_FILES", "CHANCE_PATTERN", "TABLES", "CONDITION_ORDER",
+    "RESULT_COLUMNS", "STAGE2_FILES", "EXTRA_CONTROLS", "CHANCE_PATTERN", "TABLES", "CONDITION_ORDER",
     "stage2_results_dir", "resolve_stage2_files", "read_stage2_tsv", "load_descriptions",
     "Stage2Results", "load_stage2_results", "EvalResults", "score_run", "Report",
     "build_report", "reading_paragraph", "summary_markdown", "examples_with_questions",
@@ -73,7 +74,11 @@ STAGE2_FILES: dict[str, tuple[str, ...]] = {
     "noda": ("fmri2text_noda.tsv",),
     "baseline": ("baseline_nn.tsv",),
     "ceiling": ("ceiling.tsv",),
+    "no_brain": ("no_brain.tsv",),
+    "constant": ("constant.tsv",),
 }
+#: Controls that are decoders of their own (written by Stage II, scored like the model).
+EXTRA_CONTROLS = ("no_brain", "constant")
 #: Chance decodings (fMRI shuffled across trials), one file per shuffle ``k``.
 CHANCE_PATTERN = re.compile(r"^chance_shuffle_(\d+)\.tsv$")
 
@@ -90,6 +95,8 @@ CONDITION_ORDER: dict[str, str] = {
     "baseline": CONDITIONS["baseline"],
     "model": CONDITIONS["model"],
     "noda": "llm4brain without DA",
+    "no_brain": "LLM without brain tokens",
+    "constant": "constant answer (most frequent training answer)",
     "ceiling": CONDITIONS["ceiling"],
     "upper": CONDITIONS["upper"],
 }
@@ -169,7 +176,7 @@ def _from_manifest(m: Mapping, d: Path, path: Path) -> dict:
     out["noda"] = existing(dec["noda"]) if "noda" in dec and main != "noda" else None
     if "chance" in m:
         out["chance"] = [existing(f) for f in m["chance"]]
-    for cond in ("baseline", "ceiling"):
+    for cond in ("baseline", "ceiling") + EXTRA_CONTROLS:
         if cond in m:
             out[cond] = existing(m[cond])
     return out
@@ -276,11 +283,13 @@ class Stage2Results:
     ceiling: pd.DataFrame | None = None
     descriptions: pd.Series | None = None
     files: dict = field(default_factory=dict)
+    no_brain: pd.DataFrame | None = None
+    constant: pd.DataFrame | None = None
 
     def available(self) -> pd.DataFrame:
         """One row per condition: file, trials (for the notebook's overview)."""
         rows = []
-        for cond in ("model", "noda", "baseline", "ceiling"):
+        for cond in ("model", "noda", "baseline", "ceiling") + EXTRA_CONTROLS:
             df, f = getattr(self, cond), self.files.get(cond)
             rows.append(dict(condition=CONDITION_ORDER[cond], file=f.name if f else "--",
                              n_trials=len(df) if df is not None else 0))
@@ -332,15 +341,16 @@ def load_stage2_results(cfg_or_run_dir, *, descriptions: pd.Series | None | bool
     """
     files = resolve_stage2_files(cfg_or_run_dir)
     model = read_stage2_tsv(files["model"])
-    other = {c: read_stage2_tsv(files[c]) if files[c] is not None else None
-             for c in ("noda", "baseline", "ceiling")}
+    other = {c: read_stage2_tsv(files[c]) if files.get(c) is not None else None
+             for c in ("noda", "baseline", "ceiling") + EXTRA_CONTROLS}
     chance = [_align(read_stage2_tsv(p), model, p) for p in files["chance"]]
     if descriptions is True:
         cfg = cfg_or_run_dir if hasattr(cfg_or_run_dir, "run_dir") else None
         rd = None if cfg is not None else Path(files["model"]).parents[2]
         descriptions = load_descriptions(cfg, rd)
     return Stage2Results(model, other["noda"], chance, other["baseline"], other["ceiling"],
-                         descriptions if isinstance(descriptions, pd.Series) else None, files)
+                         descriptions if isinstance(descriptions, pd.Series) else None, files,
+                         other["no_brain"], other["constant"])
 
 
 # ---------------------------------------------------------------------------- scoring + cache
@@ -415,11 +425,14 @@ class EvalResults:
     eval_cfg: object = None
     seed: int = 0
     status: dict = field(default_factory=dict)
+    no_brain: TextScores | None = None
+    constant: TextScores | None = None
 
     def conditions(self) -> dict:
         """Non-empty results by condition key (the keys of :data:`CONDITION_ORDER`)."""
         return {k: getattr(self, k) for k in ("chance", "baseline", "model", "noda", "ceiling",
-                                              "upper") if getattr(self, k) is not None}
+                                              "upper") + EXTRA_CONTROLS
+                if getattr(self, k) is not None}
 
     @property
     def metadata(self) -> dict:
@@ -458,8 +471,8 @@ def score_run(cfg, *, scorer: TextScorer | None = None, results: Stage2Results |
     out = EvalResults(model=None,  # type: ignore[arg-type]  # set just below
                       profile=getattr(cfg, "profile", ""), eval_cfg=scorer.cfg,
                       seed=int(getattr(getattr(cfg, "run", None), "seed", 0)), status=status)
-    for cond in ("model", "noda", "baseline", "ceiling"):
-        df = getattr(res, cond)
+    for cond in ("model", "noda", "baseline", "ceiling") + EXTRA_CONTROLS:
+        df = getattr(res, cond, None)
         if df is not None:
             setattr(out, cond, _score_cached(scorer, cache, cond, df["fmri2text"].tolist(),
                                              df["video2text"].tolist(), _meta(df), status,
@@ -542,6 +555,8 @@ class Report:
     #: ``{"truth": tidy, "video2text": tidy}`` from
     #: :func:`llm4brain.evaluation.attributes.stage2_attribute_tables` (simulated data), or None.
     attributes: dict | None = None
+    #: :func:`llm4brain.evaluation.identification.stage2_identification`, or None.
+    identification: pd.DataFrame | None = None
 
 
 
@@ -587,9 +602,10 @@ def build_report(ev: EvalResults, cfg=None, *, n_boot: int | None = None, rng=No
                                        total=ec.total_row)
     ceiling_table = subject_table(ev.ceiling, total=ec.total_row) if ev.ceiling is not None \
         else None
+    extra = {CONDITION_ORDER[k]: getattr(ev, k) for k in ("noda",) + EXTRA_CONTROLS
+             if getattr(ev, k, None) is not None}
     tidy = summary_table(ev.model, chance=ev.chance, baseline=ev.baseline, ceiling=ev.ceiling,
-                         upper=ev.upper,
-                         extra={CONDITION_ORDER["noda"]: ev.noda} if ev.noda is not None else None,
+                         upper=ev.upper, extra=extra or None,
                          n_boot=n_boot, rng=rng, alpha=ec.ci_alpha, total=ec.total_row)
     tidy = _ordered(tidy)
     examples = select_examples(ev.model, ec.n_examples if n_examples is None else n_examples)
@@ -764,6 +780,15 @@ def summary_markdown(report: Report) -> str:
         if "video2text" in report.attributes:
             out += ["### The same, against the attributes Video2Text names (the decoder's "
                     "target)\n", to_markdown(attribute_wide(report.attributes["video2text"]))]
+    if report.identification is not None and len(report.identification):
+        n_way = int(report.identification["n_way"].iloc[0])
+        out += [f"## {n_way}-way caption identification\n",
+                f"Percent of trials whose decoded text is closer to its own trial's reference "
+                f"than to those of {n_way - 1} other trials drawn at random (Mind Captioning's "
+                f"test; chance 1/{n_way} whatever the similarity; ties share). Similarity: "
+                f"BERTScore F1, or the number of attributes two texts name alike. Brackets: "
+                f"95 % bootstrap interval over trials.\n",
+                to_markdown(identification_wide(report.identification))]
     out += ["## Metric settings\n", _settings_md(report.metadata),
             "## Examples (best to worst per target subject)\n",
             examples_with_questions(report.examples)]
@@ -826,6 +851,11 @@ def write_report(report: Report, cfg_or_dir, *, summary_name: str = "summary.md"
         tidy.to_csv(out_dir / f"{stem}.csv", index=False)
         (out_dir / f"{stem}.md").write_text(to_markdown(attribute_wide(tidy)))
         paths[f"{stem}.csv"], paths[f"{stem}.md"] = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
+    if report.identification is not None:
+        report.identification.to_csv(out_dir / f"identification_{p}.csv", index=False)
+        (out_dir / f"identification_{p}.md").write_text(
+            to_markdown(identification_wide(report.identification)))
+        paths["identification.csv"] = out_dir / f"identification_{p}.csv"
     paths["summary_md"] = out_dir / summary_name
     paths["summary_md"].write_text(summary_markdown(report))
     return paths

@@ -53,7 +53,8 @@ __all__ = ["DECODE_COLUMNS", "TargetFeatures", "Stage2Data", "build_stage2_data"
            "make_stage2_sampler", "Stage2Result", "train_stage2", "load_stage2", "EvalSet",
            "build_eval_set", "decode", "decode_eval_set", "chance_decodes", "nn_baseline",
            "ceiling_decodes", "save_decodes", "read_decodes", "stage2_results_dir",
-           "write_stage2_outputs", "n_chance_decodes", "has_ground_truth"]
+           "write_stage2_outputs", "n_chance_decodes", "has_ground_truth", "no_brain_decodes",
+           "constant_decodes"]
 
 #: Columns of every decoding TSV (fMRI2Text, chance, baseline, ceiling), in order.
 DECODE_COLUMNS = ("subject", "trial_index", "clip_id", "stim_file", "instruction", "fmri2text",
@@ -536,6 +537,43 @@ def decode_eval_set(model: Stage2Model, eval_set: EvalSet, *, z: torch.Tensor | 
     return _frame(eval_set.table, texts)
 
 
+@torch.no_grad()
+def no_brain_decodes(model: Stage2Model, eval_set: EvalSet, *, seed: int = 0,
+                     progress: bool = False) -> pd.DataFrame:
+    """Control: the frozen LLM given each trial's prompt with **no** brain tokens (the
+    placeholder removed), so what it says comes from the instruction and the LLM alone
+    (Tang et al.'s null sequences). Same generation settings as :func:`decode`."""
+    from ..models.video_llm import generate_from_prefix, splice_prefix
+
+    c = model.llm_cfg
+    ins = eval_set.table["instruction"].tolist()
+    bs = c.batch_size
+    out: list[str] = []
+    for k, s in enumerate(tqdm(range(0, len(ins), bs), desc="no brain tokens",
+                               disable=not progress, unit="batch")):
+        chunk = ins[s:s + bs]
+        empty = torch.zeros(len(chunk), 0, model.llm.hidden_size)
+        pb = splice_prefix(model.llm, [model.prompt(i) for i in chunk], empty,
+                           placeholder=c.placeholder)
+        out += generate_from_prefix(model.llm, pb, max_new_tokens=c.max_new_tokens,
+                                    do_sample=c.do_sample, temperature=c.temperature,
+                                    top_p=c.top_p, seed=seed + k)
+    return _frame(eval_set.table, [t.replace("\t", " ").replace("\n", " ") for t in out])
+
+
+def constant_decodes(eval_set: EvalSet, captions: pd.DataFrame,
+                     train_subjects: Sequence[str]) -> pd.DataFrame:
+    """Control: the most frequent surrogate answer of the *training* subjects' clips, given
+    for every evaluation trial (what a decoder that ignores the brain and guesses the mode
+    scores). Ties go to the answer first in the caption table."""
+    tr = captions[captions["subject"].astype(str).isin([str(s) for s in train_subjects])]
+    if tr.empty:
+        raise ValueError("no surrogate answers of training subjects: run notebook 04 first")
+    counts = tr["answer"].astype(str).value_counts(sort=False)
+    mode = counts.index[int(np.argmax(counts.to_numpy()))]
+    return _frame(eval_set.table, [mode] * len(eval_set))
+
+
 def n_chance_decodes(cfg) -> int:
     """``eval.n_shuffles`` capped by ``stage2.max_shuffles`` (0 = no cap)."""
     n = int(cfg.eval.n_shuffles)
@@ -674,7 +712,7 @@ def read_decodes(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def write_stage2_outputs(cfg, models: dict, eval_set: EvalSet, captions: pd.DataFrame, *,
-                         tc=None, main: str | None = None,
+                         tc=None, main: str | None = None, train_subjects: Sequence[str] = (),
                          progress: bool = True) -> dict:
     """Decode the evaluation trials with every model and write the controls of notebook 06.
 
@@ -689,6 +727,9 @@ def write_stage2_outputs(cfg, models: dict, eval_set: EvalSet, captions: pd.Data
     main : str, optional
         Model used for the chance decodes and the ceiling (default ``da`` when
         ``stage2.domain_adaptation`` else ``noda``).
+    train_subjects : list of str
+        The training subjects (``splits.train_subjects``), for the constant-answer control
+        (skipped when empty).
 
     Returns
     -------
@@ -721,6 +762,12 @@ def write_stage2_outputs(cfg, models: dict, eval_set: EvalSet, captions: pd.Data
     manifest["n_shuffles"] = n_sh
     manifest["n_shuffles_requested"] = int(cfg.eval.n_shuffles)
     save_decodes(nn_baseline(cfg, eval_set, captions), d / "baseline_nn.tsv")
+    save_decodes(no_brain_decodes(models[main], eval_set, seed=seed, progress=progress),
+                 d / "no_brain.tsv")
+    manifest["no_brain"] = "no_brain.tsv"
+    if train_subjects:
+        save_decodes(constant_decodes(eval_set, captions, train_subjects), d / "constant.tsv")
+        manifest["constant"] = "constant.tsv"
     if tc is not None and has_ground_truth(cfg):
         save_decodes(ceiling_decodes(cfg, tc, eval_set, captions), d / "ceiling.tsv")
         manifest["ceiling"] = "ceiling.tsv"
