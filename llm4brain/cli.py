@@ -26,7 +26,24 @@ def _simulate(args) -> int:
 def _describe(args) -> int:
     from .data import describe_dataset
 
-    print(json.dumps(describe_dataset(args.root), indent=None if args.compact else 2))
+    data_cfg, root = None, args.root
+    if args.profile:
+        from .config import load_config
+
+        cfg = load_config(args.profile)
+        data_cfg = cfg.data
+        root = root or cfg.data_root
+    if root is None:
+        print("llm4brain describe: error: give the BIDS root or --profile P (its data.root)",
+              file=sys.stderr)
+        return 2
+    d = describe_dataset(root, data_cfg)
+    print(json.dumps(d, indent=None if args.compact else 2, default=str))
+    if d["problems"]:
+        print(f"llm4brain describe: {len(d['problems'])} problem(s):", file=sys.stderr)
+        for msg in d["problems"]:
+            print(f"  - {msg}", file=sys.stderr)
+        return 3 if args.strict else 0
     return 0
 
 
@@ -41,9 +58,18 @@ def main(argv=None) -> int:
     s.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=_simulate)
-    d = sub.add_parser("describe", help="print a JSON summary of a HAD-layout dataset")
-    d.add_argument("root", help="BIDS root")
+    d = sub.add_parser("describe", help="print a JSON summary of a HAD-layout dataset and "
+                                        "the problems the loader would stop on")
+    d.add_argument("root", nargs="?", default=None,
+                   help="BIDS root (default: data.root of --profile)")
+    d.add_argument("--profile", default=None,
+                   help="profile whose data settings (source, derivatives, space, desc, "
+                        "onset_offset, block_trs, lag_s, stimuli_map) are used: smoke | default "
+                        "| had | urgen | path to a YAML file. Without it: defaults, source "
+                        "fmriprep when derivatives/fmriprep exists, else raw")
     d.add_argument("--compact", action="store_true", help="one line")
+    d.add_argument("--strict", action="store_true",
+                   help="exit with status 3 when problems are found")
     d.set_defaults(fn=_describe)
     args = p.parse_args(argv)
     try:

@@ -53,15 +53,20 @@ class DataConfig:
     root : str
         BIDS root. ``{run_dir}`` expands to the run directory (the embedded dataset lives there).
     source : str
-        ``fmriprep`` (derivatives/fmriprep, MNI space) or ``raw`` (sub-XX/.../func).
+        ``fmriprep`` (the derivatives folder below, MNI space) or ``raw`` (sub-XX/.../func).
+    derivatives : str
+        Folder of the fMRIPrep-style derivatives, relative to ``root`` (or absolute):
+        ``derivatives/fmriprep`` (fMRIPrep's layout); nilearn's fake BIDS writes
+        ``derivatives``.
     space, desc : str
         fMRIPrep entities of the preprocessed BOLD.
     onset_offset : float
         Seconds added to every events.tsv onset (e.g. 12.0 for HAD versions with a lead-in).
     block_trs : int
-        Number of volumes T in a trial block.
+        Number of volumes T in a trial block (all runs must share one TR).
     lag_s : float
-        Seconds after onset of the first volume of the block (HRF delay).
+        HRF delay: the block starts at the first volume at or after ``onset + lag_s``
+        (``ceil((onset + lag_s) / TR)``).
     confounds : list of str
         Columns of the confounds TSV regressed out of each run.
     high_pass : float
@@ -82,6 +87,7 @@ class DataConfig:
 
     root: str = "{run_dir}/dataset"
     source: str = "fmriprep"
+    derivatives: str = "derivatives/fmriprep"
     space: str = "MNI152NLin2009cAsym"
     desc: str = "preproc"
     onset_offset: float = 0.0

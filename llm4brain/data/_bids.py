@@ -5,7 +5,10 @@ One code path serves the real HAD (OpenNeuro ds004488) and the embedded simulati
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,20 +16,42 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["RunFiles", "discover_runs", "read_events", "load_bold", "load_mask",
-           "read_confounds", "DataError", "EVENT_COLUMNS", "load_stimuli", "read_stimuli_map"]
+           "read_confounds", "DataError", "EVENT_COLUMNS", "load_stimuli", "read_stimuli_map",
+           "check_same_tr", "grid_mismatch", "derivatives_dir", "repetition_time"]
 
 EVENT_COLUMNS = ("onset", "duration", "trial_type", "response", "response_time", "stim_file")
 _RUN_RE = re.compile(r"sub-(?P<sub>[^_/]+)(?:_ses-(?P<ses>[^_/]+))?_task-(?P<task>[^_/]+)"
                      r"(?:_acq-[^_/]+)?(?:_run-(?P<run>\d+))?")
+# entities fMRIPrep adds to a raw file name (removed to find the raw run's sidecar)
+_DERIV_ENTITIES = re.compile(r"_(?:space|res|den|desc|cohort|from|to|mode|hemi|label)-[^_]+")
+_TR_TOL = 1e-3  # s: two runs whose TRs differ by more are on different time grids
+log = logging.getLogger("llm4brain.data")
+_announced: set = set()
 
 
 class DataError(ValueError):
     """Bad input data; the message names the file and the fix."""
 
 
+def _say(msg: str, warn: bool = False, once: str | None = None) -> None:
+    """Report ``msg`` through logging (logger ``llm4brain.data``) when logging is configured
+    to show it, else print it to stderr; ``once``: a key reported only once per process."""
+    if once is not None:
+        if once in _announced:
+            return
+        _announced.add(once)
+    level = logging.WARNING if warn else logging.INFO
+    if log.hasHandlers() and log.isEnabledFor(level):
+        log.log(level, msg)
+    else:
+        print(("llm4brain: WARNING: " if warn else "llm4brain: ") + msg, file=sys.stderr,
+              flush=True)
+
+
 @dataclass(frozen=True)
 class RunFiles:
-    """The files of one functional run."""
+    """The files of one functional run (``tr_source``: the sidecar JSON the TR came from, or
+    ``"NIfTI header"``)."""
 
     subject: str
     session: str
@@ -36,6 +61,7 @@ class RunFiles:
     confounds: Path | None
     mask: Path | None
     tr: float
+    tr_source: str = ""
 
 
 def _entities(path: Path) -> dict:
@@ -47,28 +73,167 @@ def _entities(path: Path) -> dict:
                 run=int(d["run"]) if d["run"] else 1)
 
 
-def _tr_of(bold: Path, root: Path) -> float:
-    """RepetitionTime from the sidecar JSON (inheritance principle) or the NIfTI header."""
-    cands = [bold.with_name(bold.name.replace(".nii.gz", ".json").replace(".nii", ".json"))]
-    cands += sorted(root.glob("task-*_bold.json"))
+def _kv(name: str) -> dict:
+    """``{"sub": "01", "run": 1, ...}`` of a BIDS file name (run as int)."""
+    stem = name.split(".")[0]
+    out = {}
+    for part in stem.split("_"):
+        if "-" in part:
+            k, v = part.split("-", 1)
+            out[k] = int(v) if k == "run" and v.isdigit() else v
+    return out
+
+
+def _sidecar_candidates(bold: Path, root: Path) -> list[Path]:
+    """Sidecar JSONs that may hold the RepetitionTime of ``bold``, most specific first.
+
+    1. the JSON beside the BOLD (same name);
+    2. the raw run's sidecar (the BOLD name without fMRIPrep's space/res/desc entities) in
+       ``<root>/sub-XX/[ses-YY/]func/``, then, by the BIDS inheritance principle, every
+       ``*_bold.json`` in that folder, ``ses-YY/``, ``sub-XX/`` and the root whose entities
+       are a subset of the run's (e.g. ``sub-XX_task-<t>_bold.json``, ``task-<t>_bold.json``).
+    """
+    own = bold.with_name(bold.name.replace(".nii.gz", ".json").replace(".nii", ".json"))
+    ent = _kv(bold.name)
+    raw_name = _DERIV_ENTITIES.sub("", own.name)
+    levels = [root]
+    if "sub" in ent:
+        levels.insert(0, root / f"sub-{ent['sub']}")
+        if "ses" in ent:
+            levels.insert(0, root / f"sub-{ent['sub']}" / f"ses-{ent['ses']}")
+        levels.insert(0, levels[0] / "func")
+    cands = [own, levels[0] / raw_name]
+    for d in levels:
+        if not d.is_dir():
+            continue
+        found = []
+        for j in d.glob("*_bold.json"):
+            kv = _kv(j.name)
+            if kv and all(ent.get(k) == v for k, v in kv.items()):
+                found.append((-len(kv), j.name, j))
+        cands += [j for _, _, j in sorted(found)]
+    seen, out = set(), []
     for c in cands:
+        if c not in seen:
+            seen.add(c)
+            out.append(c)
+    return out
+
+
+def repetition_time(bold: str | Path, root: str | Path) -> tuple[float, str]:
+    """RepetitionTime (s) of a BOLD run and where it came from.
+
+    Order: (1) the sidecar JSON beside the BOLD; (2) the raw run's sidecar
+    ``sub-XX/[ses-YY/]func/*_bold.json`` and the BIDS inheritance chain above it, up to
+    ``task-<task>_bold.json`` at the root (fMRIPrep derivatives usually inherit from the raw
+    run); (3) the NIfTI header (``pixdim[4]``, milliseconds converted), with a WARNING naming
+    the file; (4) a DataError when the header has no usable TR (0, missing, or nibabel's
+    unset default 1.0 with unknown units).
+
+    Returns
+    -------
+    (tr, source) : float seconds and the JSON path or ``"NIfTI header"``.
+    """
+    bold, root = Path(bold), Path(root)
+    for c in _sidecar_candidates(bold, root):
         if c.is_file():
             try:
                 tr = json.loads(c.read_text()).get("RepetitionTime")
             except json.JSONDecodeError as exc:
                 raise DataError(f"{c} is not valid JSON ({exc}); fix or delete it") from exc
             if tr:
-                return float(tr)
+                try:
+                    tr = float(tr)
+                except (TypeError, ValueError):
+                    raise DataError(f"{c}: RepetitionTime {tr!r} is not a number (seconds); "
+                                    f"fix the sidecar") from None
+                if not 0 < tr <= 100:
+                    raise DataError(f"{c}: RepetitionTime {tr} is not a plausible TR in "
+                                    f"seconds; fix the sidecar (BIDS uses seconds)")
+                return tr, str(c)
     import nibabel as nib
     try:
-        zooms = nib.load(str(bold)).header.get_zooms()
+        hdr = nib.load(str(bold)).header
+        zooms = hdr.get_zooms()
+        units = hdr.get_xyzt_units()[1] if hasattr(hdr, "get_xyzt_units") else "unknown"
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"cannot read NIfTI header of {bold}: {exc}. Re-download or re-create "
                         f"the file") from exc
-    if len(zooms) < 4 or zooms[3] <= 0:
-        raise DataError(f"no RepetitionTime for {bold}: add it to a sidecar JSON "
-                        f"(task-<task>_bold.json)")
-    return float(zooms[3])
+    fix = (f"add \"RepetitionTime\" (seconds) to a sidecar JSON: the raw run's "
+           f"{_sidecar_candidates(bold, root)[1]} or task-<task>_bold.json at the BIDS root "
+           f"{root}")
+    tr = float(zooms[3]) if len(zooms) >= 4 else 0.0
+    tr = tr / 1000.0 if units == "msec" else tr / 1e6 if units == "usec" else tr
+    if not np.isfinite(tr) or tr <= 0 or (units == "unknown" and tr == 1.0) or tr > 100:
+        what = ("no time step" if len(zooms) < 4 or not tr > 0 else
+                "pixdim[4] = 1.0 with unknown units (nibabel's unset default)"
+                if tr == 1.0 else f"an implausible time step {tr} (units {units})")
+        raise DataError(f"no RepetitionTime for {bold}: no sidecar JSON gives one and its NIfTI "
+                        f"header has {what}. Fix: {fix}")
+    _say(f"TR of {bold} taken from its NIfTI header ({tr:g} s, units {units}): no sidecar JSON "
+         f"has RepetitionTime. If that is not the acquisition TR, {fix}", warn=True,
+         once=f"tr:{bold}")
+    return tr, "NIfTI header"
+
+
+def _tr_of(bold: Path, root: Path) -> float:
+    """RepetitionTime of ``bold`` (see :func:`repetition_time`)."""
+    return repetition_time(bold, root)[0]
+
+
+def check_same_tr(runs: list) -> None:
+    """Raise DataError when the runs do not all share one TR (blocks are counted in volumes,
+    so runs with different TRs would give blocks of different lengths in seconds)."""
+    if not runs:
+        return
+    ref = runs[0]
+    for r in runs[1:]:
+        if abs(r.tr - ref.tr) > _TR_TOL:
+            n = len({round(x.tr, 3) for x in runs})
+            raise DataError(
+                f"{r.bold} has TR {r.tr:g} s (from {r.tr_source or 'its sidecar'}) but "
+                f"{ref.bold} has TR {ref.tr:g} s (from {ref.tr_source or 'its sidecar'}); "
+                f"{n} different TRs in all. Trial blocks are counted in volumes, so one grid of "
+                f"blocks cannot hold both. Fix: resample those runs in time to one TR "
+                f"beforehand (interpolate every voxel's time course, then update "
+                f"RepetitionTime in their sidecars), or process the subjects of each TR "
+                f"separately (build_trial_cache(cfg, subjects=[...]), or a profile whose "
+                f"data.root holds only those subjects, e.g. a folder of symlinks). "
+                f"`llm4brain describe` lists the TR of every run")
+
+
+def grid_mismatch(path: Path, shape, affine, ref_path: Path, ref_shape, ref_affine) -> str | None:
+    """Message when ``path`` is not on the grid (shape, affine) of ``ref_path``, else None."""
+    if tuple(shape[:3]) == tuple(ref_shape[:3]) and np.allclose(affine, ref_affine, atol=1e-3):
+        return None
+    what = (f"shape {tuple(shape[:3])} vs {tuple(ref_shape[:3])}"
+            if tuple(shape[:3]) != tuple(ref_shape[:3]) else
+            f"same shape {tuple(shape[:3])} but a different affine (voxel size / origin / "
+            f"orientation: {np.round(np.asarray(affine)[:3], 2).tolist()} vs "
+            f"{np.round(np.asarray(ref_affine)[:3], 2).tolist()})")
+    return (f"{path} is on a different grid than {ref_path} ({what}): the trial cache needs "
+            f"one voxel grid for every run and subject. Fix: resample every run (and its brain "
+            f"mask, with interpolation='nearest') to one reference grid before running, e.g. "
+            f"nilearn.image.resample_to_img(img, reference_img) then nib.save; or use "
+            f"derivatives in one template space (data.source: fmriprep with data.space "
+            f"naming an MNI space your fMRIPrep run wrote)")
+
+
+def derivatives_dir(root: str | Path, data_cfg) -> Path:
+    """The derivatives folder ``data.derivatives`` (relative to ``root`` unless absolute)."""
+    d = os.path.expandvars(str(getattr(data_cfg, "derivatives", "derivatives/fmriprep")))
+    p = Path(d)
+    return p if p.is_absolute() else Path(root) / p
+
+
+def _listing(d: Path, limit: int = 12) -> str:
+    try:
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in d.iterdir())
+    except OSError:
+        return "(unreadable)"
+    if not names:
+        return "(nothing)"
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} entries)" if len(names) > limit else "")
 
 
 def discover_runs(root: str | Path, data_cfg, task: str = "action") -> list[RunFiles]:
@@ -77,15 +242,17 @@ def discover_runs(root: str | Path, data_cfg, task: str = "action") -> list[RunF
     Parameters
     ----------
     root : path
-        BIDS root (with ``sub-*`` folders and, for ``source='fmriprep'``,
-        ``derivatives/fmriprep``).
+        BIDS root (with ``sub-*`` folders and, for ``source='fmriprep'``, the derivatives
+        folder ``data.derivatives``, default ``derivatives/fmriprep``).
     data_cfg : DataConfig
-        ``source`` (``fmriprep`` | ``raw``), ``space`` and ``desc`` select the BOLD files.
+        ``source`` (``fmriprep`` | ``raw``), ``derivatives``, ``space`` and ``desc`` select
+        the BOLD files.
 
     Returns
     -------
-    list of RunFiles sorted by subject and run. Raises DataError when nothing is found or a
-    run lacks its events file.
+    list of RunFiles sorted by subject and run, each with its TR and where the TR came from
+    (:func:`repetition_time`). Raises DataError when nothing is found, the derivatives folder
+    is missing (listing what ``derivatives/`` holds) or a run lacks its events file.
     """
     root = Path(root)
     if not root.is_dir():
@@ -93,7 +260,17 @@ def discover_runs(root: str | Path, data_cfg, task: str = "action") -> list[RunF
                         f"(for HAD: export HAD_ROOT=/path/to/ds004488), or run "
                         f"`llm4brain simulate` for the embedded dataset")
     if data_cfg.source == "fmriprep":
-        base = root / "derivatives" / "fmriprep"
+        base = derivatives_dir(root, data_cfg)
+        setting = getattr(data_cfg, "derivatives", "derivatives/fmriprep")
+        if not base.is_dir():
+            top = root / "derivatives"
+            where = (f"{top} holds: {_listing(top)}" if top.is_dir() else
+                     f"{root} has no derivatives/ folder (it holds: {_listing(root)})")
+            raise DataError(f"derivatives folder {base} (data.derivatives: {setting!r}) not "
+                            f"found; {where}. Set data.derivatives to the folder that holds "
+                            f"sub-*/.../func/*_desc-{data_cfg.desc}_bold.nii.gz (relative to "
+                            f"data.root or absolute; nilearn's fake BIDS writes "
+                            f"'derivatives'), or data.source: raw")
         pattern = f"sub-*/**/func/*task-{task}*space-{data_cfg.space}*desc-{data_cfg.desc}_bold.nii*"
     elif data_cfg.source == "raw":
         base = root
@@ -104,8 +281,11 @@ def discover_runs(root: str | Path, data_cfg, task: str = "action") -> list[RunF
     if data_cfg.source == "raw":
         bolds = [b for b in bolds if "space-" not in b.name]
     if not bolds:
+        seen = sorted({m for b in base.glob("sub-*/**/func/*_bold.nii*")
+                       for m in re.findall(r"_((?:task|space|desc)-[^_]+)", b.name)})
+        hint = f"; BOLD files there have {', '.join(seen[:12])}" if seen else ""
         raise DataError(f"no BOLD files matching {base}/{pattern}: check data.source, "
-                        f"data.space ({data_cfg.space}) and data.desc ({data_cfg.desc})")
+                        f"data.space ({data_cfg.space}) and data.desc ({data_cfg.desc}){hint}")
     runs = []
     for b in bolds:
         ent = _entities(b)
@@ -127,9 +307,12 @@ def discover_runs(root: str | Path, data_cfg, task: str = "action") -> list[RunF
             c = sorted(b.parent.glob(f"{stem}*desc-confounds_timeseries.tsv")) or \
                 sorted(b.parent.glob(f"{stem}*desc-confounds_regressors.tsv"))
             conf = c[0] if c else None
-            m = sorted(b.parent.glob(f"{stem}*space-{data_cfg.space}*desc-brain_mask.nii*"))
+            exact = b.with_name(b.name.replace(f"desc-{data_cfg.desc}_bold", "desc-brain_mask"))
+            m = [exact] if exact.is_file() else \
+                sorted(b.parent.glob(f"{stem}*space-{data_cfg.space}*desc-brain_mask.nii*"))
             mask = m[0] if m else None
-        runs.append(RunFiles(sub, ses, run, b, ev, conf, mask, _tr_of(b, root)))
+        tr, tr_src = repetition_time(b, root)
+        runs.append(RunFiles(sub, ses, run, b, ev, conf, mask, tr, tr_src))
     return runs
 
 
@@ -240,16 +423,29 @@ def load_mask(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return m, img.affine
 
 
-def load_bold(path: str | Path, mask: np.ndarray | None = None, affine: np.ndarray | None = None
+def load_bold(path: str | Path, mask: np.ndarray | None = None, affine: np.ndarray | None = None,
+              *, required: np.ndarray | None = None, mask_source: str | None = None
               ) -> tuple[np.ndarray, np.ndarray, tuple]:
     """Load a 4-D BOLD run as float32.
+
+    Parameters
+    ----------
+    path : BOLD NIfTI
+    mask, affine : optional
+        Keep only the ``mask`` voxels (bool X, Y, Z); ``affine`` must match the file's.
+    required : bool array, optional
+        Over the kept voxels (``mask`` voxels, or all voxels): those that must be finite.
+        Non-finite values elsewhere (background voxels) are set to 0. Default: all.
+    mask_source : str, optional
+        What the mask is (a file, or how it was computed), for the NaN error message.
 
     Returns
     -------
     data : (n_vols, n_vox) at the mask voxels when ``mask`` is given, else (X, Y, Z, n_vols)
     affine : (4, 4)
     shape : the 4-D shape
-    Raises DataError on an unreadable file, a shape or affine mismatch with the mask, or NaNs.
+    Raises DataError on an unreadable file, a shape or affine mismatch with the mask, or
+    non-finite values in required voxels.
     """
     path = Path(path)
     img = _load_nifti(path, "BOLD file")
@@ -257,11 +453,14 @@ def load_bold(path: str | Path, mask: np.ndarray | None = None, affine: np.ndarr
     if len(shape) != 4:
         raise DataError(f"BOLD file {path} must be 4-D (X, Y, Z, time), has shape {shape}")
     if mask is not None and tuple(shape[:3]) != tuple(mask.shape):
-        raise DataError(f"BOLD file {path} has spatial shape {shape[:3]} but the brain mask has "
-                        f"{mask.shape}: use the mask of the same space (data.space) or resample")
+        raise DataError(f"BOLD file {path} has spatial shape {shape[:3]} but the brain mask "
+                        f"({mask_source or 'given'}) has {mask.shape}: resample the mask onto "
+                        f"the BOLD grid (nilearn.image.resample_to_img(mask_img, bold_img, "
+                        f"interpolation='nearest')) or use the mask written with this BOLD")
     if affine is not None and not np.allclose(img.affine, affine, atol=1e-3):
-        raise DataError(f"BOLD file {path} has an affine different from the brain mask's: both "
-                        f"must be in the same space (data.space); resample one onto the other")
+        raise DataError(f"BOLD file {path} has an affine different from the brain mask's "
+                        f"({mask_source or 'given'}): resample one onto the other "
+                        f"(nilearn.image.resample_to_img) so both share one grid")
     try:
         # read the on-disk values (e.g. int16), keep the mask voxels, then scale: the full
         # float volume is never materialised (peak memory ~ the raw array + the masked part)
@@ -284,12 +483,32 @@ def load_bold(path: str | Path, mask: np.ndarray | None = None, affine: np.ndarr
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"BOLD file {path} cannot be read ({type(exc).__name__}: {exc}); the "
                         f"file is truncated or corrupt: re-download or re-create it") from exc
-    nan = ~np.isfinite(data)
-    if nan.any():
-        n = int(nan.any(axis=0 if mask is not None else 3).sum())
-        raise DataError(f"BOLD file {path} has non-finite values in {n} voxel(s) inside the mask: "
-                        f"exclude them from the brain mask or re-run preprocessing")
+    vox_axis = 0 if mask is not None else 3
+    bad = ~np.isfinite(data).all(axis=vox_axis)          # per voxel
+    if bad.any():
+        need = bad if required is None else bad & np.asarray(required, bool).reshape(bad.shape)
+        if need.any():
+            n = int(need.sum())
+            where = (f"inside the brain mask ({mask_source})" if mask_source else
+                     "inside the mask" if mask is not None else "(no mask given)")
+            raise DataError(
+                f"BOLD file {path} has non-finite values in {n} voxel(s) {where} (NaN or "
+                f"inf), e.g. voxel {tuple(int(i) for i in _first_bad(need, mask))}. Fix: replace them "
+                f"in the file (d = img.get_fdata(); d[~np.isfinite(d)] = 0; "
+                f"nib.save(nib.Nifti1Image(d, img.affine, img.header), path)), exclude those "
+                f"voxels from the brain mask, or re-run preprocessing")
+        if mask is not None:
+            data[:, bad] = 0.0
+        else:
+            data[bad] = 0.0
     return data, img.affine, shape
+
+
+def _first_bad(bad: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """(i, j, k) of the first flagged voxel (``bad`` over mask voxels or the full grid)."""
+    if mask is None:
+        return np.argwhere(bad)[0]
+    return np.argwhere(mask)[int(np.flatnonzero(bad)[0])]
 
 
 def read_confounds(path: Path | None, columns, n_vols: int) -> np.ndarray:
@@ -311,7 +530,8 @@ def load_stimuli(cfg) -> pd.DataFrame:
 
     Reads ``<root>/stimuli/descriptions.tsv`` (simulated data) and the pretraining corpus
     ``<root>/../pretrain_corpus/descriptions.tsv`` when present. For real HAD (no text) the
-    table is built from the events files with empty descriptions.
+    table is built from the events files with empty descriptions and a ``duration`` column
+    (the longest events duration of the clip, checked by :func:`build_frame_cache`).
     """
     root = cfg.data_root
     tables = []
@@ -322,11 +542,14 @@ def load_stimuli(cfg) -> pd.DataFrame:
         rows = []
         for rf in discover_runs(root, cfg.data):
             ev = read_events(rf.events, stimuli_map=cfg.data.stimuli_map or None)
-            for sf in ev["stim_file"]:
+            for sf, dur in zip(ev["stim_file"], ev["duration"]):
                 rows.append(dict(stim_file=sf, clip_id=Path(sf).stem,
                                  class_name=Path(sf).parent.name, description="",
-                                 paraphrases="", corpus="subjects"))
-        tables.append(pd.DataFrame(rows).drop_duplicates("stim_file"))
+                                 paraphrases="", corpus="subjects", duration=float(dur)))
+        t = pd.DataFrame(rows)
+        # the longest events duration of each clip: build_frame_cache checks the clip lasts it
+        t["duration"] = t.groupby("stim_file")["duration"].transform("max")
+        tables.append(t.drop_duplicates("stim_file"))
     pc = root.parent / "pretrain_corpus" / "descriptions.tsv"
     if pc.is_file():
         t = pd.read_csv(pc, sep="\t", keep_default_na=False)

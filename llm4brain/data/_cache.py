@@ -3,7 +3,10 @@
 For each run: load the BOLD (fMRIPrep MNI space or raw), regress out confounds, cosine drifts
 and the mean, z-score every voxel, keep the voxels of the brain mask, crop to the bounding box
 of the union of the subjects' masks. A trial's block is the T volumes starting at the first
-volume at or after ``onset + lag`` (``data.block_trs``, ``data.lag_s``).
+volume at or after ``onset + lag`` (``data.block_trs``, ``data.lag_s``; :func:`block_start_index`).
+All runs must share one TR (blocks are counted in volumes). A subject's brain mask is the
+intersection of the masks of all its runs (fMRIPrep ``desc-brain_mask`` files, or for raw
+data an intensity mask computed from each run).
 """
 from __future__ import annotations
 
@@ -18,13 +21,16 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ._bids import (DataError, RunFiles, _load_nifti, discover_runs, load_bold, load_mask, read_confounds,
-                    read_events)
+from ._bids import (DataError, RunFiles, _load_nifti, _say, check_same_tr, discover_runs,
+                    grid_mismatch, load_bold, load_mask, read_confounds, read_events)
 
 __all__ = ["TrialCache", "build_trial_cache", "load_trial_cache", "iter_run_volumes",
-           "preprocess_run", "cosine_drift", "cache_key"]
+           "preprocess_run", "cosine_drift", "cache_key", "block_start_index", "read_run_events",
+           "intensity_mask"]
 
-_CACHE_VERSION = 2
+# 3: blocks start at ceil((onset + lag) / TR) (was floor), masks intersect all runs
+_CACHE_VERSION = 3
+_ONSET_TOL = 1e-6  # in TRs: an onset + lag within this of a volume time starts at that volume
 _KEY_FIELDS = ("source", "space", "desc", "onset_offset", "block_trs", "lag_s", "confounds",
                "high_pass", "stimuli_map")
 
@@ -113,14 +119,114 @@ def preprocess_run(Y: np.ndarray, confounds: np.ndarray, tr: float, high_pass: f
     return Y
 
 
-def _mask_for(rf: RunFiles):
-    if rf.mask is not None:
-        return load_mask(rf.mask)
-    # raw data: an intensity mask from the mean volume (fMRIPrep masks are preferred)
-    data, aff, _ = load_bold(rf.bold)
+def block_start_index(onsets, lag_s: float, tr: float) -> np.ndarray:
+    """Index of the first volume at or after ``onset + lag_s`` of each onset.
+
+    ``ceil((onset + lag_s) / tr - 1e-6)``: volume ``i`` is acquired at ``i * tr`` seconds, and
+    a time within 1e-6 TR of a volume (float rounding of e.g. 0.1 + 0.2) counts as that
+    volume. The one rule used wherever a block onset is computed (trial cache, oracle blocks,
+    lag profiles).
+
+    Parameters
+    ----------
+    onsets : float array (seconds, after ``data.onset_offset``)
+    lag_s : float (``data.lag_s``)
+    tr : float (seconds)
+
+    Returns
+    -------
+    int64 array of volume indices.
+    """
+    x = (np.asarray(onsets, dtype=np.float64) + float(lag_s)) / float(tr)
+    return np.ceil(x - _ONSET_TOL).astype(np.int64)
+
+
+def read_run_events(rf: RunFiles, n_vols: int, data_cfg) -> pd.DataFrame:
+    """Events of a run, checked against the run: events past its end and trial blocks
+    (``data.block_trs`` volumes from :func:`block_start_index`) past its end raise DataError."""
+    ev = read_events(rf.events, data_cfg.onset_offset, n_vols, rf.tr,
+                     stimuli_map=data_cfg.stimuli_map or None)
+    last = block_start_index(ev["onset"], data_cfg.lag_s, rf.tr) + data_cfg.block_trs
+    if (last > n_vols).any():
+        r = int(np.flatnonzero(last > n_vols)[0])
+        raise DataError(f"{rf.events}: the block of the trial at onset {ev['onset'][r]:.1f} s "
+                        f"(lag {data_cfg.lag_s} s, {data_cfg.block_trs} volumes of TR {rf.tr:g} s) "
+                        f"runs past the end of the run ({n_vols} volumes). Lower data.block_trs or "
+                        f"data.lag_s, or check data.onset_offset")
+    return ev
+
+
+def intensity_mask(bold: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """Brain mask of one raw run from its mean volume (for data without mask files).
+
+    A voxel is kept when all its values are finite and its mean exceeds 20 % of the 98th
+    percentile of the positive means. Non-finite voxels (NaN in the background) are excluded,
+    not an error.
+
+    Returns
+    -------
+    mask : bool (X, Y, Z); affine : (4, 4); n_nonfinite : voxels excluded for NaN/inf values
+    """
+    img = _load_nifti(Path(bold), "BOLD file")
+    if len(img.shape) != 4:
+        raise DataError(f"BOLD file {bold} must be 4-D (X, Y, Z, time), has shape {img.shape}")
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"BOLD file {bold} cannot be read ({type(exc).__name__}: {exc}); the "
+                        f"file is truncated or corrupt: re-download or re-create it") from exc
+    bad = ~np.isfinite(data)
+    finite = ~bad.any(-1)
+    if bad.any():
+        data[bad] = 0.0
+    del bad
     mean = data.mean(-1)
-    thr = 0.2 * np.percentile(mean[mean > 0], 98) if (mean > 0).any() else np.inf
-    return mean > thr, aff
+    del data
+    pos = mean[finite & (mean > 0)]
+    thr = 0.2 * np.percentile(pos, 98) if pos.size else np.inf
+    return (mean > thr) & finite, img.affine, int((~finite).sum())
+
+
+def _subject_mask(sub: str, sub_runs: list[RunFiles], ref_shape, ref_aff):
+    """Intersection of the brain masks of all runs of a subject, a note saying how it was
+    made, and a short description of the mask (for error messages).
+
+    Intersection, not union: a voxel outside the brain (or with signal dropout / NaNs) in one
+    run would give that run's trials z-scored noise at that voxel, and the subject's trials
+    would not share one set of voxels."""
+    per_run, kinds, nonfinite = [], set(), 0
+    for rf in sub_runs:
+        if rf.mask is not None:
+            m, maff = load_mask(rf.mask)
+            if m.shape != tuple(ref_shape) or not np.allclose(maff, ref_aff, atol=1e-3):
+                raise DataError(f"brain mask {rf.mask} has shape {m.shape} / an affine that does "
+                                f"not match BOLD {rf.bold} {tuple(ref_shape)}: resample the mask "
+                                f"onto the BOLD grid (nilearn.image.resample_to_img(mask_img, "
+                                f"bold_img, interpolation='nearest')) or use the mask written "
+                                f"with this BOLD run")
+            kinds.add("mask files")
+        else:
+            m, _, nf = intensity_mask(rf.bold)
+            nonfinite += nf
+            kinds.add("intensity masks")
+        per_run.append(m)
+    mask = np.logical_and.reduce(per_run)
+    sizes = [int(m.sum()) for m in per_run]
+    how = (" and ".join(sorted(kinds)) if len(kinds) > 1 else kinds.pop())
+    src = (f"sub-{sub}: intersection of the {how} of its {len(sub_runs)} run(s)"
+           + (" (raw data: no desc-brain_mask files; intensity > 20 % of the 98th percentile)"
+              if "intensity masks" in how else f" ({sub_runs[0].mask.name}, ...)"))
+    note = (f"{src}: {int(mask.sum())} voxels (per run: {', '.join(map(str, sizes))})"
+            + (f"; {nonfinite} run-voxel(s) with NaN/inf values excluded" if nonfinite else ""))
+    if not mask.any():
+        raise DataError(f"{note}: the brain mask is empty. Check the BOLD files of sub-{sub} "
+                        f"(all zero? wrong scaling?) or provide brain masks (data.source: fmriprep)")
+    if mask.sum() < 0.9 * min(sizes):
+        _say(note + " — the runs' masks differ by more than 10 %: check for runs with a "
+             "different field of view or signal dropout", warn=True)
+    else:
+        _say(note)
+    return mask, note, src
 
 
 def cache_key(cfg, runs: list[RunFiles]) -> str:
@@ -129,6 +235,7 @@ def cache_key(cfg, runs: list[RunFiles]) -> str:
     d = {k: getattr(cfg.data, k) for k in _KEY_FIELDS}
     d["root"] = str(cfg.data_root)
     d["version"] = _CACHE_VERSION
+    d["trs"] = sorted({round(float(r.tr), 6) for r in runs})   # a TR from a new sidecar rebuilds
     d["files"] = [(str(r.bold), os.path.getsize(r.bold), int(os.path.getmtime(r.bold)),
                    str(r.events), int(os.path.getmtime(r.events))) for r in runs]
     return config_hash(d)
@@ -187,6 +294,7 @@ def build_trial_cache(cfg, subjects=None, *, keep_volumes: bool = True, rebuild:
         runs = [r for r in runs if r.subject in subjects]
         if not runs:
             raise DataError(f"none of subjects {subjects} found under {cfg.data_root}")
+    check_same_tr(runs)
     key = cache_key(cfg, runs) + ("-v" if keep_volumes else "")
     path = cfg.run_dir / "cache" / f"trials-{key}"
     if (path / "meta.json").is_file() and not rebuild:
@@ -198,8 +306,8 @@ def build_trial_cache(cfg, subjects=None, *, keep_volumes: bool = True, rebuild:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
 
-    # ---- pass 1: masks, grids, events (cheap: headers and TSVs only)
-    masks, ref_aff, ref_shape = {}, None, None
+    # ---- pass 1: grids, masks, events (headers and TSVs; raw data without masks: all runs)
+    ref_aff, ref_shape = None, None
     events, n_vols_of = {}, {}
     stim_root = cfg.data_root / "stimuli"
     for rf in runs:
@@ -209,28 +317,12 @@ def build_trial_cache(cfg, subjects=None, *, keep_volumes: bool = True, rebuild:
             raise DataError(f"BOLD file {rf.bold} must be 4-D (X, Y, Z, time), has shape {shape}")
         if ref_shape is None:
             ref_shape, ref_aff = shape[:3], img.affine
-        elif tuple(shape[:3]) != tuple(ref_shape) or not np.allclose(img.affine, ref_aff, atol=1e-3):
-            raise DataError(f"{rf.bold} is on a different grid ({shape[:3]}) than {runs[0].bold} "
-                            f"({ref_shape}): the block cache needs one grid for all subjects. Use "
-                            f"data.source: fmriprep (MNI space) or tokenizer.kind: nvl, which "
-                            f"resamples")
-        if rf.subject not in masks:
-            m, maff = _mask_for(rf)
-            if m.shape != tuple(ref_shape) or not np.allclose(maff, ref_aff, atol=1e-3):
-                raise DataError(f"brain mask {rf.mask} has shape {m.shape} / an affine that does "
-                                f"not match BOLD {rf.bold} {tuple(shape[:3])}: use the mask of the "
-                                f"same space (data.space)")
-            masks[rf.subject] = m
+        else:
+            msg = grid_mismatch(rf.bold, shape, img.affine, runs[0].bold, ref_shape, ref_aff)
+            if msg:
+                raise DataError(msg)
         n_vols_of[rf] = shape[3]
-        ev = read_events(rf.events, cfg.data.onset_offset, shape[3], rf.tr,
-                         stimuli_map=cfg.data.stimuli_map or None)
-        last = np.floor((ev["onset"] + cfg.data.lag_s) / rf.tr + 1e-6).astype(int) + cfg.data.block_trs
-        if (last > shape[3]).any():
-            r = int(np.flatnonzero((last > shape[3]).to_numpy())[0])
-            raise DataError(f"{rf.events}: the block of the trial at onset {ev['onset'][r]:.1f} s "
-                            f"(lag {cfg.data.lag_s} s, {cfg.data.block_trs} volumes) runs past the "
-                            f"end of the run ({shape[3]} volumes). Lower data.block_trs or "
-                            f"data.lag_s, or check data.onset_offset")
+        ev = read_run_events(rf, shape[3], cfg.data)
         if check_stimuli:
             for i, sf in enumerate(ev["stim_file"]):
                 if not (stim_root / sf).is_file():
@@ -238,6 +330,10 @@ def build_trial_cache(cfg, subjects=None, *, keep_volumes: bool = True, rebuild:
                                     f"Put the clips under <root>/stimuli/ or fix the stim_file "
                                     f"column")
         events[rf] = ev
+    masks, mask_notes, mask_src = {}, {}, {}
+    for sub in dict.fromkeys(r.subject for r in runs):
+        masks[sub], mask_notes[sub], mask_src[sub] = _subject_mask(
+            sub, [r for r in runs if r.subject == sub], ref_shape, ref_aff)
     union = np.zeros(ref_shape, bool)
     for m in masks.values():
         union |= m
@@ -265,7 +361,11 @@ def build_trial_cache(cfg, subjects=None, *, keep_volumes: bool = True, rebuild:
     for rf in it:
         it.set_postfix_str(f"sub-{rf.subject} run-{rf.run}")
         ev = events[rf]
-        Y, _, _ = load_bold(rf.bold, union, ref_aff)            # (n_vols, n_union)
+        # only the subject's own mask voxels must be finite: NaNs in its background (voxels
+        # of other subjects' masks) are zeroed, like every voxel outside its mask below
+        src = mask_src[rf.subject] + (f"; this run's mask file: {rf.mask}" if rf.mask else "")
+        Y, _, _ = load_bold(rf.bold, union, ref_aff, required=masks[rf.subject][union],
+                            mask_source=src)                # (n_vols, n_union)
         conf = read_confounds(rf.confounds, cfg.data.confounds if rf.confounds else (), Y.shape[0])
         Y = preprocess_run(Y, conf, rf.tr, cfg.data.high_pass)
         Y[:, ~masks[rf.subject][union]] = 0.0
@@ -277,7 +377,7 @@ def build_trial_cache(cfg, subjects=None, *, keep_volumes: bool = True, rebuild:
             vfile.write(vol.tobytes())
             vrows += [dict(subject=rf.subject, run=rf.run, volume=i) for i in range(n_v)]
         tt, names = _class_of(ev)
-        first = np.floor((ev["onset"].to_numpy() + cfg.data.lag_s) / rf.tr + 1e-6).astype(int)
+        first = block_start_index(ev["onset"].to_numpy(), cfg.data.lag_s, rf.tr)
         for j in range(len(ev)):
             bfile.write(np.ascontiguousarray(vol[first[j]:first[j] + T]).tobytes())
             rows.append(dict(subject=rf.subject, run=rf.run, trial=j,
@@ -308,7 +408,10 @@ def build_trial_cache(cfg, subjects=None, *, keep_volumes: bool = True, rebuild:
                 block_shape=list(bshape), crop=[[int(a), int(b)] for a, b in zip(lo, hi)],
                 full_shape=list(map(int, ref_shape)), data=asdict(cfg.data),
                 root=str(cfg.data_root), subjects=sorted(masks), n_runs=len(runs),
-                n_mask_voxels=int(cmask.sum()), tr=float(runs[0].tr), build_seconds=round(time.time() - t0, 2),
+                n_mask_voxels=int(cmask.sum()), tr=float(runs[0].tr),
+                tr_sources=sorted({r.tr_source for r in runs}),
+                subject_mask_voxels={s: int(m.sum()) for s, m in masks.items()},
+                mask_notes=mask_notes, build_seconds=round(time.time() - t0, 2),
                 classes=[n for n, _ in sorted(id_of.items(), key=lambda x: x[1])])
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     tmp.rename(path)

@@ -6,42 +6,149 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._bids import discover_runs, read_events
+from ._bids import (DataError, check_same_tr, derivatives_dir, discover_runs, grid_mismatch,
+                    read_events)
+from ._cache import block_start_index, read_run_events
 
 __all__ = ["describe_dataset", "split_half_reliability", "trial_responses", "directory_size_mb",
            "lag_profile"]
 
 
+def _subjects_str(subs) -> str:
+    subs = sorted(set(subs))
+    return ", ".join(subs[:8]) + (f", ... ({len(subs)} subjects)" if len(subs) > 8 else "")
+
+
 def describe_dataset(root: str | Path, data_cfg=None) -> dict:
-    """Summary of a HAD-layout dataset: subjects, runs and trials per subject, TR, volume
-    shape, space, classes, clips. Uses fMRIPrep derivatives when present, else raw BIDS."""
+    """Summary and validation of a HAD-layout dataset.
+
+    Reads headers and TSVs only (no voxel data). Reports subjects, runs and trials per
+    subject, every distinct TR and voxel grid (with run counts and subjects), classes and
+    clips, and runs the loader's checks, listing every problem found instead of stopping at
+    the first: runs with different TRs, TRs taken from the NIfTI header (no sidecar),
+    runs on different grids, brain masks not on their BOLD's grid, events or trial blocks
+    past the end of a run, missing stim files. NaN voxels are only found when the trial
+    cache reads the data.
+
+    Parameters
+    ----------
+    root : path
+        BIDS root.
+    data_cfg : DataConfig, optional
+        A profile's ``data`` section (source, derivatives, space, desc, onset_offset,
+        block_trs, lag_s, stimuli_map). Default: ``DataConfig()``, with ``source: fmriprep``
+        when ``derivatives/fmriprep`` exists, else ``raw``.
+
+    Returns
+    -------
+    dict (JSON-serialisable). ``tr`` is the TR when all runs share one, else None; ``trs``
+    and ``grids`` list every distinct value; ``problems`` lists the problems (empty: the
+    trial cache will accept the dataset, NaNs aside).
+    """
     import nibabel as nib
 
     from ..config import DataConfig
 
     root = Path(root)
     if data_cfg is None:
-        src = "fmriprep" if (root / "derivatives" / "fmriprep").is_dir() else "raw"
+        d = DataConfig()
+        src = "fmriprep" if derivatives_dir(root, d).is_dir() else "raw"
         data_cfg = DataConfig(source=src)
     runs = discover_runs(root, data_cfg)
     subjects = sorted({r.subject for r in runs})
+    problems: list[str] = []
+    try:
+        check_same_tr(runs)
+    except DataError as exc:
+        problems.append(str(exc))
+    header_tr = [r for r in runs if r.tr_source == "NIfTI header"]
+    if header_tr:
+        problems.append(f"{len(header_tr)} run(s) take their TR from the NIfTI header (no "
+                        f"sidecar JSON with RepetitionTime): "
+                        + ", ".join(str(r.bold) for r in header_tr[:5])
+                        + (", ..." if len(header_tr) > 5 else "")
+                        + ". Check the TR and add RepetitionTime to the raw runs' sidecars "
+                        f"or task-<task>_bold.json at {root}")
     trials, classes, clips = {}, set(), set()
+    tr_groups, grid_groups = {}, {}
+    ref = None
+    missing_stim = []
+    stim_root = root / "stimuli"
     for r in runs:
-        ev = read_events(r.events, data_cfg.onset_offset,
-                         stimuli_map=data_cfg.stimuli_map or None)
+        img = nib.load(str(r.bold))
+        shape = tuple(int(x) for x in img.shape)
+        g = tr_groups.setdefault(round(r.tr, 6), dict(runs=0, subjects=set(), sources=set()))
+        g["runs"] += 1
+        g["subjects"].add(r.subject)
+        g["sources"].add(Path(r.tr_source).name if r.tr_source != "NIfTI header" else r.tr_source)
+        zooms = [round(float(z), 4) for z in img.header.get_zooms()[:3]]
+        gkey = (shape[:3], tuple(np.round(img.affine, 3).ravel()))
+        gg = grid_groups.setdefault(gkey, dict(shape=list(shape[:3]), voxel_size_mm=zooms, runs=0,
+                                               subjects=set(), n_vols=set(), first=r.bold,
+                                               affine=img.affine))
+        gg["runs"] += 1
+        gg["subjects"].add(r.subject)
+        gg["n_vols"].add(shape[3] if len(shape) == 4 else 0)
+        if len(shape) != 4:
+            problems.append(f"BOLD file {r.bold} must be 4-D (X, Y, Z, time), has shape {shape}")
+            continue
+        if ref is None:
+            ref = (r.bold, shape, img.affine)
+        if r.mask is not None:
+            try:
+                mimg = nib.load(str(r.mask))
+                if tuple(mimg.shape[:3]) != shape[:3] or \
+                        not np.allclose(mimg.affine, img.affine, atol=1e-3):
+                    problems.append(f"brain mask {r.mask} (shape {tuple(mimg.shape)}) is not on "
+                                    f"the grid of BOLD {r.bold} {shape[:3]}: resample the mask "
+                                    f"onto the BOLD (nilearn.image.resample_to_img(mask_img, "
+                                    f"bold_img, interpolation='nearest'))")
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"brain mask {r.mask} is not a readable NIfTI "
+                                f"({type(exc).__name__}); re-create it")
+        try:
+            ev = read_run_events(r, shape[3], data_cfg)
+        except DataError as exc:
+            problems.append(str(exc))
+            ev = read_events(r.events, data_cfg.onset_offset,
+                             stimuli_map=data_cfg.stimuli_map or None)
         trials[r.subject] = trials.get(r.subject, 0) + len(ev)
-        classes |= {Path(s).parent.name for s in ev["stim_file"]}
+        if "class_name" in ev.columns:
+            classes |= {str(c) for c in ev["class_name"]}
+        else:
+            classes |= {Path(s).parent.name or str(t) for s, t in zip(ev["stim_file"], ev["trial_type"])}
         clips |= set(ev["stim_file"])
+    if stim_root.is_dir():
+        missing_stim = sorted(c for c in clips if not (stim_root / c).is_file())
+        if missing_stim:
+            problems.append(f"{len(missing_stim)} of {len(clips)} stim file(s) named in the events "
+                            f"are not under {stim_root}, e.g. {missing_stim[:3]}: put the clips "
+                            f"there or fix the stim_file column")
+    else:
+        problems.append(f"no stimuli/ folder under {root}: the clips named in the events files "
+                        f"must be under {stim_root}")
+    grids = list(grid_groups.values())
+    for gg in grids[1:]:
+        msg = grid_mismatch(gg["first"], gg["shape"], gg["affine"], ref[0], ref[1], ref[2])
+        if msg:
+            problems.append(f"{gg['runs']} run(s) of sub-{_subjects_str(gg['subjects'])}: " + msg)
     img = nib.load(str(runs[0].bold))
+    trs = [dict(tr=float(k), n_runs=v["runs"], subjects=sorted(v["subjects"]),
+                sources=sorted(v["sources"])) for k, v in sorted(tr_groups.items())]
     return dict(
         root=str(root), source=data_cfg.source,
+        derivatives=str(derivatives_dir(root, data_cfg)) if data_cfg.source == "fmriprep" else None,
         space=data_cfg.space if data_cfg.source == "fmriprep" else "native/raw",
         subjects=subjects,
         runs_per_subject={s: sum(r.subject == s for r in runs) for s in subjects},
-        trials_per_subject=trials, tr=runs[0].tr,
+        trials_per_subject=trials, tr=trs[0]["tr"] if len(trs) == 1 else None, trs=trs,
         volume_shape=list(map(int, img.shape)),
         voxel_size_mm=[float(z) for z in img.header.get_zooms()[:3]],
-        n_classes=len(classes), classes=sorted(classes), n_clips=len(clips))
+        grids=[dict(shape=g["shape"], voxel_size_mm=g["voxel_size_mm"], n_runs=g["runs"],
+                    n_vols=sorted(g["n_vols"]), subjects=sorted(g["subjects"])) for g in grids],
+        n_classes=len(classes), classes=sorted(classes), n_clips=len(clips),
+        n_missing_stim_files=len(missing_stim),
+        problems=problems)
 
 
 def trial_responses(tc, idx=None) -> np.ndarray:
@@ -112,7 +219,8 @@ def lag_profile(cfg, tc, subject: str, lags_s=(0, 2, 4, 6, 8, 10, 12, 14), regio
     amp = np.stack([gt["amplitudes"][r - 1, j] for r, j in zip(t["run"], t["trial"])])
     memb = region_weights(voxel_coordinates(tc.mask, tc.affine), regions)
     tr = float(tc.meta["tr"])
-    first = t["vol_index"].to_numpy() - int(round(cfg.data.lag_s / tr))
+    onsets = t["onset"].to_numpy()
+    run_start = t["vol_index"].to_numpy() - block_start_index(onsets, cfg.data.lag_s, tr)
     vt = tc.volume_table
     run_end = {}
     for (s, r), g in vt.reset_index().groupby(["subject", "run"]):
@@ -120,7 +228,7 @@ def lag_profile(cfg, tc, subject: str, lags_s=(0, 2, 4, 6, 8, 10, 12, 14), regio
     ends = np.array([run_end[(str(s), int(r))] for s, r in zip(t["subject"], t["run"])])
     rows = []
     for lag in lags_s:
-        idx = first + int(round(lag / tr))
+        idx = run_start + block_start_index(onsets, lag, tr)
         ok = idx <= ends
         Y = np.asarray(tc.volumes[idx[ok]])[:, tc.mask]
         A = amp[ok]

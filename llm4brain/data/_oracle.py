@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._bids import discover_runs, load_bold, read_confounds
-from ._cache import preprocess_run
+from ._cache import block_start_index, preprocess_run
 from ._simulate import load_ground_truth
 
 __all__ = ["noise_free_trial_blocks"]
@@ -55,7 +55,7 @@ def noise_free_trial_blocks(cfg, tc, idx) -> np.ndarray:
         vol = np.zeros((len(sig),) + mask.shape, np.float32)
         vol[:, mask] = sig
         vol = vol[(slice(None),) + crop]
-        first = np.floor((rows["onset"].to_numpy() + cfg.data.lag_s) / rf.tr + 1e-6).astype(int)
+        first = block_start_index(rows["onset"].to_numpy(), cfg.data.lag_s, rf.tr)
         for row_idx, f in zip(rows.index, first):
             k = int(np.flatnonzero(idx == row_idx)[0])
             out[k] = vol[f:f + T]

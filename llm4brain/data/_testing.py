@@ -9,25 +9,45 @@ import pandas as pd
 
 from ._simulate import SESSION, SPACE, bids_name
 
-__all__ = ["make_tiny_bids"]
+__all__ = ["make_tiny_bids", "truncate_mp4"]
 
 
 def make_tiny_bids(root: str | Path, n_subjects: int = 2, n_runs: int = 2,
-                   shape=(6, 7, 5), n_vols: int = 40, tr: float = 2.0,
+                   shape=(6, 7, 5), n_vols: int = 40, tr: float | tuple = 2.0,
                    onsets=(4.0, 12.0, 20.0, 28.0), classes=("Ball_bouncing", "Car_driving"),
                    plant: dict | None = None, noise: float = 0.1, seed: int = 0,
-                   write_clips: bool = True) -> Path:
+                   write_clips: bool = True, sidecar: str = "top",
+                   header_tr: float | None = None, derivatives: str = "derivatives/fmriprep",
+                   write_masks: bool = True) -> Path:
     """Write a tiny fMRIPrep-style BIDS dataset with HAD naming.
 
     Parameters
     ----------
+    tr : float or sequence of float
+        Repetition time; a sequence gives one TR per subject (then ``sidecar`` must be
+        ``"run"`` or ``"none"``).
     plant : dict, optional
         ``{"voxel": (i, j, k), "volume": v, "amplitude": a}``: adds ``a`` to that voxel at
         volume ``v`` of every run of every subject (to test block extraction).
+    sidecar : str
+        Where ``RepetitionTime`` is written: ``"top"`` (``task-action_bold.json`` at the
+        root), ``"run"`` (one ``*_bold.json`` beside each raw run) or ``"none"``.
+    header_tr : float, optional
+        ``pixdim[4]`` of the NIfTI headers (default: the subject's TR; units left unset).
+    derivatives : str
+        Folder (relative to the root) of the fMRIPrep-style derivatives.
+    write_masks : bool
+        Write ``desc-brain_mask`` files beside the derivatives.
+
     Returns the root. Affine: 4 mm isotropic; mask = all voxels but a 1-voxel border.
     """
     rng = np.random.default_rng(seed)
     root = Path(root)
+    trs = [float(t) for t in tr] if np.ndim(tr) else [float(tr)] * n_subjects
+    if len(trs) != n_subjects:
+        raise ValueError(f"make_tiny_bids: {len(trs)} TRs for {n_subjects} subjects")
+    if sidecar == "top" and len(set(trs)) > 1:
+        raise ValueError("make_tiny_bids: one TR per subject needs sidecar='run' or 'none'")
     affine = np.diag([4.0, 4.0, 4.0, 1.0])
     affine[:3, 3] = [-10.0, -12.0, -8.0]
     mask = np.zeros(shape, np.uint8)
@@ -36,11 +56,13 @@ def make_tiny_bids(root: str | Path, n_subjects: int = 2, n_runs: int = 2,
 
     (root / "stimuli").mkdir(parents=True, exist_ok=True)
     (root / "dataset_description.json").write_text(json.dumps({"Name": "tiny", "BIDSVersion": "1.8.0"}))
-    (root / "task-action_bold.json").write_text(json.dumps({"RepetitionTime": tr, "TaskName": "action"}))
+    if sidecar == "top":
+        (root / "task-action_bold.json").write_text(json.dumps({"RepetitionTime": trs[0],
+                                                                "TaskName": "action"}))
     stim_files = []
     for s in range(n_subjects):
         sub = f"{s + 1:02d}"
-        fdir = root / "derivatives" / "fmriprep" / f"sub-{sub}" / f"ses-{SESSION}" / "func"
+        fdir = root / derivatives / f"sub-{sub}" / f"ses-{SESSION}" / "func"
         rdir = root / f"sub-{sub}" / f"ses-{SESSION}" / "func"
         fdir.mkdir(parents=True, exist_ok=True)
         rdir.mkdir(parents=True, exist_ok=True)
@@ -50,11 +72,15 @@ def make_tiny_bids(root: str | Path, n_subjects: int = 2, n_runs: int = 2,
                 data[tuple(plant["voxel"]) + (plant["volume"],)] += plant["amplitude"]
             data *= mask[..., None]
             img = nib.Nifti1Image(data.astype(np.float32), affine)
-            img.header.set_zooms((4.0, 4.0, 4.0, tr))
+            img.header.set_zooms((4.0, 4.0, 4.0, trs[s] if header_tr is None else header_tr))
             nib.save(img, str(fdir / bids_name(sub, run, "bold.nii.gz", space=SPACE, desc="preproc")))
             nib.save(img, str(rdir / bids_name(sub, run, "bold.nii.gz")))
-            nib.save(nib.Nifti1Image(mask, affine),
-                     str(fdir / bids_name(sub, run, "mask.nii.gz", space=SPACE, desc="brain")))
+            if sidecar == "run":
+                (rdir / bids_name(sub, run, "bold.json")).write_text(
+                    json.dumps({"RepetitionTime": trs[s], "TaskName": "action"}))
+            if write_masks:
+                nib.save(nib.Nifti1Image(mask, affine),
+                         str(fdir / bids_name(sub, run, "mask.nii.gz", space=SPACE, desc="brain")))
             conf = pd.DataFrame(rng.normal(0, 0.01, (n_vols, 6)),
                                 columns=["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"])
             conf.to_csv(fdir / bids_name(sub, run, "timeseries.tsv", desc="confounds"), sep="\t",
@@ -77,3 +103,34 @@ def make_tiny_bids(root: str | Path, n_subjects: int = 2, n_runs: int = 2,
             fr[..., j % 3] = 200
             write_mp4(fr, root / "stimuli" / sf, fps=2)
     return root
+
+
+def truncate_mp4(path: str | Path, keep_frames: int) -> Path:
+    """Cut an mp4 written by ``write_mp4`` (``moov`` first, one video track) right after its
+    first ``keep_frames`` samples: the container still declares every frame, decord opens it
+    and indexes only the kept ones (a truncated download). Self-contained: it reads the
+    ``stsz`` / ``stco`` tables itself, not with the reader under test."""
+    import struct
+
+    path = Path(path)
+    data = path.read_bytes()
+
+    def find(start, end, name):
+        pos = start
+        while pos + 8 <= end:
+            size, typ = struct.unpack(">I4s", data[pos:pos + 8])
+            if typ.decode("latin-1") == name:
+                return pos + 8, pos + size
+            pos += size
+        raise ValueError(f"truncate_mp4({path}): no {name} box")
+
+    box = (0, len(data))
+    for name in ("moov", "trak", "mdia", "minf", "stbl"):
+        box = find(*box, name)
+    stsz, _ = find(*box, "stsz")
+    n = struct.unpack(">I", data[stsz + 8:stsz + 12])[0]
+    sizes = struct.unpack(f">{n}I", data[stsz + 12:stsz + 12 + 4 * n])
+    stco, _ = find(*box, "stco")
+    first_chunk = struct.unpack(">I", data[stco + 8:stco + 12])[0]
+    path.write_bytes(data[:first_chunk + sum(sizes[:keep_frames])])
+    return path

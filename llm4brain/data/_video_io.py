@@ -6,12 +6,16 @@ equally-shaped clips through ONE ffmpeg process and splits them with the segment
 forced key frames, which removes the ~20 ms process and encoder start-up per clip.
 ``read_frames`` decodes a clip with ``decord`` and samples ``n_frames`` frames uniformly over
 it (the centres of ``n_frames`` equal segments), resized to ``size x size`` pixels. The same
-reader serves the real HAD / Urgen stimuli and the simulated clips.
+reader serves the real HAD / Urgen stimuli and the simulated clips. A truncated clip (decord
+indexes fewer frames than the mp4/mov container declares, see :func:`declared_video_length`)
+or one shorter than its events' duration raises :class:`BadClipError` instead of silently
+sampling its first part.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -19,12 +23,120 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["write_mp4", "write_mp4_batch", "read_frames", "uniform_frame_indices"]
+__all__ = ["write_mp4", "write_mp4_batch", "read_frames", "uniform_frame_indices",
+           "declared_video_length", "BadClipError"]
 
 _REENCODE_HINT = (
     "re-encode it, e.g. `ffmpeg -i {name} -c:v libx264 -pix_fmt yuv420p fixed.mp4`, "
     "or re-create the embedded dataset (notebook 00 / simulate_dataset(cfg, overwrite=True))"
 )
+
+
+class BadClipError(ValueError):
+    """A stimulus clip that cannot be used (undecodable, truncated, too short); the message
+    names the file and the fix."""
+
+
+def _boxes(buf: bytes, start: int, end: int):
+    """``(type, payload_start, box_end)`` of the ISO-BMFF boxes in ``buf[start:end]``."""
+    pos = start
+    while pos + 8 <= end:
+        size, typ = struct.unpack(">I4s", buf[pos:pos + 8])
+        hdr = 8
+        if size == 1:
+            if pos + 16 > end:
+                return
+            size, hdr = struct.unpack(">Q", buf[pos + 8:pos + 16])[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < hdr:
+            return
+        yield typ.decode("latin-1"), pos + hdr, min(pos + size, end)
+        pos += size
+
+
+def _child(buf: bytes, start: int, end: int, name: str):
+    for typ, a, b in _boxes(buf, start, end):
+        if typ == name:
+            return a, b
+    return None
+
+
+def _read_moov(path: Path) -> bytes | None:
+    """The ``moov`` box of an mp4/mov file (top-level boxes are skipped by seeking)."""
+    size_total = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide",
+                                              b"skip", b"pnot"):
+            return None
+        pos = 0
+        while pos + 8 <= size_total:
+            f.seek(pos)
+            h = f.read(16)
+            if len(h) < 8:
+                return None
+            size, typ = struct.unpack(">I4s", h[:8])
+            hdr = 8
+            if size == 1:
+                if len(h) < 16:
+                    return None
+                size, hdr = struct.unpack(">Q", h[8:16])[0], 16
+            elif size == 0:
+                size = size_total - pos
+            if size < hdr:
+                return None
+            if typ == b"moov":
+                if pos + size > size_total or size > 256 * 2 ** 20:
+                    return None
+                f.seek(pos)
+                return f.read(size)
+            pos += size
+    return None
+
+
+def declared_video_length(path: str | Path) -> tuple[int, float] | None:
+    """Frame count and duration (s) of the first video track, as the container declares them.
+
+    Reads the ``moov`` header of mp4/mov/m4v files (``stsz`` sample count, ``mdhd``
+    duration); no decoding. Returns None for other containers, fragmented mp4 or an
+    unreadable header (the decoder then decides).
+    """
+    try:
+        moov = _read_moov(Path(path))
+        if moov is None:
+            return None
+        root = _child(moov, 0, len(moov), "moov")
+        if root is None:
+            return None
+        for typ, a, b in _boxes(moov, *root):
+            if typ != "trak":
+                continue
+            mdia = _child(moov, a, b, "mdia")
+            if mdia is None:
+                continue
+            hdlr = _child(moov, *mdia, "hdlr")
+            if hdlr is None or moov[hdlr[0] + 8:hdlr[0] + 12] != b"vide":
+                continue
+            mdhd = _child(moov, *mdia, "mdhd")
+            seconds = float("nan")
+            if mdhd is not None:
+                v = moov[mdhd[0]]
+                if v == 1:
+                    ts, dur = struct.unpack(">IQ", moov[mdhd[0] + 20:mdhd[0] + 32])
+                else:
+                    ts, dur = struct.unpack(">II", moov[mdhd[0] + 12:mdhd[0] + 20])
+                seconds = dur / ts if ts else float("nan")
+            minf = _child(moov, *mdia, "minf")
+            stbl = _child(moov, *minf, "stbl") if minf else None
+            stsz = (_child(moov, *stbl, "stsz") or _child(moov, *stbl, "stz2")) if stbl else None
+            if stsz is None:
+                return None
+            count = struct.unpack(">I", moov[stsz[0] + 8:stsz[0] + 12])[0]
+            return (int(count), float(seconds)) if count > 0 else None
+    except (struct.error, IndexError, OSError):
+        return None
+    return None
 
 
 def write_mp4(frames: np.ndarray, path: str | Path, fps: int, crf: int = 12,
@@ -223,7 +335,31 @@ def _resize(frames: np.ndarray, size: int) -> np.ndarray:
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def read_frames(path: str | Path, n_frames: int, size: int) -> np.ndarray:
+def _check_length(path: Path, n_total: int, fps: float, declared, min_duration) -> None:
+    """Raise BadClipError when decord indexes fewer frames than declared, or the decodable
+    part is shorter than ``min_duration``."""
+    if declared is not None:
+        n_decl, s_decl = declared
+        if n_total < n_decl - max(2, 0.02 * n_decl):
+            raise BadClipError(
+                f"stim file {path}: only {n_total} of the {n_decl} frames its container declares"
+                + (f" ({s_decl:.2f} s)" if np.isfinite(s_decl) else "")
+                + f" can be decoded: the file is truncated or damaged (the sampled frames would "
+                  f"all come from its first {100 * n_total / n_decl:.0f} %). Re-download or "
+                  f"restore it (re-encoding, `ffmpeg -i {path.name} -c:v libx264 -pix_fmt "
+                  f"yuv420p fixed.mp4`, keeps only the decodable part)")
+    if min_duration and fps > 0:
+        have = n_total / fps
+        if have < float(min_duration) - max(2.0 / fps, 0.1 * float(min_duration)):
+            raise BadClipError(
+                f"stim file {path}: its {n_total} decodable frames at {fps:g} fps last {have:.2f} s "
+                f"but its events say it is shown for {float(min_duration):g} s: the clip is "
+                f"truncated or not the right file. Re-download it or fix the stim_file / "
+                f"duration columns of the events")
+
+
+def read_frames(path: str | Path, n_frames: int, size: int,
+                min_duration: float | None = None) -> np.ndarray:
     """Decode a clip and return ``n_frames`` frames sampled uniformly, resized to a square.
 
     Parameters
@@ -236,6 +372,9 @@ def read_frames(path: str | Path, n_frames: int, size: int) -> np.ndarray:
         Output height and width in pixels; decord's scaler resizes (aspect is not kept).
         Where decord 0.6 fails at that size (a bug at e.g. 16, 24, 48, 72 px) the frames are
         decoded at the native size and resized with torch (bilinear, antialiased).
+    min_duration : float, optional
+        Seconds the clip must last (its events' duration): a clip whose decodable frames
+        last less (tolerance: 2 frames or 10 %) is rejected.
 
     Returns
     -------
@@ -247,7 +386,11 @@ def read_frames(path: str | Path, n_frames: int, size: int) -> np.ndarray:
     FileNotFoundError
         The file does not exist.
     ValueError
-        ``n_frames < 1`` or ``size < 1``; the file cannot be decoded or holds no frames.
+        ``n_frames < 1`` or ``size < 1``.
+    BadClipError (a ValueError)
+        The file cannot be decoded or holds no frames; it is truncated (decord indexes fewer
+        frames than the container declares, tolerance 2 frames or 2 %); it is shorter than
+        ``min_duration``.
     """
     path = Path(path)
     if int(n_frames) < 1:
@@ -260,11 +403,12 @@ def read_frames(path: str | Path, n_frames: int, size: int) -> np.ndarray:
         raise FileNotFoundError(f"stim file {path} not found: check data.root / stim_file "
                                 "column of events.tsv (paths are relative to <root>/stimuli)")
     if path.stat().st_size == 0:
-        raise ValueError(f"stim file {path} is empty (0 bytes) and holds no frames: "
+        raise BadClipError(f"stim file {path} is empty (0 bytes) and holds no frames: "
                          + _REENCODE_HINT.format(name=path.name))
     import decord
 
     size, n_frames = int(size), int(n_frames)
+    declared = declared_video_length(path)
     # decord 0.6 fails on some output sizes (e.g. 8, 12, 16, 24, 48, 72 px: "Check failed:
     # from_size"); then decode at another size and resize with torch (bilinear, antialiased).
     attempts = [(size, size), (-1, -1), (2 * size + 2, 2 * size + 2)]
@@ -275,14 +419,18 @@ def read_frames(path: str | Path, n_frames: int, size: int) -> np.ndarray:
                                     num_threads=1)
         except Exception as err:  # decord raises DECORDError / RuntimeError on bad streams
             if k == 0:
-                raise ValueError(f"stim file {path} cannot be decoded ({type(err).__name__}): "
-                                 + _REENCODE_HINT.format(name=path.name)) from None
+                what = (f"; its header declares {declared[0]} frames, so the file is probably "
+                        f"truncated (re-download it)" if declared else "")
+                raise BadClipError(f"stim file {path} cannot be decoded ({type(err).__name__})"
+                                   f"{what}: " + _REENCODE_HINT.format(name=path.name)) from None
             last_err = err
             continue
         n_total = len(vr)
         if n_total < 1:
-            raise ValueError(f"stim file {path} holds zero video frames: "
-                             + _REENCODE_HINT.format(name=path.name))
+            raise BadClipError(f"stim file {path} holds zero video frames: "
+                               + _REENCODE_HINT.format(name=path.name))
+        if k == 0:
+            _check_length(path, n_total, float(vr.get_avg_fps() or 0.0), declared, min_duration)
         idx = uniform_frame_indices(n_total, n_frames)
         try:
             out = vr.get_batch(idx.tolist()).asnumpy()
@@ -292,13 +440,13 @@ def read_frames(path: str | Path, n_frames: int, size: int) -> np.ndarray:
         finally:
             del vr
     if out is None:
-        raise ValueError(f"stim file {path}: decoding {n_frames} frames failed "
+        raise BadClipError(f"stim file {path}: decoding {n_frames} frames failed "
                          f"({type(last_err).__name__}: {str(last_err).splitlines()[0][:120]}): "
                          + _REENCODE_HINT.format(name=path.name))
     if out.shape[1:3] != (size, size):
         out = _resize(out, size)
     out = np.ascontiguousarray(out, dtype=np.uint8)
     if out.shape != (int(n_frames), int(size), int(size), 3):
-        raise ValueError(f"stim file {path}: decoded shape {out.shape}, expected "
+        raise BadClipError(f"stim file {path}: decoded shape {out.shape}, expected "
                          f"({n_frames}, {size}, {size}, 3): " + _REENCODE_HINT.format(name=path.name))
     return out
