@@ -170,6 +170,8 @@ def vl_loss(model, batch: dict, bf16: bool | str = False,
     dev = next(model.parameters()).device
     use = resolve_bf16(bf16, dev, name="vlpretrain.bf16")
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use):
+        if token_weights is None:
+            return model(batch["features"], batch["instructions"], batch["answers"])
         return model(batch["features"], batch["instructions"], batch["answers"],
                      token_weights=token_weights)
 
