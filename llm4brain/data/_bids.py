@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,20 @@ _announced: set = set()
 
 class DataError(ValueError):
     """Bad input data; the message names the file and the fix."""
+
+
+def fresh_build_dir(path: Path) -> Path:
+    """Remove ``path`` (an old cache) and return an empty ``<path>.tmp`` to build into; the
+    caller renames it to ``path`` when the build is complete, so a crash never leaves a
+    half-written cache under the final name."""
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
 
 
 def _say(msg: str, warn: bool = False, once: str | None = None) -> None:

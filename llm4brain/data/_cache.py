@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ._bids import (DataError, RunFiles, _load_nifti, _say, check_same_tr, discover_runs,
+                    fresh_build_dir,
                     grid_mismatch, load_bold, load_mask, read_confounds, read_events)
 
 __all__ = ["TrialCache", "build_trial_cache", "load_trial_cache", "iter_run_volumes",
@@ -299,12 +299,7 @@ def build_trial_cache(cfg, subjects=None, *, keep_volumes: bool = True, rebuild:
     path = cfg.run_dir / "cache" / f"trials-{key}"
     if (path / "meta.json").is_file() and not rebuild:
         return _open(path, json.loads((path / "meta.json").read_text()))
-    if path.exists():
-        shutil.rmtree(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = fresh_build_dir(path)
 
     # ---- pass 1: grids, masks, events (headers and TSVs; raw data without masks: all runs)
     ref_aff, ref_shape = None, None

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ._bids import DataError, _say
+from ._bids import DataError, _say, fresh_build_dir
 
 __all__ = ["FrameCache", "build_frame_cache"]
 
@@ -139,12 +139,7 @@ def build_frame_cache(cfg, stim_files, *, n_frames: int | None = None, size: int
     if "duration" in df:
         dur = {s: float(d) for s, d in zip(df["stim_file"], df["duration"]) if pd.notna(d)}
     dur.update(durations or {})
-    if path.exists():
-        shutil.rmtree(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = fresh_build_dir(path)
     good, bad = [], []
     # sequential writes of the good clips (their number is known only at the end)
     with open(tmp / "frames.u8", "wb") as f:
