@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .evaluation.attributes import ATTRIBUTE_CONDITIONS
+
 __all__ = [
     "save_figure", "plot_subject_bars", "plot_metric_distributions", "plot_loss_curves",
     "plot_similarity_matrix", "plot_embedding_2d", "pca_2d", "plot_attribute_bars",
@@ -384,7 +386,8 @@ def plot_embedding_2d(points, labels, *, ax=None, names: Mapping | Sequence | No
 
 def plot_attribute_bars(tidy: pd.DataFrame, *, conditions: Sequence[str] | None = None,
                         attributes: Sequence[str] | None = None, chance: str = "pairing_chance",
-                        ax=None, title: str | None = None) -> Figure:
+                        colours: Mapping[str, str] | None = None, ax=None,
+                        title: str | None = None) -> Figure:
     """Grouped bars of attribute accuracy (percent) per attribute and condition, with 95 %
     bootstrap error bars and each condition's chance marked.
 
@@ -397,11 +400,19 @@ def plot_attribute_bars(tidy: pd.DataFrame, *, conditions: Sequence[str] | None 
     chance : column drawn as a black tick on each bar (``pairing_chance``: what random
         pairing of the same texts and clips gives; ``shuffle_chance``: the mean of the
         shuffled-fMRI decodes).
+    colours : mapping condition -> matplotlib colour, optional
+        Default: the Stage II conditions keep one colour each in every panel
+        (:data:`llm4brain.evaluation.attributes.ATTRIBUTE_CONDITIONS` order), others follow.
     """
-    fig, ax = _ax(ax, figsize=(11, 4))
+    fig, ax = _ax(ax, figsize=(13, 4))
     conditions = list(conditions or dict.fromkeys(tidy["condition"]))
     attributes = list(attributes or dict.fromkeys(tidy["attribute"]))
     t = tidy.set_index(["condition", "attribute"])
+    known = list(ATTRIBUTE_CONDITIONS.values())
+    extra = [c for c in conditions if c not in known]
+    colours = dict(colours or {})
+    for c in conditions:
+        colours.setdefault(c, f"C{(known + extra).index(c) % 10}")
     w = 0.8 / max(len(conditions), 1)
     x = np.arange(len(attributes))
     for j, cond in enumerate(conditions):
@@ -409,7 +420,7 @@ def plot_attribute_bars(tidy: pd.DataFrame, *, conditions: Sequence[str] | None 
         xs = x - 0.4 + w * (j + 0.5)
         err = np.vstack([rows["accuracy"] - rows["ci_low"], rows["ci_high"] - rows["accuracy"]])
         ax.bar(xs, rows["accuracy"], w, yerr=np.nan_to_num(err).clip(0), capsize=2,
-               label=cond, color=f"C{j}", alpha=0.85)
+               label=cond, color=colours[cond], alpha=0.85)
         if chance in rows and rows[chance].notna().any():
             ax.hlines(rows[chance], xs - w / 2, xs + w / 2, colors="k", lw=1.6,
                       label="chance" if j == 0 else None)
@@ -417,7 +428,7 @@ def plot_attribute_bars(tidy: pd.DataFrame, *, conditions: Sequence[str] | None 
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=2, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     if title:
         ax.set_title(title)
     return fig
