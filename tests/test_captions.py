@@ -131,6 +131,19 @@ def test_vl_loss_decreases_on_a_fixed_batch(sim, tiny, feats):
     assert all(p.grad is None for p in tiny.model.parameters())     # the LLM stays frozen
 
 
+def _fit_fixed_batch(vlm, loss_fn, batch, steps: int, term: str) -> list[float]:
+    """Adam on one fixed batch; the loss term logged at each step."""
+    opt = torch.optim.Adam(vlm.branch.parameters(), lr=3e-3)
+    out = []
+    for _ in range(steps):
+        loss, terms = loss_fn(vlm, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out.append(terms[term])
+    return out
+
+
 def test_alignment_stage(sim, tiny, feats):
     cfg, stim = sim
     pre = pretrain_rows(stim)
@@ -145,15 +158,7 @@ def test_alignment_stage(sim, tiny, feats):
     assert batch["features"].shape[0] == 4 and batch["text"].shape == (4, tiny.hidden_size)
     torch.manual_seed(0)
     vlm = build_video_llm(cfg, tiny, encoder_dim=x.shape[-1])
-    opt = torch.optim.Adam(vlm.branch.parameters(), lr=3e-3)
-    fn = align_loss_fn(0.07)
-    losses = []
-    for _ in range(10):
-        loss, terms = fn(vlm, batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(terms["itc"])
+    losses = _fit_fixed_batch(vlm, align_loss_fn(0.07), batch, 10, "itc")
     assert losses[-1] < 0.5 * losses[0]
 
 
@@ -180,15 +185,7 @@ def test_word_grounding_stage(sim, tiny, feats):
     torch.manual_seed(0)
     vlm = build_video_llm(cfg, tiny, encoder_dim=x.shape[-1])
     emb = tiny.embed(torch.tensor(vocab)).float()
-    fn = ground_loss_fn(emb, 0.1)
-    opt = torch.optim.Adam(vlm.branch.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss, terms = fn(vlm, batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(terms["bow"])
+    losses = _fit_fixed_batch(vlm, ground_loss_fn(emb, 0.1), batch, 30, "bow")
     # floor: the entropy of the uniform target over a bag's content words
     floor = float(np.mean([np.log(max(len(b), 1)) for b in bags]))
     assert losses[-1] < losses[0] and losses[-1] < floor + 0.3 * (losses[0] - floor)

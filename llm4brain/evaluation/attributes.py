@@ -24,12 +24,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from .controls import bootstrap_ci
 
 __all__ = ["ATTRIBUTES", "COMBINED", "AttributeParser", "load_lexicon", "attribute_frame",
            "attribute_correct", "attribute_accuracy", "attribute_chance", "distinct_share",
@@ -266,21 +267,6 @@ def sign_flip_pvalue(diff: np.ndarray, n_perm: int = 10000, rng=None) -> float:
     return (1 + hits) / (1 + n_perm)
 
 
-@dataclass
-class _Boot:
-    low: float
-    high: float
-
-
-def _boot_ci(x: np.ndarray, n_boot: int, rng: np.random.Generator, alpha: float = 0.05) -> _Boot:
-    x = np.asarray(x, float)
-    if x.size == 0:
-        return _Boot(float("nan"), float("nan"))
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))
-    m = x[idx].mean(1)
-    return _Boot(float(np.quantile(m, alpha / 2)), float(np.quantile(m, 1 - alpha / 2)))
-
-
 def attribute_summary(texts: Mapping[str, Sequence[str]], truth: pd.DataFrame, *,
                       chance: Mapping[str, Sequence[Sequence[str]]] | None = None,
                       parser: AttributeParser | None = None, n_boot: int = 1000,
@@ -321,7 +307,7 @@ def attribute_summary(texts: Mapping[str, Sequence[str]], truth: pd.DataFrame, *
             sh_ok = sum(sh) / len(sh)
         dist = distinct_share(tx)
         for a in ok.columns:
-            ci = _boot_ci(ok[a].to_numpy(), n_boot, rng)
+            ci = bootstrap_ci(ok[a].to_numpy(), n_boot=n_boot, rng=rng)
             row = dict(condition=cond, attribute=a, accuracy=100 * float(ok[a].mean()),
                        ci_low=100 * ci.low, ci_high=100 * ci.high,
                        pairing_chance=100 * float(pc.get(a, np.nan)),

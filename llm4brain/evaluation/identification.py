@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .attributes import ATTRIBUTES
+from .controls import bootstrap_ci
 
 __all__ = ["nway_identification", "attribute_similarity", "stage2_identification",
            "identification_wide"]
@@ -58,10 +59,9 @@ def nway_identification(sim: np.ndarray, n_way: int = 20, *, n_draws: int = 200,
         ties = (d == best[:, None]).sum(1)
         per += np.where(own > best, 1.0, np.where(own == best, 1.0 / (ties + 1), 0.0))
     per /= n_draws
-    boot = per[rng.integers(0, n, size=(n_boot, n))].mean(1)
-    return dict(accuracy=100 * per.mean(), ci_low=100 * np.quantile(boot, alpha / 2),
-                ci_high=100 * np.quantile(boot, 1 - alpha / 2), chance=100.0 / n_way,
-                n_way=int(n_way), per_trial=per)
+    ci = bootstrap_ci(per, n_boot=n_boot, rng=rng, alpha=alpha)
+    return dict(accuracy=100 * per.mean(), ci_low=100 * ci.low, ci_high=100 * ci.high,
+                chance=100.0 / n_way, n_way=int(n_way), per_trial=per)
 
 
 def attribute_similarity(pred: pd.DataFrame, ref: pd.DataFrame) -> np.ndarray:

@@ -484,38 +484,47 @@ def build_eval_set(cfg, stage1_model, tc, splits, captions: pd.DataFrame, *,
 
 
 @torch.no_grad()
-def decode(model: Stage2Model, z: torch.Tensor, instructions: Sequence[str], *,
-           batch_size: int | None = None, seed: int = 0, progress: bool = False,
-           desc: str = "fMRI2Text") -> list[str]:
-    """fMRI2Text: the frozen LLM's answers given fMRI tokens z (n, L, H) and instructions.
-
-    Batched, left-padded generation with the KV cache (settings ``cfg.llm``: max_new_tokens,
-    do_sample, temperature, top_p; bfloat16 autocast when ``stage2.bf16`` is true, or
-    ``auto`` on a device with native bfloat16: :meth:`Stage2Model.use_bf16`); batch ``k``
-    uses seed ``seed + k``.
-    """
+def _generate(model: Stage2Model, instructions: Sequence[str], prompt_batch, *, seed: int,
+              progress: bool, desc: str, batch_size: int | None = None) -> list[str]:
+    """Batched generation shared by the decoders: ``prompt_batch(s, e)`` builds the
+    :class:`PromptBatch` of rows ``s:e``; batch ``k`` uses seed ``seed + k``."""
     from ..models.video_llm import generate_from_prefix
 
     c = model.llm_cfg
     bs = batch_size or c.batch_size
     n = len(instructions)
-    if len(z) != n:
-        raise ValueError(f"{len(z)} fMRI token rows for {n} instructions")
     was = model.training
     model.eval()
     out: list[str] = []
     try:
         for k, s in enumerate(tqdm(range(0, n, bs), desc=desc, disable=not progress,
                                    total=(n + bs - 1) // bs, unit="batch")):
-            pb, prefix = model.prompt_batch(z[s:s + bs], list(instructions[s:s + bs]))
-            with torch.autocast(prefix.device.type, dtype=torch.bfloat16,
-                                enabled=model.use_bf16(prefix.device)):
+            pb = prompt_batch(s, min(n, s + bs))
+            dev = pb.inputs_embeds.device
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=model.use_bf16(dev)):
                 out += generate_from_prefix(model.llm, pb, max_new_tokens=c.max_new_tokens,
                                             do_sample=c.do_sample, temperature=c.temperature,
                                             top_p=c.top_p, seed=seed + k)
     finally:
         model.train(was)
     return [t.replace("\t", " ").replace("\n", " ") for t in out]
+
+
+def decode(model: Stage2Model, z: torch.Tensor, instructions: Sequence[str], *,
+           batch_size: int | None = None, seed: int = 0, progress: bool = False,
+           desc: str = "fMRI2Text") -> list[str]:
+    """fMRI2Text: the frozen LLM's answers given fMRI tokens z (n, L, H) and instructions.
+
+    Batched (``batch_size``, default ``llm.batch_size``), left-padded generation with the KV cache (settings
+    ``cfg.llm``: max_new_tokens, do_sample, temperature, top_p; bfloat16 autocast when
+    ``stage2.bf16`` is true, or ``auto`` on a device with native bfloat16:
+    :meth:`Stage2Model.use_bf16`); batch ``k`` uses seed ``seed + k``.
+    """
+    ins = list(instructions)
+    if len(z) != len(ins):
+        raise ValueError(f"{len(z)} fMRI token rows for {len(ins)} instructions")
+    return _generate(model, ins, lambda s, e: model.prompt_batch(z[s:e], ins[s:e])[0],
+                     seed=seed, progress=progress, desc=desc, batch_size=batch_size)
 
 
 def _frame(table: pd.DataFrame, texts: Sequence[str]) -> pd.DataFrame:
@@ -537,28 +546,22 @@ def decode_eval_set(model: Stage2Model, eval_set: EvalSet, *, z: torch.Tensor | 
     return _frame(eval_set.table, texts)
 
 
-@torch.no_grad()
 def no_brain_decodes(model: Stage2Model, eval_set: EvalSet, *, seed: int = 0,
                      progress: bool = False) -> pd.DataFrame:
     """Control: the frozen LLM given each trial's prompt with **no** brain tokens (the
     placeholder removed), so what it says comes from the instruction and the LLM alone
     (Tang et al.'s null sequences). Same generation settings as :func:`decode`."""
-    from ..models.video_llm import generate_from_prefix, splice_prefix
+    from ..models.video_llm import splice_prefix
 
-    c = model.llm_cfg
     ins = eval_set.table["instruction"].tolist()
-    bs = c.batch_size
-    out: list[str] = []
-    for k, s in enumerate(tqdm(range(0, len(ins), bs), desc="no brain tokens",
-                               disable=not progress, unit="batch")):
-        chunk = ins[s:s + bs]
-        empty = torch.zeros(len(chunk), 0, model.llm.hidden_size)
-        pb = splice_prefix(model.llm, [model.prompt(i) for i in chunk], empty,
-                           placeholder=c.placeholder)
-        out += generate_from_prefix(model.llm, pb, max_new_tokens=c.max_new_tokens,
-                                    do_sample=c.do_sample, temperature=c.temperature,
-                                    top_p=c.top_p, seed=seed + k)
-    return _frame(eval_set.table, [t.replace("\t", " ").replace("\n", " ") for t in out])
+
+    def empty_batch(s, e):
+        return splice_prefix(model.llm, [model.prompt(i) for i in ins[s:e]],
+                             torch.zeros(e - s, 0, model.llm.hidden_size),
+                             placeholder=model.llm_cfg.placeholder)
+
+    return _frame(eval_set.table, _generate(model, ins, empty_batch, seed=seed,
+                                            progress=progress, desc="no brain tokens"))
 
 
 def constant_decodes(eval_set: EvalSet, captions: pd.DataFrame,

@@ -423,9 +423,10 @@ def pretrain_video_llm(cfg, *, llm=None, stim: pd.DataFrame | None = None, featu
                   steps=vp.align_steps, lr=vp.align_lr, **common)
         vlm = res.model
         logs.append(res.log.assign(stage="align"))
-    if vp.ground_steps > 0:
+    if vp.ground_steps > 0 or vp.content_weight != 1.0:
         flat = [t for ts in targets for t in ts]
         vocab, bag_flat = caption_vocabulary(vlm.llm.tokenizer, flat, vp.ground_max_df)
+    if vp.ground_steps > 0:
         bags, k = [], 0
         for ts in targets:
             bags.append(bag_flat[k:k + len(ts)])
@@ -439,10 +440,7 @@ def pretrain_video_llm(cfg, *, llm=None, stim: pd.DataFrame | None = None, featu
         logs.append(res.log.assign(stage="ground"))
     weights = None
     if vp.content_weight != 1.0:
-        vocab, _ = caption_vocabulary(vlm.llm.tokenizer, [t for ts in targets for t in ts],
-                                      vp.ground_max_df)
-        n_vocab = vlm.llm.model.get_output_embeddings().weight.shape[0]
-        weights = torch.ones(n_vocab)
+        weights = torch.ones(vlm.llm.model.get_output_embeddings().weight.shape[0])
         weights[torch.tensor(vocab, dtype=torch.long)] = float(vp.content_weight)
     sampler = make_vl_sampler(feats, targets, list(cfg.captions.instructions), vp.batch_size)
     res = fit(vlm, vl_loss_fn(vp.bf16, weights), sampler, name=name, steps=vp.steps, lr=vp.lr,
