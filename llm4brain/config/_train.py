@@ -71,9 +71,15 @@ class Stage1Config:
     projector : str
         fMRI-side projection adaptor (registry :data:`llm4brain.models.bridge.PROJECTORS`):
         ``query`` (L learned queries cross-attending to the encoder tokens, like a Q-Former
-        layer) or ``mlp`` (mean-pooled tokens -> nonlinear low-rank MLP -> L tokens).
+        layer), ``mlp`` (mean-pooled tokens -> nonlinear low-rank MLP -> L tokens) or
+        ``spatial`` (each token squeezed to ``projector_token_dim`` features, all tokens
+        concatenated -> nonlinear low-rank MLP -> L tokens: keeps where a response is).
     projector_layers, projector_heads, projector_rank : int
-        Cross-attention layers and heads of ``query``; hidden rank of ``mlp``.
+        Cross-attention layers and heads of ``query``; hidden rank of ``mlp`` and ``spatial``.
+    projector_token_dim : int
+        Features kept per encoder token by ``spatial``.
+    projector_dropout : float
+        Dropout on ``spatial``'s concatenated token features.
     l2l1_detach_video : bool
         Stop-gradient on the video tokens in the L2/L1 term (eq. 1b): the reconstruction term
         moves the fMRI side only, CLIP trains both. Without it the video adaptors collapse
@@ -85,6 +91,13 @@ class Stage1Config:
         Where the Q-Former adaptors go: ``video`` (the video Q-Former, as the paper's
         introduction says; the frame Q-Former is frozen and its outputs are computed once),
         ``both`` (frame and video Q-Formers) or ``none``.
+    align : bool
+        ``false`` (ablation "without Stage I alignment"): Stage I trains nothing (one step at
+        learning rate 0 writes the initial model): the MAE encoder with a freshly initialised
+        projection feeds Stage II.
+    encoder_adaptors : bool
+        ``false`` (ablation): no adaptors in the fMRI encoder (the tokenizer and projection
+        still train); with ``qformer_adaptors: none`` there is no adaptor at all.
     eval_batch_size : int
         Trials a forward pass when embedding for evaluation.
     n_candidates : N of the top-k identification (chance k/N); n_permutations :
@@ -105,9 +118,13 @@ class Stage1Config:
     projector_layers: int = 1
     projector_heads: int = 4
     projector_rank: int = 64
+    projector_token_dim: int = 8
+    projector_dropout: float = 0.0
     qformer_adaptors: str = "video"
     l2l1_detach_video: bool = True
     video_warmup: float = 0.5
+    align: bool = True
+    encoder_adaptors: bool = True
     eval_batch_size: int = 64
     n_candidates: int = 20
     n_permutations: int = 1000
@@ -126,6 +143,10 @@ class Stage1Config:
         _at_least("stage1.projector_layers", self.projector_layers, 1)
         _at_least("stage1.projector_heads", self.projector_heads, 1)
         _at_least("stage1.projector_rank", self.projector_rank, 1)
+        _at_least("stage1.projector_token_dim", self.projector_token_dim, 1)
+        if not 0.0 <= self.projector_dropout < 1.0:
+            raise ValueError(f"stage1.projector_dropout must be in [0, 1), got "
+                             f"{self.projector_dropout}")
         _at_least("stage1.eval_batch_size", self.eval_batch_size, 1)
         if self.tau <= 0:
             raise ValueError(f"stage1.tau must be > 0, got {self.tau}")
@@ -160,6 +181,9 @@ class Stage2Config:
     es_margin : m of eq. 5 (DANCE 0.5).
     memory_momentum : memory-bank update momentum (DANCE 0: rows replaced by new features).
     target_batch_size : unlabelled target-subject trials per step for the DA terms.
+    seed : seed of Stage II alone (initialisation, batches, the DA bank, the adaptation
+        view's order); ``-1`` (default) = ``run.seed``. Lets DA on / off be compared over
+        several Stage II seeds on one Stage I model.
     max_shuffles : cap on the chance decodes (``eval.n_shuffles`` repeats of decoding with
         fMRI shuffled across evaluation trials); 0 = no cap. The CPU profile decodes 3.
     """
@@ -180,6 +204,7 @@ class Stage2Config:
     es_rho_scale: float = 0.5        # rho = es_rho_scale * ln(C)
     es_margin: float = 0.5
     memory_momentum: float = 0.0
+    seed: int = -1
     max_shuffles: int = 3
 
     def __post_init__(self):
@@ -195,6 +220,7 @@ class Stage2Config:
         _at_least("stage2.bridge_rank", self.bridge_rank, 0)
         _at_least("stage2.cls_weight", self.cls_weight, 0.0)
         _at_least("stage2.max_shuffles", self.max_shuffles, 0)
+        _at_least("stage2.seed", self.seed, -1)
         for key in ("nc_temperature", "classifier_temperature"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"stage2.{key} must be > 0, got {getattr(self, key)}")

@@ -167,7 +167,8 @@ def mae_run_name(cfg) -> str:
     """
     from ..config import config_hash, to_dict
 
-    key = dict(mae=to_dict(cfg.mae), encoder=to_dict(cfg.encoder), tokenizer=to_dict(cfg.tokenizer),
+    mae = {k: v for k, v in to_dict(cfg.mae).items() if k != "pretrained"}  # Stage I's switch
+    key = dict(mae=mae, encoder=to_dict(cfg.encoder), tokenizer=to_dict(cfg.tokenizer),
                data=to_dict(cfg.data), sim=to_dict(cfg.sim), seed=cfg.run.seed,
                loop=to_dict(cfg.train))
     return f"mae_{cfg.tokenizer.kind}-{config_hash(key)}"

@@ -155,7 +155,8 @@ def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module) -> Stage1Mode
     br = _freeze(copy.deepcopy(branch))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.run.seed + 7)
-        add_adaptors(enc, cfg, trainable=ENCODER_TRAINABLE)
+        if cfg.stage1.encoder_adaptors:
+            add_adaptors(enc, cfg, trainable=ENCODER_TRAINABLE)
         where = cfg.stage1.qformer_adaptors
         if where == "video":
             add_adaptors(br.video_qformer, cfg)
@@ -165,7 +166,8 @@ def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module) -> Stage1Mode
         if name.startswith(ENCODER_TRAINABLE) or "lora_" in name:
             p.requires_grad_(True)
     hidden = int(br.proj.in_features)
-    proj = build_projector(cfg, int(enc.embed_dim), hidden, int(br.num_tokens))
+    proj = build_projector(cfg, int(enc.embed_dim), hidden, int(br.num_tokens),
+                           n_input_tokens=int(enc.n_tokens))
     return Stage1Model(enc, br, proj, cfg.stage1.qformer_adaptors)
 
 
@@ -236,8 +238,19 @@ def stage1_run_name(cfg) -> str:
     s1 = to_dict(cfg.stage1)
     for k in ("eval_batch_size", "n_candidates", "n_permutations", "ridge_alphas", "ridge_cv"):
         s1.pop(k, None)
+    # settings that do not change this model stay out of the name (so adding one, at its
+    # default, keeps existing runs): the spatial projector's sizes, the ablation switches on
+    if s1.get("projector") != "spatial":
+        s1.pop("projector_token_dim", None)
+        s1.pop("projector_dropout", None)
+    for k in ("align", "encoder_adaptors"):
+        if s1.get(k, True):
+            s1.pop(k, None)
+    mae = to_dict(cfg.mae)
+    if mae.get("pretrained", True):
+        mae.pop("pretrained", None)
     key = dict(stage1=s1, tokenizer=to_dict(cfg.tokenizer), encoder=to_dict(cfg.encoder),
-               adaptor=to_dict(cfg.adaptor), mae=to_dict(cfg.mae), video=video_llm_id(cfg),
+               adaptor=to_dict(cfg.adaptor), mae=mae, video=video_llm_id(cfg),
                data=to_dict(cfg.data), sim=to_dict(cfg.sim), seed=cfg.run.seed,
                loop=to_dict(cfg.train))
     return f"stage1-{config_hash(key)}"
@@ -332,10 +345,15 @@ def _pretrained_parts(cfg, tc, vlm=None, mae=None):
     from .mae import load_pretrained_mae
     from .vlpretrain import load_video_llm
 
-    if mae is None:
-        mae = load_pretrained_mae(cfg, tc.block_shape, tc.mask, tc.affine)
     if vlm is None:
         vlm = load_video_llm(cfg)
+    if not cfg.mae.pretrained:       # ablation: the encoder as initialised, no SC-MBM
+        from ..models.encoder import build_encoder
+
+        return (build_encoder(cfg, tc.block_shape, tc.mask, getattr(tc, "affine", None),
+                              seed=cfg.run.seed, load_checkpoint=False), vlm.branch)
+    if mae is None:
+        mae = load_pretrained_mae(cfg, tc.block_shape, tc.mask, tc.affine)
     return mae.encoder, vlm.branch
 
 
@@ -345,7 +363,7 @@ def _needed_clips(tc, splits) -> list[str]:
 
 
 def train_stage1(cfg, tc, splits, *, vlm=None, features=None, mae=None, overwrite: bool = False,
-                 progress: bool = True) -> Stage1Result:
+                 progress: bool = True, name: str | None = None) -> Stage1Result:
     """Train (or load) Stage I with the shared training loop.
 
     Parameters
@@ -364,6 +382,9 @@ def train_stage1(cfg, tc, splits, *, vlm=None, features=None, mae=None, overwrit
         Default :func:`llm4brain.training.mae.load_pretrained_mae`.
     overwrite : bool
         Retrain even when a finished run of these settings exists.
+    name : str, optional
+        Checkpoint name (default :func:`stage1_run_name`; tuning runs add their
+        pseudo-target, :func:`llm4brain.training.tuning.pseudo_run_name`).
 
     Returns
     -------
@@ -381,13 +402,15 @@ def train_stage1(cfg, tc, splits, *, vlm=None, features=None, mae=None, overwrit
     video = VideoInputs(model, features, _needed_clips(tc, splits),
                         batch_size=cfg.stage1.eval_batch_size, progress=progress)
     view = source_view(tc, splits, "train")
-    name = stage1_run_name(cfg)
+    name = stage1_run_name(cfg) if name is None else name
     model.train()
+    align = cfg.stage1.align     # off (ablation): one step at lr 0 saves the initial model
     res = fit(model, stage1_loss_fn(cfg.stage1),
               make_stage1_sampler(view, video, cfg.stage1.batch_size,
                                   int(round(cfg.stage1.video_warmup * cfg.stage1.steps))
                                   * cfg.train.grad_accum), run_dir=cfg.run_dir,
-              name=name, steps=cfg.stage1.steps, lr=cfg.stage1.lr, loop_cfg=cfg.train,
+              name=name, steps=cfg.stage1.steps if align else 1,
+              lr=cfg.stage1.lr if align else 0.0, loop_cfg=cfg.train,
               seed=cfg.run.seed, weight_decay=cfg.stage1.weight_decay, overwrite=overwrite,
               progress=progress, config=cfg, device=cfg.run.device)
     res.model.eval()

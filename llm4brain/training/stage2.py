@@ -53,7 +53,7 @@ __all__ = ["DECODE_COLUMNS", "TargetFeatures", "Stage2Data", "build_stage2_data"
            "make_stage2_sampler", "Stage2Result", "train_stage2", "load_stage2", "EvalSet",
            "build_eval_set", "decode", "decode_eval_set", "chance_decodes", "nn_baseline",
            "ceiling_decodes", "save_decodes", "read_decodes", "stage2_results_dir",
-           "write_stage2_outputs", "n_chance_decodes", "has_ground_truth", "no_brain_decodes",
+           "write_stage2_outputs", "n_chance_decodes", "stage2_seed", "has_ground_truth", "no_brain_decodes",
            "constant_decodes"]
 
 #: Columns of every decoding TSV (fMRI2Text, chance, baseline, ceiling), in order.
@@ -186,7 +186,7 @@ def build_stage2_data(cfg, stage1_model, tc, splits, captions: pd.DataFrame, *,
     names = {int(c): str(n) for c, n in zip(sv.class_id, sv.class_name)}
     meta = pd.DataFrame(dict(subject=sv.subject, stim_file=sv.stim_file, class_id=sv.class_id,
                              row=sv.rows))
-    tview = target_adaptation_view(tc, splits, seed=cfg.run.seed)
+    tview = target_adaptation_view(tc, splits, seed=stage2_seed(cfg))
     return Stage2Data(z_s, labels.astype(np.int64), [names[int(c)] for c in classes],
                       [p[0] for p in pairs], [p[1] for p in pairs], meta,
                       target_features(stage1_model, tview, bs, progress))
@@ -326,7 +326,12 @@ def build_stage2_model(cfg, video_proj: nn.Linear, llm, *, n_classes: int | None
     bridge = build_bridge(cfg, video_proj)
     return Stage2Model(bridge, llm, cfg.llm, cfg.stage2, n_classes=n_classes,
                        n_target=n_target, domain_adaptation=domain_adaptation,
-                       seed=cfg.run.seed)
+                       seed=stage2_seed(cfg))
+
+
+def stage2_seed(cfg) -> int:
+    """Stage II's seed: ``stage2.seed``, or ``run.seed`` when it is -1."""
+    return int(cfg.run.seed if cfg.stage2.seed < 0 else cfg.stage2.seed)
 
 
 def stage2_run_name(cfg, domain_adaptation: bool | None = None) -> str:
@@ -339,6 +344,8 @@ def stage2_run_name(cfg, domain_adaptation: bool | None = None) -> str:
     s2 = to_dict(cfg.stage2)
     for k in ("domain_adaptation", "max_shuffles"):
         s2.pop(k, None)
+    if s2.get("seed", -1) < 0:      # run.seed, already in the Stage I name
+        s2.pop("seed", None)
     llm = {k: getattr(cfg.llm, k) for k in ("backend", "path", "dtype", "placeholder",
                                             "system_prompt", "prompt_template",
                                             "max_answer_tokens")}
@@ -392,7 +399,7 @@ def _loss_fn(model, batch):
 
 def train_stage2(cfg, data: Stage2Data, llm, video_proj: nn.Linear, *,
                  domain_adaptation: bool | None = None, overwrite: bool = False,
-                 progress: bool = True) -> Stage2Result:
+                 progress: bool = True, name: str | None = None) -> Stage2Result:
     """Train (or load) the Stage II bridge with the shared training loop.
 
     Parameters
@@ -408,6 +415,9 @@ def train_stage2(cfg, data: Stage2Data, llm, video_proj: nn.Linear, *,
     domain_adaptation : bool, optional
         Overrides ``stage2.domain_adaptation`` (the ablation); the run name says which.
     overwrite : bool
+    name : str, optional
+        Checkpoint name (default :func:`stage2_run_name`; tuning runs add their pseudo-target,
+        :func:`llm4brain.training.tuning.pseudo_run_name`).
 
     Returns
     -------
@@ -421,11 +431,11 @@ def train_stage2(cfg, data: Stage2Data, llm, video_proj: nn.Linear, *,
     if da:   # memory bank starts from the target features of the initial bridge
         model.bank.fill(model.target_embeddings(data.target.z))
     s = cfg.stage2
-    name = stage2_run_name(cfg, da)
+    name = stage2_run_name(cfg, da) if name is None else name
     model.train()
     res = fit(model, _loss_fn, make_stage2_sampler(data, s.batch_size, s.target_batch_size, da),
               run_dir=cfg.run_dir, name=name, steps=s.steps, lr=s.lr, loop_cfg=cfg.train,
-              seed=cfg.run.seed, weight_decay=s.weight_decay, overwrite=overwrite,
+              seed=stage2_seed(cfg), weight_decay=s.weight_decay, overwrite=overwrite,
               progress=progress, config=cfg, device=cfg.run.device)
     res.model.eval()
     return Stage2Result(res.model, res.log, name, res.trained)
@@ -746,7 +756,7 @@ def write_stage2_outputs(cfg, models: dict, eval_set: EvalSet, captions: pd.Data
     main = main or ("da" if cfg.stage2.domain_adaptation else "noda")
     if main not in models:
         raise KeyError(f"main model {main!r} not in {sorted(models)}")
-    seed = cfg.run.seed
+    seed = stage2_seed(cfg)
     manifest: dict = dict(columns=list(DECODE_COLUMNS), n_trials=len(eval_set), main=main,
                           fmri2text={}, chance=[], baseline="baseline_nn.tsv", ceiling=None,
                           ceiling_note="", run_names={})
