@@ -31,8 +31,11 @@
 # targets.
 
 # %% tags=["parameters"]
+# PSEUDO_TARGET: a training subject; empty = the last one. STAGE1_SEEDS: training seeds of
+# the Stage I candidates; SEEDS: Stage II seeds (stage2.seed) of the DA comparison.
 PROFILE = "default"
-PSEUDO_TARGET = ""            # "" = the last training subject
+PSEUDO_TARGET = ""
+STAGE1_SEEDS = [0]
 SEEDS = [0, 1, 2]
 STAGE1_CANDIDATES = {
     "mlp (mean-pooled tokens)": {"stage1.projector": "mlp"},
@@ -60,8 +63,8 @@ from llm4brain.evaluation.metrics import TextScorer
 from llm4brain.plotting import save_figure
 from llm4brain.training.guard import LeakageError
 from llm4brain.training.mae import load_pretrained_mae
-from llm4brain.training.tuning import (pseudo_target_splits, sealed_cache, tune_stage1,
-                                       tune_stage2)
+from llm4brain.experiments import tune_stage1, tune_stage2
+from llm4brain.training.tuning import pseudo_target_splits, sealed_cache, with_overrides
 from llm4brain.training.vlpretrain import load_video_llm, video_features
 
 cfg = load_config(PROFILE)
@@ -93,7 +96,7 @@ print("pseudo-target block:", sealed.blocks[[int(ps.eval_idx[0])]].shape)
 (out_dir / "candidates.json").write_text(json.dumps(dict(
     pseudo_target=ps.target_subjects[0], train_subjects=list(ps.train_subjects),
     sealed_subjects=list(splits.target_subjects), seeds=SEEDS,
-    stage1=STAGE1_CANDIDATES, stage2=STAGE2_CANDIDATES), indent=1))
+    stage1_seeds=STAGE1_SEEDS, stage1=STAGE1_CANDIDATES, stage2=STAGE2_CANDIDATES), indent=1))
 
 # %% [markdown]
 # ## Stage I candidates
@@ -108,7 +111,7 @@ mae = load_pretrained_mae(cfg, tc.block_shape, tc.mask, tc.affine)
 vlm = load_video_llm(cfg)
 features = video_features(cfg, progress=False)
 t0 = time.time()
-s1_table, _ = tune_stage1(cfg, tc, splits, STAGE1_CANDIDATES, seeds=SEEDS,
+s1_table, _ = tune_stage1(cfg, tc, splits, STAGE1_CANDIDATES, seeds=STAGE1_SEEDS,
                           pseudo_target=PSEUDO_TARGET or None, vlm=vlm, features=features,
                           mae=mae)
 s1_table.to_csv(out_dir / "stage1_validation.csv", index=False)
@@ -150,8 +153,9 @@ save_figure(fig, "tune_stage1", cfg)
 # %% [markdown]
 # ## Stage II: domain adaptation on or off, over seeds
 #
-# Each seed trains Stage I (the best candidate above) and Stage II on the pseudo-target's
-# splits, then decodes the pseudo-target's scored runs. Scores against the simulator's truth
+# One Stage I model (the best candidate above, seed `STAGE1_SEEDS[0]`) and, for each Stage II
+# seed (`stage2.seed`: initialisation, batches, DA's memory bank), Stage II with DA on and off
+# on the pseudo-target's splits; each decodes the pseudo-target's scored runs. Scores against the simulator's truth
 # (attribute scorer: agent, action, scene; `all` = every attribute right), distinct answers,
 # BERTScore against Video2Text, beside the same model fed the fMRI of other trials (shuffled
 # fMRI) and the ridge + nearest-neighbour baseline. DA stays on in the default only if it wins
@@ -163,7 +167,8 @@ s2_cands = {k: {**best_over, **v} for k, v in STAGE2_CANDIDATES.items()}
 stim = load_stimuli(cfg)
 captions = load_captions(cfg)
 t0 = time.time()
-s2_table, s2_decodes = tune_stage2(cfg, tc, splits, captions, stim, s2_cands, seeds=SEEDS,
+s2_table, s2_decodes = tune_stage2(with_overrides(cfg, seed=STAGE1_SEEDS[0]), tc, splits,
+                                   captions, stim, s2_cands, seeds=SEEDS,
                                    pseudo_target=PSEUDO_TARGET or None, vlm=vlm,
                                    features=features, mae=mae, scorer=TextScorer(cfg.eval))
 s2_table.to_csv(out_dir / "stage2_validation.csv", index=False)

@@ -16,6 +16,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+#: Notebooks outside the numbered chain (make tune, make ablations), run after it.
+EXTRA = [ROOT / "notebooks" / "tune_pseudo_target.py", ROOT / "notebooks" / "ablations.py"]
+#: Small parameters for the smoke run of the extra notebooks (papermill -y).
+EXTRA_PARAMS = {
+    "tune_pseudo_target": "SEEDS: [0, 1]\nSTAGE1_CANDIDATES: {spatial: {stage1.projector: spatial}}\n",
+    "ablations": ("SEEDS: [0]\nROWS: {full: {}, without Stage I alignment: {stage1.align: false},"
+                  " without MAE pretraining: {mae.pretrained: false}}\n"),
+}
 
 
 def _cells(path: Path) -> list[tuple[str, str]]:
@@ -30,7 +38,14 @@ def test_notebooks_exist():
     assert names[:2] == ["00", "01"] and names == sorted(names)
 
 
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_extra_notebooks_exist_and_have_make_targets():
+    make = (ROOT / "Makefile").read_text()
+    for nb in EXTRA:
+        assert nb.is_file(), nb
+        assert f"EXTRA_RULE" in make and nb.stem in make, nb.stem
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS + EXTRA, ids=lambda p: p.stem)
 def test_notebook_structure(nb):
     cells = _cells(nb)
     code = [(h, b) for h, b in cells if "[markdown]" not in h]
@@ -38,9 +53,12 @@ def test_notebook_structure(nb):
     head, body = code[0]
     assert 'tags=["parameters"]' in head, f"{nb.name}: first code cell must be tagged parameters"
     tree = ast.parse(body)
-    for node in tree.body:
-        assert isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant), (
-            f"{nb.name}: the parameters cell holds simple literals only")
+    for node in tree.body:           # literals only (numbers, strings, lists, dicts)
+        assert isinstance(node, ast.Assign), f"{nb.name}: the parameters cell holds assignments"
+        try:
+            ast.literal_eval(node.value)
+        except ValueError:
+            pytest.fail(f"{nb.name}: the parameters cell holds literals only")
     assert any(getattr(t, "id", "") == "PROFILE" for n in tree.body for t in n.targets)
     assert "load_config(PROFILE" in code[1][1], f"{nb.name}: the 2nd code cell resolves the config"
     full = ast.parse("\n".join(b for h, b in code))
@@ -83,3 +101,25 @@ def test_all_notebooks_run_on_smoke(smoke_home):
     summary = (fig_dir / "summary.md").read_text()
     assert "Attribute accuracy" in summary and "caption identification" in summary
     assert "LLM without brain tokens" in summary and "constant answer" in summary
+    # make tune and make ablations read the chain's run (small parameters here)
+    for nb in EXTRA:
+        src = out / f"{nb.stem}.src.ipynb"
+        subprocess.run([str(bindir / "jupytext"), "--quiet", "--to", "ipynb", "--set-kernel",
+                        "llm4brain", "-o", str(src), str(nb)], check=True, env=env)
+        r = subprocess.run([str(bindir / "papermill"), "--log-level", "WARNING", "-k", "llm4brain",
+                            "-p", "PROFILE", "smoke", "-y", EXTRA_PARAMS[nb.stem], str(src),
+                            str(out / f"{nb.stem}.ipynb")],
+                           cwd=ROOT / "notebooks", env=env, capture_output=True, text=True)
+        assert r.returncode == 0, f"{nb.name} failed on the smoke profile:\n{r.stderr[-4000:]}"
+    run = smoke_home / "runs" / "smoke"
+    for f in ("candidates.json", "stage1_validation.csv", "stage2_validation.csv",
+              "stage2_da_paired.csv", "verdict.json"):
+        assert (run / "tuning" / f).is_file(), f
+    import pandas as pd
+
+    v = pd.read_csv(run / "tuning" / "stage2_validation.csv")
+    assert set(v["candidate"]) >= {"DA on", "DA off"} and set(v["seed"]) == {0, 1}
+    t3 = pd.read_csv(fig_dir / "ablations_smoke.csv", index_col=0)
+    assert {"full", "without Stage I alignment", "without MAE pretraining",
+            "chance (shuffled fMRI)", "prompt without brain tokens"} <= set(t3.index)
+    assert (fig_dir / "ablations.png").is_file() and (fig_dir / "tune_stage2.png").is_file()

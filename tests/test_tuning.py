@@ -97,7 +97,7 @@ def test_stage2_tuning_over_seeds_reads_training_subjects_only(tmp_path):
 
     from llm4brain.evaluation.attributes import ATTRIBUTES
     from llm4brain.models.llm import make_tiny_llm
-    from llm4brain.training.tuning import tune_stage2
+    from llm4brain.experiments import tune_stage2
 
     w = tiny_world(tmp_path)
     tc, splits, caps = w["tc"], w["splits"], w["captions"]
