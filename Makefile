@@ -55,6 +55,8 @@ reproduce: $(STAMP)  ## run every notebook headless on the default profile (PROF
 notebooks-run: $(EXECUTED)
 
 # Extra notebooks outside the numbered chain: run after `make reproduce` (they read its run).
+# PARAMS passes papermill parameters, e.g. make ablations PARAMS='-y "SEEDS: [0]"'.
+PARAMS ?=
 define EXTRA_RULE
 $(1): $(STAMP)
 	@test -f $(RUN_DIR)/splits.json || { echo "run 'make reproduce' (PROFILE=$(PROFILE)) first: $(RUN_DIR) has no splits.json"; exit 1; }
@@ -63,7 +65,7 @@ $(1): $(STAMP)
 	@start=$$$$(date +%s); \
 	$(VENV)/bin/jupytext --quiet --to ipynb --set-kernel llm4brain -o $(RUN_DIR)/notebooks/$(2).src.ipynb notebooks/$(2).py && \
 	cd notebooks && $(CURDIR)/$(VENV)/bin/papermill --log-level WARNING -k llm4brain -p PROFILE $(PROFILE) \
-	  $(RUN_DIR)/notebooks/$(2).src.ipynb $(RUN_DIR)/notebooks/$(2).ipynb; rc=$$$$?; \
+	  $(PARAMS) $(RUN_DIR)/notebooks/$(2).src.ipynb $(RUN_DIR)/notebooks/$(2).ipynb; rc=$$$$?; \
 	rm -f $(RUN_DIR)/notebooks/$(2).src.ipynb; \
 	echo ">> make $(1) ($(PROFILE)) took $$$$(( $$$$(date +%s) - start )) s"; exit $$$$rc
 endef
