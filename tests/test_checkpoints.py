@@ -197,3 +197,28 @@ def test_load_after_adaptors_targets_base_layer(cfg, ckpt):
     rep = load_mindvis_checkpoint(enc, path)
     assert "blocks.0.attn.q_proj.base_layer.weight" in rep.loaded
     assert torch.equal(enc.blocks[0].attn.q_proj.base_layer.weight, sd["blocks.0.attn.qkv.weight"][:D])
+
+
+class _Evil:
+    """Pickles to a call of os.system: a hostile checkpoint."""
+
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch PWNED_BY_CHECKPOINT",))
+
+
+@pytest.mark.parametrize("reader", ["mindvis", "videollama"])
+def test_foreign_checkpoints_never_run_their_pickled_code(tmp_path, monkeypatch, reader):
+    """Both readers of other projects' checkpoints (SC-MBM and Q-Former) refuse to execute
+    code a file pickles; the tensors still load."""
+    import torch
+
+    from llm4brain.models.checkpoints import read_state_dict
+    from llm4brain.models.qformer import _read_state_dict
+
+    monkeypatch.chdir(tmp_path)
+    f = tmp_path / "ckpt.pth"
+    torch.save({"model": {"blocks.0.attn.qkv.weight": torch.ones(2, 2)}, "cfg": _Evil()}, f)
+    sd = read_state_dict(f) if reader == "mindvis" else _read_state_dict(f)
+    assert torch.equal(sd["blocks.0.attn.qkv.weight"], torch.ones(2, 2))
+    assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-__all__ = ["CheckpointReport", "read_state_dict", "map_mindvis_state_dict",
+__all__ = ["CheckpointReport", "load_torch_file", "read_state_dict", "map_mindvis_state_dict",
            "load_mindvis_checkpoint"]
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,23 @@ def _unwrap(obj) -> dict:
     return obj
 
 
+def load_torch_file(path) -> object:
+    """``torch.load`` of a checkpoint someone else wrote, without running its pickled code.
+
+    ``weights_only=True`` first; a file that also pickles Python objects of its original code
+    base (MinD-Vis configs, LAVIS / Video-LLaMA training state) is read again with a restricted
+    unpickler that builds only torch / numpy / collections objects and plain builtins and
+    replaces every other class by an inert stub — nothing of the file's own code runs.
+    """
+    f = Path(path)
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError):
+        log.warning("%s pickles Python objects of its original code base; reading it with those "
+                    "objects replaced by stubs", f)
+        return torch.load(f, map_location="cpu", weights_only=False, pickle_module=_lenient_pickle)
+
+
 def read_state_dict(path) -> dict[str, torch.Tensor]:
     """Read a MinD-Vis / Mind-Video checkpoint into a flat ``{key: tensor}`` (CPU).
 
@@ -150,13 +167,7 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     if f.suffix == ".safetensors":
         from safetensors.torch import load_file
         return _unwrap(load_file(str(f)))
-    try:
-        obj = torch.load(f, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        log.warning("%s pickles Python objects of its original code base; reading it with those "
-                    "objects replaced by stubs", f)
-        obj = torch.load(f, map_location="cpu", weights_only=False, pickle_module=_lenient_pickle)
-    return _unwrap(obj)
+    return _unwrap(load_torch_file(f))
 
 
 # ====================================================================== mapping

@@ -277,8 +277,8 @@ def _read_state_dict(path: Path) -> dict:
 
     A folder is read shard by shard with ``safetensors.safe_open`` and only the Q-Former /
     projection tensors are loaded (a BLIP-2 folder also holds a multi-GB language model).
-    A ``.pth`` is read with ``weights_only=True`` when possible; LAVIS / Video-LLaMA files that
-    pickle other objects fall back to a full unpickling (only load files you trust).
+    A ``.pth`` is read by :func:`llm4brain.models.checkpoints.load_torch_file`
+    (``weights_only=True``, else a restricted unpickler that runs none of the file's code).
     """
     if path.is_dir():
         from safetensors import safe_open
@@ -293,12 +293,9 @@ def _read_state_dict(path: Path) -> dict:
                     if map_videollama_state_dict({k: None}):
                         sd[k] = h.get_tensor(k)
         return sd
-    import pickle
+    from .checkpoints import load_torch_file
 
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError):
-        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    obj = load_torch_file(path)
     for key in ("model", "state_dict", "module"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
