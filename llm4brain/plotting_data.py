@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 __all__ = ["plot_clip_montage", "plot_design", "plot_hrfs", "plot_brain_map", "to_nifti",
-           "plot_reliability", "plot_block_timecourse", "plot_lag_profile"]
+           "plot_reliability", "plot_lag_profile"]
 
 
 def plot_clip_montage(frames, titles, n_show: int = 4, width: float = 1.6):
@@ -93,19 +93,6 @@ def plot_reliability(r_single, regions: dict | None = None, ax=None):
             ax.hist(r_single[sel], bins=bins, histtype="step", lw=1.5, density=True, label=name)
     ax.set_xlabel("single-trial reliability (Spearman-Brown from split halves)")
     ax.set_ylabel("density")
-    ax.legend(fontsize=7)
-    return fig
-
-
-def plot_block_timecourse(blocks_by_roi: dict, tr: float, lag_s: float, ax=None):
-    """Mean z-scored response over the block's volumes, one line per ROI."""
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 3))
-    for name, y in blocks_by_roi.items():
-        t = lag_s + np.arange(len(y)) * tr
-        ax.plot(t, y, marker="o", label=name)
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_xlabel("time after clip onset (s)")
-    ax.set_ylabel("mean z-scored BOLD")
     ax.legend(fontsize=7)
     return fig
 

@@ -71,8 +71,6 @@ class DataConfig:
         Columns of the confounds TSV regressed out of each run.
     high_pass : float
         Cosine drift regressors cutoff in Hz (0 disables).
-    betas : bool
-        Also estimate single-trial betas with a nilearn LSS GLM.
     n_frames, frame_size : int
         Frames sampled uniformly from each clip and their size (pixels).
     target_subjects : list of str
@@ -95,7 +93,6 @@ class DataConfig:
     lag_s: float = 4.0
     confounds: tuple[str, ...] = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
     high_pass: float = 0.01
-    betas: bool = False
     n_frames: int = 8
     frame_size: int = 128
     target_subjects: tuple[str, ...] = ()

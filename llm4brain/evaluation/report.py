@@ -60,7 +60,7 @@ __all__ = [
     "stage2_results_dir", "resolve_stage2_files", "read_stage2_tsv", "load_descriptions",
     "Stage2Results", "load_stage2_results", "EvalResults", "score_run", "Report",
     "build_report", "reading_paragraph", "summary_markdown", "examples_with_questions",
-    "write_report", "evaluate_run",
+    "write_report",
 ]
 
 #: Columns every Stage II result TSV has (one row per evaluation trial).
@@ -861,9 +861,3 @@ def write_report(report: Report, cfg_or_dir, *, summary_name: str = "summary.md"
     return paths
 
 
-def evaluate_run(cfg, *, scorer: TextScorer | None = None, rebuild: bool = False
-                 ) -> tuple[EvalResults, Report, dict[str, Path]]:
-    """:func:`score_run` + :func:`build_report` + :func:`write_report` (to ``cfg.figures_dir``)."""
-    ev = score_run(cfg, scorer=scorer, rebuild=rebuild)
-    rep = build_report(ev, cfg)
-    return ev, rep, write_report(rep, cfg)

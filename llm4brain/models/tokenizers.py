@@ -36,8 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-__all__ = ["BrainTokenizer", "CNN3DTokenizer", "NVLTokenizer", "TOKENIZERS", "build_tokenizer",
-           "register_tokenizer"]
+__all__ = ["BrainTokenizer", "CNN3DTokenizer", "NVLTokenizer", "TOKENIZERS", "build_tokenizer"]
 
 log = logging.getLogger(__name__)
 
@@ -485,11 +484,6 @@ def _build_nvl(tcfg, volume_shape, mask, affine) -> BrainTokenizer:
 
 #: name -> builder ``f(tokenizer_cfg, volume_shape, mask, affine) -> BrainTokenizer``
 TOKENIZERS: dict[str, Callable[..., BrainTokenizer]] = {"cnn3d": _build_cnn3d, "nvl": _build_nvl}
-
-
-def register_tokenizer(name: str, builder: Callable[..., BrainTokenizer]) -> None:
-    """Add a tokenizer ``builder(tokenizer_cfg, volume_shape, mask, affine)`` to the registry."""
-    TOKENIZERS[name] = builder
 
 
 def build_tokenizer(cfg, volume_shape, mask=None, affine=None) -> BrainTokenizer:

@@ -50,7 +50,7 @@ from .guard import (FORBIDDEN_TARGET_FIELDS, LeakageError, TargetAdaptationView,
 
 __all__ = ["DECODE_COLUMNS", "TargetFeatures", "Stage2Data", "build_stage2_data",
            "target_features", "Stage2Model", "build_stage2_model", "stage2_run_name",
-           "make_stage2_sampler", "Stage2Result", "train_stage2", "load_stage2", "EvalSet",
+           "make_stage2_sampler", "Stage2Result", "train_stage2", "EvalSet",
            "build_eval_set", "decode", "decode_eval_set", "chance_decodes", "nn_baseline",
            "ceiling_decodes", "save_decodes", "read_decodes", "stage2_results_dir",
            "write_stage2_outputs", "n_chance_decodes", "stage2_seed", "has_ground_truth", "no_brain_decodes",
@@ -439,22 +439,6 @@ def train_stage2(cfg, data: Stage2Data, llm, video_proj: nn.Linear, *,
               progress=progress, config=cfg, device=cfg.run.device)
     res.model.eval()
     return Stage2Result(res.model, res.log, name, res.trained)
-
-
-def load_stage2(cfg, llm, video_proj: nn.Linear, *, n_classes: int | None = None,
-                n_target: int | None = None, domain_adaptation: bool | None = None) -> Stage2Model:
-    """A finished Stage II run of ``cfg`` (eval mode); FileNotFoundError names the run."""
-    from .loop import checkpoint_path, load_checkpoint
-
-    da = cfg.stage2.domain_adaptation if domain_adaptation is None else bool(domain_adaptation)
-    path = checkpoint_path(cfg.run_dir, stage2_run_name(cfg, da))
-    if not path.is_file():
-        raise FileNotFoundError(f"no Stage II checkpoint at {path}: run notebook "
-                                f"05_stage2_domain_adaptation (train_stage2) first")
-    model = build_stage2_model(cfg, video_proj, llm, n_classes=n_classes, n_target=n_target,
-                               domain_adaptation=da)
-    load_checkpoint(model, path)
-    return model.eval()
 
 
 # ============================================================================ decoding

@@ -36,7 +36,7 @@ import torch
 __all__ = ["VLPretrainResult", "pretrain_rows", "check_corpus_disjoint", "answer_choices",
            "make_vl_sampler", "vl_loss", "vl_loss_fn", "text_embeddings", "make_align_sampler",
            "align_loss_fn", "caption_vocabulary", "make_ground_sampler", "ground_loss_fn", "build_video_llm", "pretrain_video_llm",
-           "load_video_llm", "video_llm_id", "video_features", "compute_video_tokens",
+           "load_video_llm", "video_llm_id", "video_features", 
            "RUN_PREFIX"]
 
 RUN_PREFIX = "vlpretrain"
@@ -479,30 +479,3 @@ def load_video_llm(cfg, llm=None):
     return vlm
 
 
-@torch.no_grad()
-def compute_video_tokens(vlm, features, stim_files: Sequence[str], batch_size: int = 64,
-                         hidden: bool = False) -> torch.Tensor:
-    """Video tokens of clips (e.g. the targets X of Stage I).
-
-    Parameters
-    ----------
-    vlm : VideoLLM
-    features : FrameFeatureCache
-    stim_files : list of n str
-    hidden : bool
-        Return the video Q-Former outputs (n, Nv, H) instead of the projected tokens
-        (n, Nv, D).
-
-    Returns
-    -------
-    float tensor (n, Nv, D) or (n, Nv, H), on the CPU.
-    """
-    vlm.branch.eval()
-    out = []
-    dev = next(vlm.branch.parameters()).device
-    files = list(stim_files)
-    for s in range(0, len(files), batch_size):
-        x = features.get(files[s:s + batch_size]).to(dev)
-        t = vlm.branch.video_hidden(x) if hidden else vlm.branch(x)
-        out.append(t.float().cpu())
-    return torch.cat(out) if out else torch.empty(0)
