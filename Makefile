@@ -41,15 +41,25 @@ $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).ipynb: $(1) $(2) $(LIB_SRC) | $(
 	@mkdir -p $(RUN_DIR)/notebooks
 	@echo ">> [$(PROFILE)] $(notdir $(1))"
 	$(VENV)/bin/jupytext --quiet --to ipynb --set-kernel llm4brain -o $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb $(1)
-	cd notebooks && $(CURDIR)/$(VENV)/bin/papermill --log-level WARNING -k llm4brain -p PROFILE $(PROFILE) \
-	  $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).ipynb
-	@rm -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb
+	@cd notebooks && $(CURDIR)/$(VENV)/bin/papermill --log-level WARNING -k llm4brain -p PROFILE $(PROFILE) \
+	  $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).part.ipynb \
+	  || { mv -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).part.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).failed.ipynb 2>/dev/null; \
+	       rm -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb; \
+	       echo "!! $(notdir $(1)) failed: the executed notebook is $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).failed.ipynb"; exit 1; }
+	@mv -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).part.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).ipynb
+	@rm -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).failed.ipynb
 endef
 $(foreach nb,$(NOTEBOOKS),$(eval $(call NB_RULE,$(nb),$(if $(prev),$(RUN_DIR)/notebooks/$(notdir $(basename $(prev))).ipynb))$(eval prev := $(nb))))
 EXECUTED := $(foreach nb,$(NOTEBOOKS),$(RUN_DIR)/notebooks/$(notdir $(basename $(nb))).ipynb)
 
+# One make at a time per run directory: a second `make reproduce` (or tune/ablations/smoke) on
+# the same RUN_DIR stops at once instead of writing the same files.
+LOCK = mkdir -p $(RUN_DIR) && flock -n -E 75 $(RUN_DIR)/.make.lock
+LOCKED_MSG = echo "!! another make is running on $(RUN_DIR) (lock $(RUN_DIR)/.make.lock): wait for it, or use another PROFILE or RUN_DIR"
+
 reproduce: $(STAMP)  ## run every notebook headless on the default profile (PROFILE=... to change)
-	@start=$$(date +%s); $(MAKE) --no-print-directory PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR) notebooks-run; \
+	@start=$$(date +%s); $(LOCK) $(MAKE) --no-print-directory PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR) notebooks-run; \
+	rc=$$?; if [ $$rc -eq 75 ]; then $(LOCKED_MSG); exit 1; fi; [ $$rc -eq 0 ] || exit $$rc; \
 	echo ">> make reproduce ($(PROFILE)) took $$(( $$(date +%s) - start )) s; figures in figures/, results in $(RUN_DIR)"
 
 notebooks-run: $(EXECUTED)
@@ -64,9 +74,9 @@ $(1): $(STAMP)
 	@echo ">> [$(PROFILE)] $(2)"
 	@start=$$$$(date +%s); \
 	$(VENV)/bin/jupytext --quiet --to ipynb --set-kernel llm4brain -o $(RUN_DIR)/notebooks/$(2).src.ipynb notebooks/$(2).py && \
-	cd notebooks && $(CURDIR)/$(VENV)/bin/papermill --log-level WARNING -k llm4brain -p PROFILE $(PROFILE) \
+	cd notebooks && $(LOCK) $(CURDIR)/$(VENV)/bin/papermill --log-level WARNING -k llm4brain -p PROFILE $(PROFILE) \
 	  $(PARAMS) $(RUN_DIR)/notebooks/$(2).src.ipynb $(RUN_DIR)/notebooks/$(2).ipynb; rc=$$$$?; \
-	rm -f $(RUN_DIR)/notebooks/$(2).src.ipynb; \
+	rm -f $(RUN_DIR)/notebooks/$(2).src.ipynb; if [ $$$$rc -eq 75 ]; then $(LOCKED_MSG); exit 1; fi; \
 	echo ">> make $(1) ($(PROFILE)) took $$$$(( $$$$(date +%s) - start )) s"; exit $$$$rc
 endef
 $(eval $(call EXTRA_RULE,tune,tune_pseudo_target))
@@ -76,7 +86,7 @@ tune:  ## choose settings on a pseudo-target (a training subject); after make re
 ablations:  ## Table 3: ablations over seeds on the target subjects; after make reproduce
 
 smoke: $(STAMP)  ## run every notebook on the tiny smoke profile (< 5 min)
-	$(MAKE) --no-print-directory PROFILE=smoke RUN_DIR=$(LLM4BRAIN_HOME)/runs/smoke notebooks-run
+	@$(MAKE) --no-print-directory PROFILE=smoke RUN_DIR=$(LLM4BRAIN_HOME)/runs/smoke reproduce
 
 test: $(STAMP)  ## run the test suite (includes every notebook on the smoke profile)
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc

@@ -1,0 +1,70 @@
+"""The Makefile's notebook rules: a failed notebook is never taken as done; one make per run
+directory at a time. Runs make on a scratch checkout of two tiny notebooks with the venv's
+papermill and kernel (a few seconds)."""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = Path(sys.executable).parent.parent
+
+OK = '# %% tags=["parameters"]\nPROFILE = "x"\n\n# %%\nprint("ok", PROFILE)\n'
+FAIL = '# %% tags=["parameters"]\nPROFILE = "x"\n\n# %%\nraise RuntimeError("planted")\n'
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    if shutil.which("flock") is None or not (VENV / "bin" / "papermill").exists():
+        pytest.fail("the test needs flock (util-linux) and the venv's papermill")
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "00_ok.py").write_text(OK)
+    (tmp_path / "notebooks" / "01_fail.py").write_text(FAIL)
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    stamp = tmp_path / "stamp"
+    stamp.write_text("")
+    os.utime(tmp_path / "pyproject.toml", (0, 0))          # older than the stamp: no venv build
+    (tmp_path / "venv").symlink_to(VENV)
+    return tmp_path
+
+
+def _make(d: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", f"VENV=venv", f"STAMP=stamp",
+                           f"LLM4BRAIN_HOME={d}", "PROFILE=t", *args], cwd=d,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_failed_notebook_is_not_up_to_date_and_is_kept_for_inspection(scratch):
+    out = scratch / "runs" / "t" / "notebooks"
+    r = _make(scratch, "reproduce")
+    assert r.returncode != 0
+    assert (out / "00_ok.ipynb").is_file()
+    assert not (out / "01_fail.ipynb").exists()                 # no target left behind
+    assert (out / "01_fail.failed.ipynb").is_file()
+    assert "01_fail.py failed" in r.stdout + r.stderr
+    assert "planted" in (out / "01_fail.failed.ipynb").read_text()
+    r2 = _make(scratch, "reproduce")                             # runs it again, fails again
+    assert r2.returncode != 0 and "up to date" not in r2.stdout + r2.stderr
+    assert "01_fail.py failed" in r2.stdout + r2.stderr
+    (scratch / "notebooks" / "01_fail.py").write_text(OK)       # fixed: now it completes
+    r3 = _make(scratch, "reproduce")
+    assert r3.returncode == 0, r3.stdout + r3.stderr
+    assert (out / "01_fail.ipynb").is_file() and not (out / "01_fail.failed.ipynb").exists()
+
+
+def test_second_make_on_the_same_run_directory_stops(scratch):
+    run = scratch / "runs" / "t"
+    run.mkdir(parents=True)
+    with open(run / ".make.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)           # a make is running
+        r = _make(scratch, "reproduce")
+    assert r.returncode != 0
+    assert "another make is running on" in r.stdout + r.stderr
+    assert not (run / "notebooks").exists()                      # nothing was written
