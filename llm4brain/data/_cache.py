@@ -35,8 +35,20 @@ _KEY_FIELDS = ("source", "space", "desc", "onset_offset", "block_trs", "lag_s", 
                "high_pass", "stimuli_map")
 
 
+class TrialBlocks:
+    """What every trial cache answers from its ``blocks`` (n_trials, T, X, Y, Z)."""
+
+    @property
+    def block_shape(self) -> tuple:
+        return tuple(self.blocks.shape[1:])
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.blocks.shape[0])
+
+
 @dataclass
-class TrialCache:
+class TrialCache(TrialBlocks):
     """Memory-mapped trial blocks and their metadata.
 
     Attributes
@@ -63,14 +75,6 @@ class TrialCache:
     affine: np.ndarray
     path: Path
     meta: dict
-
-    @property
-    def block_shape(self) -> tuple:
-        return tuple(self.blocks.shape[1:])
-
-    @property
-    def n_trials(self) -> int:
-        return int(self.blocks.shape[0])
 
     def trial_vectors(self, idx=None) -> np.ndarray:
         """Blocks flattened to mask voxels: (n, T * n_mask_voxels) float32."""

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import Splits
+from ..data._cache import TrialBlocks
 from .guard import LeakageError, check_splits
 
 __all__ = ["pseudo_target_splits", "sealed_cache", "SealedBlocks", "SealedCache",
@@ -125,7 +126,7 @@ class SealedBlocks:
                            "target subjects); index the rows you may read")
 
 
-class SealedCache:
+class SealedCache(TrialBlocks):
     """A :class:`~llm4brain.data.TrialCache` with the real target subjects sealed.
 
     ``blocks`` is a :class:`SealedBlocks`; ``trials`` is a copy whose :data:`SEALED_COLUMNS`
@@ -157,14 +158,6 @@ class SealedCache:
         self.affine = getattr(tc, "affine", None)
         self.path, self.meta = getattr(tc, "path", None), getattr(tc, "meta", {})
         self.sealed_subjects = tuple(splits.target_subjects)
-
-    @property
-    def block_shape(self) -> tuple:
-        return tuple(self.blocks.shape[1:])
-
-    @property
-    def n_trials(self) -> int:
-        return int(self.blocks.shape[0])
 
     def __repr__(self) -> str:
         return (f"SealedCache({self.n_trials} trials; sealed target subjects "
