@@ -49,11 +49,14 @@ $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).ipynb: $(1) $(2) $(LIB_SRC) | $(
 	@mkdir -p $(RUN_DIR)/notebooks
 	@echo ">> [$(PROFILE)] $(notdir $(1))"
 	$(VENV)/bin/jupytext --quiet --to ipynb --set-kernel llm4brain -o $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb $(1)
+	@touch $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).started
 	@cd notebooks && $(CURDIR)/$(VENV)/bin/papermill --log-level WARNING -k llm4brain -p PROFILE $(PROFILE) \
 	  $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).part.ipynb \
 	  || { mv -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).part.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).failed.ipynb 2>/dev/null; \
 	       rm -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb; \
 	       echo "!! $(notdir $(1)) failed: the executed notebook is $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).failed.ipynb"; exit 1; }
+	@$(PY) -m llm4brain.provenance --profile $(PROFILE) --notebook $(notdir $(basename $(1))) \
+	  --since $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).started
 	@mv -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).part.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).ipynb
 	@rm -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).failed.ipynb
 endef
@@ -80,11 +83,13 @@ $(1): $(STAMP)
 	@test -f $(RUN_DIR)/splits.json || { echo "run 'make reproduce' (PROFILE=$(PROFILE)) first: $(RUN_DIR) has no splits.json"; exit 1; }
 	@mkdir -p $(RUN_DIR)/notebooks
 	@echo ">> [$(PROFILE)] $(2)"
-	@start=$$$$(date +%s); \
+	@start=$$$$(date +%s); touch $(RUN_DIR)/notebooks/$(2).started; \
 	$(VENV)/bin/jupytext --quiet --to ipynb --set-kernel llm4brain -o $(RUN_DIR)/notebooks/$(2).src.ipynb notebooks/$(2).py && \
 	cd notebooks && $(LOCK) $(CURDIR)/$(VENV)/bin/papermill --log-level WARNING -k llm4brain -p PROFILE $(PROFILE) \
 	  $(PARAMS) $(RUN_DIR)/notebooks/$(2).src.ipynb $(RUN_DIR)/notebooks/$(2).ipynb; rc=$$$$?; \
 	rm -f $(RUN_DIR)/notebooks/$(2).src.ipynb; if [ $$$$rc -eq 75 ]; then $(LOCKED_MSG); exit 1; fi; \
+	if [ $$$$rc -eq 0 ]; then cd $(CURDIR) && $(PY) -m llm4brain.provenance --profile $(PROFILE) --notebook $(2) \
+	  --since $(RUN_DIR)/notebooks/$(2).started; fi; \
 	echo ">> make $(1) ($(PROFILE)) took $$$$(( $$$$(date +%s) - start )) s"; exit $$$$rc
 endef
 $(eval $(call EXTRA_RULE,tune,tune_pseudo_target))

@@ -15,7 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent
 
-OK = '# %% tags=["parameters"]\nPROFILE = "x"\n\n# %%\nprint("ok", PROFILE)\n'
+OK = ('# %% tags=["parameters"]\nPROFILE = "x"\n\n# %%\nimport os, pathlib\n'
+      'd = pathlib.Path(os.environ["LLM4BRAIN_HOME"]) / "runs" / PROFILE / "figures"\n'
+      'd.mkdir(parents=True, exist_ok=True)\n(d / "ok_table.csv").write_text("a,b\\n1,2\\n")\n')
 FAIL = '# %% tags=["parameters"]\nPROFILE = "x"\n\n# %%\nraise RuntimeError("planted")\n'
 
 
@@ -39,12 +41,12 @@ def scratch(tmp_path):
 
 def _make(d: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "--no-print-directory", f"VENV=venv", f"STAMP=stamp",
-                           f"LLM4BRAIN_HOME={d}", "PROFILE=t", *args], cwd=d,
+                           f"LLM4BRAIN_HOME={d}", "PROFILE=smoke", *args], cwd=d,
                           capture_output=True, text=True, timeout=300)
 
 
 def test_failed_notebook_is_not_up_to_date_and_is_kept_for_inspection(scratch):
-    out = scratch / "runs" / "t" / "notebooks"
+    out = scratch / "runs" / "smoke" / "notebooks"
     r = _make(scratch, "reproduce")
     assert r.returncode != 0
     assert (out / "00_ok.ipynb").is_file()
@@ -59,10 +61,20 @@ def test_failed_notebook_is_not_up_to_date_and_is_kept_for_inspection(scratch):
     r3 = _make(scratch, "reproduce")
     assert r3.returncode == 0, r3.stdout + r3.stderr
     assert (out / "01_fail.ipynb").is_file() and not (out / "01_fail.failed.ipynb").exists()
+    # each figure/table written is recorded with its commit and config
+    from llm4brain.provenance import check, read_provenance
+
+    prov = read_provenance(scratch / "runs" / "smoke" / "figures")
+    assert list(prov["file"]) == ["ok_table.csv"]
+    assert set(prov["notebook"]) <= {"00_ok", "01_fail"} and set(prov["profile"]) == {"smoke"}
+    assert prov["git_revision"].iloc[0] and len(prov["config_hash"].iloc[0]) >= 8
+    assert set(check(scratch / "runs" / "smoke" / "figures")["status"]) == {"ok"}
+    (scratch / "runs" / "smoke" / "figures" / "ok_table.csv").write_text("changed")
+    assert set(check(scratch / "runs" / "smoke" / "figures")["status"]) == {"changed"}
 
 
 def test_second_make_on_the_same_run_directory_stops(scratch):
-    run = scratch / "runs" / "t"
+    run = scratch / "runs" / "smoke"
     run.mkdir(parents=True)
     with open(run / ".make.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)           # a make is running
