@@ -23,6 +23,7 @@ from .evaluation.attributes import ATTRIBUTE_CONDITIONS
 __all__ = [
     "save_figure", "plot_subject_bars", "plot_metric_distributions", "plot_loss_curves",
     "plot_similarity_matrix", "plot_embedding_2d", "pca_2d", "plot_attribute_bars",
+    "plot_candidate_bars",
 ]
 
 #: Columns of a training log that are not loss terms.
@@ -431,4 +432,35 @@ def plot_attribute_bars(tidy: pd.DataFrame, *, conditions: Sequence[str] | None 
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     if title:
         ax.set_title(title)
+    return fig
+
+
+def plot_candidate_bars(table: pd.DataFrame, metrics: Sequence[str], *,
+                        titles: Mapping[str, str] | None = None,
+                        xlims: Mapping[str, tuple] | None = None) -> Figure:
+    """Mean ± sd over seeds of each condition, one panel per metric (tuning / ablations).
+
+    ``table`` has ``label`` (the bar), ``kind`` (``model``, ``chance`` or ``baseline``: the
+    colour), ``metric`` and ``value`` columns, one row per seed; bars keep the order of first
+    appearance.
+    """
+    colours = {"model": "tab:blue", "chance": "tab:grey", "baseline": "tab:orange",
+               "ceiling": "tab:green"}
+    titles, xlims = dict(titles or {}), dict(xlims or {})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 0.35 *
+                             table["label"].nunique() + 1.4), squeeze=False)
+    order = list(dict.fromkeys(table["label"]))
+    kinds = table.drop_duplicates("label").set_index("label")["kind"]
+    for ax, m in zip(axes[0], metrics):
+        g = table[table["metric"] == m].groupby("label")["value"]
+        mean, sd = g.mean().reindex(order), g.std().reindex(order).fillna(0)
+        ax.barh(np.arange(len(order)), mean, xerr=sd, capsize=3,
+                color=[colours.get(kinds[k], "tab:blue") for k in order])
+        ax.set_yticks(np.arange(len(order)), order if ax is axes[0][0] else [],
+                      fontsize="small")
+        ax.invert_yaxis()
+        ax.set_title(titles.get(m, m), fontsize="medium")
+        if m in xlims:
+            ax.set_xlim(*xlims[m])
+    fig.tight_layout()
     return fig

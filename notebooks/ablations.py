@@ -49,7 +49,6 @@ ROWS = {
 import json
 import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -60,7 +59,7 @@ from llm4brain.data import load_splits, load_stimuli, load_trial_cache
 from llm4brain.evaluation.metrics import TextScorer
 from llm4brain.evaluation.tables import to_markdown
 from llm4brain.experiments import run_ablations, score_decodes
-from llm4brain.plotting import save_figure
+from llm4brain.plotting import plot_candidate_bars, save_figure
 from llm4brain.training.stage2 import read_decodes, save_decodes, stage2_results_dir
 from llm4brain.training.vlpretrain import load_video_llm, video_features
 
@@ -123,22 +122,16 @@ n_trials = len(next(iter(decodes.values())))
 table
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=True)
-order = list(agg.index)
-for ax, m in zip(axes, ("bertscore", "agent", "scene")):
-    mean, sd = agg[(m, "mean")].reindex(order), agg[(m, "std")].reindex(order).fillna(0)
-    colours = ["tab:grey" if r in controls else "tab:blue" for r in order]
-    ax.barh(np.arange(len(order)), mean, xerr=sd, capsize=3, color=colours)
-    for name, ls in (("chance (shuffled fMRI)", "--"), ("noise ceiling", ":")):
-        if name in agg.index:
-            ax.axvline(agg.loc[name, (m, "mean")], color="k", ls=ls, lw=0.8)
-    ax.set_yticks(np.arange(len(order)), order, fontsize="small")
-    ax.invert_yaxis()
-    ax.set(title={"bertscore": "BERTScore vs Video2Text", "agent": "agent named (%)",
-                  "scene": "scene named (%)"}[m])
-lo = min(agg[("bertscore", "mean")]) - 2
-axes[0].set_xlim(left=max(lo, 0))
-fig.tight_layout()
+kind = {"chance (shuffled fMRI)": "chance", "prompt without brain tokens": "chance",
+        "noise ceiling": "ceiling"}
+plot_t = long.melt(id_vars=["row", "seed"], value_vars=["bertscore", "agent", "scene"],
+                   var_name="metric").assign(label=lambda t: t["row"],
+                                             kind=lambda t: t["row"].map(kind).fillna("model"))
+bs = plot_t[(plot_t.metric == "bertscore") & (plot_t.kind != "chance")]["value"]
+fig = plot_candidate_bars(plot_t, ["bertscore", "agent", "scene"],
+                          titles={"bertscore": "BERTScore vs Video2Text",
+                                  "agent": "agent named (%)", "scene": "scene named (%)"},
+                          xlims={"bertscore": (float(bs.min()) - 4, float(bs.max()) + 2)})
 save_figure(fig, "ablations", cfg)
 
 # %%

@@ -60,7 +60,7 @@ from llm4brain.config import load_config
 from llm4brain.data import load_splits, load_stimuli, load_trial_cache
 from llm4brain.evaluation.attributes import sign_flip_pvalue
 from llm4brain.evaluation.metrics import TextScorer
-from llm4brain.plotting import save_figure
+from llm4brain.plotting import plot_candidate_bars, save_figure
 from llm4brain.training.guard import LeakageError
 from llm4brain.training.mae import load_pretrained_mae
 from llm4brain.experiments import tune_stage1, tune_stage2
@@ -199,19 +199,18 @@ paired.to_csv(out_dir / "stage2_da_paired.csv", index=False)
 paired.round(3)
 
 # %%
-metrics = [m for m in ("agent", "scene", "bertscore", "distinct") if m in set(s2_table.metric)]
-fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4))
-for ax, metric in zip(np.atleast_1d(axes), metrics):
-    t = s2_table[s2_table.metric == metric]
-    t = t.assign(label=np.where(t.condition == "fMRI2Text", t.candidate,
-                                t.condition + np.where(t.condition == "shuffled fMRI",
-                                                       " (" + t.candidate + ")", "")))
-    g = t.groupby("label")["value"]
-    m, s = g.mean(), g.std().fillna(0)
-    ax.barh(np.arange(len(m)), m, xerr=s, capsize=3, color="tab:blue")
-    ax.set_yticks(np.arange(len(m)), m.index, fontsize="x-small")
-    ax.set(title=metric, xlabel="%" if metric in ("agent", "scene") else "")
-fig.tight_layout()
+plot_t = s2_table.assign(
+    label=np.where(s2_table.condition == "fMRI2Text", s2_table.candidate,
+                   np.where(s2_table.condition == "shuffled fMRI",
+                            "shuffled fMRI (" + s2_table.candidate + ")", s2_table.condition)),
+    kind=s2_table.condition.map({"fMRI2Text": "model", "shuffled fMRI": "chance",
+                                 "ridge + NN": "baseline"}))
+bs = plot_t[plot_t.metric == "bertscore"]["value"]
+fig = plot_candidate_bars(
+    plot_t, [m for m in ("agent", "scene", "bertscore", "distinct") if m in set(plot_t.metric)],
+    titles={"agent": "agent named (%)", "scene": "scene named (%)",
+            "bertscore": "BERTScore vs Video2Text", "distinct": "distinct answers"},
+    xlims={"bertscore": (float(bs.min()) - 3, float(bs.max()) + 2)} if len(bs) else None)
 save_figure(fig, "tune_stage2", cfg)
 
 # %%
