@@ -149,3 +149,23 @@ def test_embedding_2d(rng):
     np.testing.assert_allclose(np.abs(P), np.abs(ref), atol=1e-8)
     with pytest.raises(ValueError, match="labels"):
         plot_embedding_2d(X, labels[:5])
+
+
+def test_candidate_bars_mean_sd_and_colours():
+    import matplotlib.colors as mcolors
+
+    from llm4brain.plotting import plot_candidate_bars
+
+    t = pd.DataFrame([dict(label=lab, kind=k, metric=m, value=v)
+                      for lab, k, vals in (("DA on", "model", (20, 22)),
+                                           ("shuffled", "chance", (15, 15)),
+                                           ("ridge", "baseline", (14, 14)))
+                      for v in vals for m in ("agent", "bertscore")])
+    fig = plot_candidate_bars(t, ["agent", "bertscore"], xlims={"bertscore": (10, 30)})
+    ax = fig.axes[0]
+    bars = ax.patches
+    assert [round(b.get_width(), 6) for b in bars] == [21.0, 15.0, 14.0]
+    assert [mcolors.to_hex(b.get_facecolor()) for b in bars] == [
+        mcolors.to_hex(c) for c in ("tab:blue", "tab:grey", "tab:orange")]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["DA on", "shuffled", "ridge"]
+    assert fig.axes[1].get_xlim() == (10, 30)
