@@ -462,5 +462,9 @@ def plot_candidate_bars(table: pd.DataFrame, metrics: Sequence[str], *,
         ax.set_title(titles.get(m, m), fontsize="medium")
         if m in xlims:
             ax.set_xlim(*xlims[m])
+            left = ax.get_xlim()[0]
+            for i, v in enumerate(mean):      # bars that end left of the axis: say their value
+                if np.isfinite(v) and v < left:
+                    ax.text(left, i, f" {v:.1f} (off axis)", va="center", fontsize="x-small")
     fig.tight_layout()
     return fig

@@ -118,7 +118,7 @@ n_trials = len(next(iter(decodes.values())))
 (cfg.figures_dir / f"ablations_{cfg.profile}.md").write_text(
     f"Ablations ({cfg.profile}; target subjects' evaluation trials, n = {n_trials}; mean ± sd "
     f"over seeds {SEEDS}; BERTScore vs Video2Text, attribute accuracy (%) vs the simulator's "
-    f"truth; controls from notebook 05)\n\n" + to_markdown(table.reset_index()) + "\n")
+    f"truth; controls from notebook 05)\n\n" + to_markdown(table) + "\n")
 table
 
 # %%
