@@ -71,7 +71,7 @@ LOCKED_MSG = echo "!! another make is running on $(RUN_DIR) (lock $(RUN_DIR)/.ma
 reproduce: $(STAMP)  ## run every notebook headless on the default profile (PROFILE=... to change)
 	@start=$$(date +%s); $(LOCK) $(MAKE) --no-print-directory PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR) notebooks-run; \
 	rc=$$?; if [ $$rc -eq 75 ]; then $(LOCKED_MSG); exit 1; fi; [ $$rc -eq 0 ] || exit $$rc; \
-	echo ">> make reproduce ($(PROFILE)) took $$(( $$(date +%s) - start )) s; figures in figures/, results in $(RUN_DIR)"
+	echo ">> make reproduce ($(PROFILE)) took $$(( $$(date +%s) - start )) s; figures in run.figures_dir of configs/$(PROFILE).yaml, results in $(RUN_DIR)"
 
 notebooks-run: $(EXECUTED)
 
