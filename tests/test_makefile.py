@@ -31,9 +31,11 @@ def scratch(tmp_path):
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     (tmp_path / "requirements.lock").write_text("")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "jupyterlab-overrides.json").write_text("{}")
     stamp = tmp_path / "stamp"
     stamp.write_text("")
-    for f in ("pyproject.toml", "requirements.lock"):   # older than the stamp: no venv build
+    for f in ("pyproject.toml", "requirements.lock", "configs/jupyterlab-overrides.json"):   # older than the stamp: no venv build
         os.utime(tmp_path / f, (0, 0))
     (tmp_path / "venv").symlink_to(VENV)
     return tmp_path
@@ -82,3 +84,11 @@ def test_second_make_on_the_same_run_directory_stops(scratch):
     assert r.returncode != 0
     assert "another make is running on" in r.stdout + r.stderr
     assert not (run / "notebooks").exists()                      # nothing was written
+
+
+def test_make_lab_allows_root_only_when_root(scratch):
+    r = _make(scratch, "-n", "lab", "LAB_ARGS=--port=9999")
+    assert r.returncode == 0, r.stderr
+    cmd = next(l for l in r.stdout.splitlines() if "jupyter lab" in l)
+    assert "--notebook-dir=notebooks" in cmd and cmd.endswith("--port=9999")
+    assert ("--allow-root" in cmd) == (os.geteuid() == 0), cmd
