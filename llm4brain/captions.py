@@ -152,12 +152,16 @@ def generate_captions(cfg, *, vlm=None, features=None, stim: pd.DataFrame | None
     if rec["description"].astype(str).str.len().gt(0).any():
         out["description"] = rec["description"].values
     path.parent.mkdir(parents=True, exist_ok=True)
+    # the settings first, then the table under its final name: the table's presence is what
+    # marks the cache complete, and neither is ever half-written under its own name
+    meta, tmp_meta = path.with_suffix(".json"), path.with_suffix(".json.tmp")
+    tmp_meta.write_text(json.dumps(
+        dict(key=key, llm=to_dict(cfg.llm), captions=to_dict(cfg.captions),
+             video=to_dict(cfg.video), n=len(out)), indent=1))
+    os.replace(tmp_meta, meta)
     tmp = path.with_suffix(".tmp")
     out.to_csv(tmp, sep="\t", index=False)
     os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(
-        dict(key=key, llm=to_dict(cfg.llm), captions=to_dict(cfg.captions),
-             video=to_dict(cfg.video), n=len(out)), indent=1))
     return _read(path)
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``llm4brain simulate`` and ``llm4brain describe`` (more in later issues)."""
+"""Command line: ``llm4brain simulate``, ``llm4brain describe``, ``llm4brain provenance``."""
 from __future__ import annotations
 
 import argparse
@@ -47,6 +47,17 @@ def _describe(args) -> int:
     return 0
 
 
+def _provenance(args) -> int:
+    from .provenance import describe, format_description
+
+    rc = 0
+    for f in args.files:
+        d = describe(f)
+        print(json.dumps(d, default=str) if args.json else format_description(d))
+        rc = max(rc, 1 if d["status"] == "changed" else 0)
+    return rc
+
+
 def main(argv=None) -> int:
     """Entry point of the ``llm4brain`` console script."""
     p = argparse.ArgumentParser(prog="llm4brain", description=__doc__)
@@ -71,6 +82,11 @@ def main(argv=None) -> int:
     d.add_argument("--strict", action="store_true",
                    help="exit with status 3 when problems are found")
     d.set_defaults(fn=_describe)
+    v = sub.add_parser("provenance", help="which commit, profile and config made a figure or "
+                                          "table (exit 1 if one changed since it was recorded)")
+    v.add_argument("files", nargs="+", help="files in a figures directory (png, pdf, csv, md, ...)")
+    v.add_argument("--json", action="store_true", help="one JSON object per file")
+    v.set_defaults(fn=_provenance)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

@@ -4,24 +4,33 @@ Each function takes data (and an optional matplotlib ``ax``), draws, and returns
 ``Figure``; none calls ``show``. :func:`save_figure` writes ``<figures_dir>/<name>.png``
 (150 dpi) and ``.pdf``.
 
+Statistical figures use seaborn (per-trial distributions, heat maps, embeddings by class, bars
+with intervals over seeds); bars whose intervals come from our own bootstraps stay plain
+matplotlib. One house style (:data:`HOUSE_STYLE`, seaborn's ``ticks`` theme with the
+colour-blind palette) is set when this module is imported, so every notebook figure, drawn
+here or by hand, looks the same; :func:`set_house_style` sets it again after a change.
+
 >>> fig = plot_loss_curves(res.log)                     # doctest: +SKIP
 >>> save_figure(fig, "03_stage1_losses", cfg)           # doctest: +SKIP
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 
 from .evaluation.attributes import ATTRIBUTE_CONDITIONS
+from .provenance import pdf_metadata, png_metadata, stamp
 
 __all__ = [
-    "save_figure", "plot_subject_bars", "plot_metric_distributions", "plot_loss_curves",
+    "HOUSE_STYLE", "set_house_style", "save_figure", "plot_subject_bars", "plot_metric_distributions", "plot_loss_curves",
     "plot_similarity_matrix", "plot_embedding_2d", "pca_2d", "plot_attribute_bars",
     "plot_candidate_bars",
 ]
@@ -29,6 +38,21 @@ __all__ = [
 #: Columns of a training log that are not loss terms.
 _NON_LOSS = {"step", "epoch", "lr", "time", "time_s", "elapsed", "elapsed_s", "wall_s",
              "seconds", "grad_norm"}
+
+
+#: The figures' look: seaborn theme arguments (:func:`seaborn.set_theme`).
+HOUSE_STYLE = dict(context="notebook", style="ticks", palette="colorblind", font_scale=0.9,
+                   rc={"axes.spines.top": False, "axes.spines.right": False,
+                       "legend.frameon": False, "savefig.dpi": 150, "figure.dpi": 100,
+                       "axes.titleweight": "bold", "axes.titlesize": "medium"})
+
+
+def set_house_style() -> None:
+    """Apply :data:`HOUSE_STYLE` to matplotlib (done once when this module is imported)."""
+    sns.set_theme(**HOUSE_STYLE)
+
+
+set_house_style()
 
 
 def _figures_dir(cfg_or_dir) -> Path:
@@ -44,7 +68,10 @@ def _figures_dir(cfg_or_dir) -> Path:
 
 def save_figure(fig: Figure, name: str, cfg_or_dir, *, formats: Sequence[str] = ("png", "pdf"),
                 dpi: int = 150) -> list[Path]:
-    """Write ``fig`` as ``<figures_dir>/<name>.<fmt>`` for each format (overwriting).
+    """Write ``fig`` as ``<figures_dir>/<name>.<fmt>`` for each format (overwriting), with the
+    git revision, profile and config hash inside (:mod:`llm4brain.provenance`; profile and
+    hash only when given a config). Each file is written under a temporary name and moved
+    into place, so a crash never leaves a truncated figure.
 
     Parameters
     ----------
@@ -72,13 +99,28 @@ def save_figure(fig: Figure, name: str, cfg_or_dir, *, formats: Sequence[str] = 
     if not stem or stem.startswith("/") or ".." in Path(stem).parts:
         raise ValueError(f"figure name {name!r} must be a relative file stem like '06_bars'")
     out_dir = _figures_dir(cfg_or_dir)
+    st = stamp(cfg_or_dir if hasattr(cfg_or_dir, "figures_dir") else None)
+    meta = {"png": png_metadata(st), "pdf": pdf_metadata(st)}
     paths = []
     for fmt in formats:
         p = out_dir / f"{stem}.{fmt}"
         p.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(p, dpi=dpi, bbox_inches="tight")
+        tmp = p.with_name(f".{p.name}.part")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt, metadata=meta.get(fmt))
+        os.replace(tmp, p)                   # never a half-written figure under the real name
         paths.append(p)
     return paths
+
+
+@contextmanager
+def _seeded(seed: int):
+    """seaborn jitters with numpy's global generator: seed it for one plot, then restore it."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _ax(ax, figsize=(6, 4)):
@@ -230,23 +272,25 @@ def plot_metric_distributions(data: Mapping[str, object], metric: str = "bertsco
         raise ValueError("plot_metric_distributions needs at least one condition")
     fig, ax = _ax(ax)
     names = list(data)
-    vals = [_values(data[k], metric) for k in names]
+    long = pd.concat([pd.DataFrame({"condition": k, "value": _values(data[k], metric)})
+                      for k in names], ignore_index=True)
     if _band(chance) is not None:
         ax.axhspan(*_band(chance), color="C3", alpha=0.15, lw=0, label="chance (95 %)")
     elif chance is not None:
         ax.axhline(float(chance), color="C3", ls="--", lw=1, label="chance")
-    ax.boxplot(vals, positions=np.arange(1, len(vals) + 1), patch_artist=True, widths=0.5,
-               showfliers=not points, boxprops={"facecolor": "none"})
+    sns.boxplot(data=long, x="condition", y="value", order=names, ax=ax, width=0.5,
+                showfliers=not points, fill=False, color="0.25", linewidth=1)
     if points:
-        rng = np.random.default_rng(seed)
-        for i, v in enumerate(vals, start=1):
-            ax.scatter(i + rng.uniform(-0.15, 0.15, len(v)), v, s=6, alpha=0.4, color=f"C{i - 1}")
-    ax.set_xticks(np.arange(1, len(vals) + 1), names)
+        with _seeded(seed):
+            sns.stripplot(data=long, x="condition", y="value", order=names, hue="condition",
+                          hue_order=names, ax=ax, size=2.5, alpha=0.45, jitter=0.15,
+                          legend=False)
     try:
         from .evaluation.metrics import METRIC_LABELS, metric_key
         label = METRIC_LABELS[metric_key(metric)]
     except KeyError:
         label = str(metric)
+    ax.set_xlabel("")
     ax.set_ylabel(f"{label} (%)")
     ax.set_title(title or f"{label} per trial")
     if chance is not None:
@@ -321,17 +365,15 @@ def plot_similarity_matrix(S, *, ax=None, labels: Sequence[str] | None = None,
     if S.ndim != 2:
         raise ValueError(f"similarity matrix must be 2-D, got shape {S.shape}")
     fig, ax = _ax(ax, figsize=(5, 4.5))
-    im = ax.imshow(S, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest", aspect="auto")
-    if labels is not None and len(labels) <= 40:
-        if len(labels) == S.shape[1]:
-            ax.set_xticks(np.arange(S.shape[1]), labels, rotation=90, fontsize="x-small")
-        if len(labels) == S.shape[0]:
-            ax.set_yticks(np.arange(S.shape[0]), labels, fontsize="x-small")
+    ticks = labels is not None and len(labels) <= 40
+    sns.heatmap(S, ax=ax, cmap=cmap, vmin=vmin, vmax=vmax, cbar=colorbar, square=False,
+                xticklabels=list(labels) if ticks and len(labels) == S.shape[1] else False,
+                yticklabels=list(labels) if ticks and len(labels) == S.shape[0] else False,
+                cbar_kws={"fraction": 0.046, "pad": 0.04})
+    ax.tick_params(labelsize="x-small")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title or "similarity")
-    if colorbar:
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return fig
 
 
@@ -372,11 +414,12 @@ def plot_embedding_2d(points, labels, *, ax=None, names: Mapping | Sequence | No
         raise ValueError(f"{len(labels)} labels for {len(P)} points")
     fig, ax = _ax(ax, figsize=(5, 4.5))
     classes = list(pd.unique(labels))
-    cmap = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
-    for i, c in enumerate(classes):
-        m = labels == c
-        name = names[c] if names is not None else c
-        ax.scatter(P[m, 0], P[m, 1], s=s, color=cmap(i % cmap.N), label=str(name), alpha=0.8)
+    shown = [str(names[c] if names is not None else c) for c in classes]
+    by = dict(zip(classes, shown))
+    palette = sns.color_palette("tab20" if len(classes) > 10 else "colorblind", len(classes))
+    sns.scatterplot(x=P[:, 0], y=P[:, 1], hue=[by[c] for c in labels], hue_order=shown,
+                    palette=palette, s=s, alpha=0.8, linewidth=0, ax=ax,
+                    legend=len(classes) <= 20)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(title or "embeddings (PCA)")
@@ -451,14 +494,21 @@ def plot_candidate_bars(table: pd.DataFrame, metrics: Sequence[str], *,
                              table["label"].nunique() + 1.4), squeeze=False)
     order = list(dict.fromkeys(table["label"]))
     kinds = table.drop_duplicates("label").set_index("label")["kind"]
+    palette = {k: colours.get(kinds[k], "tab:blue") for k in order}
     for ax, m in zip(axes[0], metrics):
-        g = table[table["metric"] == m].groupby("label")["value"]
-        mean, sd = g.mean().reindex(order), g.std().reindex(order).fillna(0)
-        ax.barh(np.arange(len(order)), mean, xerr=sd, capsize=3,
-                color=[colours.get(kinds[k], "tab:blue") for k in order])
+        rows = table[table["metric"] == m].astype({"value": float})
+        mean = rows.groupby("label")["value"].mean().reindex(order)
+        sns.barplot(data=rows, y="label", x="value", order=order, hue="label", hue_order=order,
+                    palette=palette, saturation=1, errorbar="sd", capsize=0.25, err_kws={"linewidth": 1},
+                    legend=False, ax=ax, orient="h")
+        if rows.groupby("label").size().max() > 1:       # each seed as a dot
+            with _seeded(0):
+                sns.stripplot(data=rows, y="label", x="value", order=order, color="0.15",
+                              size=3, jitter=0.12, ax=ax, orient="h")
         ax.set_yticks(np.arange(len(order)), order if ax is axes[0][0] else [],
                       fontsize="small")
-        ax.invert_yaxis()
+        ax.set_xlabel("")
+        ax.set_ylabel("")
         ax.set_title(titles.get(m, m), fontsize="medium")
         if m in xlims:
             ax.set_xlim(*xlims[m])

@@ -185,9 +185,9 @@ fig = plot_similarity_matrix(S, title=f"sub-{meta.subject.iloc[0]}: fMRI (rows) 
 ax = fig.axes[0]
 bounds = np.flatnonzero(np.r_[True, first.class_name.to_numpy()[1:len(sel)]
                               != first.class_name.to_numpy()[:len(sel) - 1]])
-for b in bounds[1:]:
-    ax.axhline(b - 0.5, color="w", lw=0.4)
-    ax.axvline(b - 0.5, color="w", lw=0.4)
+for b in bounds[1:]:                       # heat-map cells span [i, i + 1]: edges at integers
+    ax.axhline(b, color="w", lw=0.4)
+    ax.axvline(b, color="w", lw=0.4)
 save_figure(fig, "03_similarity_matrix", cfg)
 
 # %% [markdown]

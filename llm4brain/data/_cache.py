@@ -10,8 +10,10 @@ data an intensity mask computed from each run).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -304,7 +306,25 @@ def build_trial_cache(cfg, subjects=None, *, keep_volumes: bool = True, rebuild:
     if (path / "meta.json").is_file() and not rebuild:
         return _open(path, json.loads((path / "meta.json").read_text()))
     tmp = fresh_build_dir(path)
+    try:
+        return _build_into(tmp, path, cfg, runs, key, keep_volumes, progress, check_stimuli, t0)
+    except BaseException as exc:
+        written = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) if tmp.exists() else 0
+        shutil.rmtree(tmp, ignore_errors=True)   # a half-written cache is never kept
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+            raise OSError(errno.ENOSPC, f"no space left on the device while writing the trial "
+                          f"cache {path} ({written / 1e9:.2f} GB written, {free / 1e9:.2f} GB "
+                          f"free now). The partial cache was deleted; free space there or move "
+                          f"the run directory (LLM4BRAIN_HOME, or run.dir in the profile) to a "
+                          f"larger disk, then run again") from exc
+        raise
 
+
+def _build_into(tmp: Path, path: Path, cfg, runs, key: str, keep_volumes: bool, progress: bool,
+                check_stimuli: bool, t0: float) -> TrialCache:
+    """Pass 1 (grids, masks, events) and pass 2 (read, clean, cut) of
+    :func:`build_trial_cache`, written into ``tmp`` and renamed to ``path`` when complete."""
     # ---- pass 1: grids, masks, events (headers and TSVs; raw data without masks: all runs)
     ref_aff, ref_shape = None, None
     events, n_vols_of = {}, {}
