@@ -185,7 +185,7 @@ def format_description(d: dict) -> str:
         lines.append("  embedded: none (written before figures carried provenance)")
     r = d["recorded"]
     if r:
-        lines.append(f"  recorded in {r['table']}: notebook {r['notebook']}, profile {r['profile']}, "
+        lines.append(f"  recorded in {os.path.relpath(r['table'])}: notebook {r['notebook']}, profile {r['profile']}, "
                      f"config {r['config_hash']}, revision {r['git_revision']}, {r['written_utc']}")
         lines.append(f"  status: {d['status']}" + (" (sha256 matches)" if d["status"] == "ok" else
                      " (the file differs from the one recorded)"))
