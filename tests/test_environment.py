@@ -39,3 +39,19 @@ def test_installed_versions_are_the_locked_ones():
         if have.split("+")[0] != want:
             wrong[name] = (want, have)
     assert not wrong, f"installed packages differ from requirements.lock (rebuild with make venv): {wrong}"
+
+
+def test_lock_holds_the_lab_and_figure_packages():
+    pins = _lock()
+    for name in ("jupyterlab", "jupyter-server", "seaborn", "jupytext"):
+        assert name in pins, name
+
+
+def test_gpu_environment_takes_every_version_from_the_lock():
+    """environment.yml gives Python and make only: no second list of versions to drift."""
+    import yaml
+
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    assert all(isinstance(d, str) for d in deps), "no pip: section (make installs from the lock)"
+    assert {d.split("=")[0] for d in deps} == {"python", "pip", "make"}
