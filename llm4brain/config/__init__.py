@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from ..atomic import write_text
 from ._data import DataConfig, SimConfig
 from ._encoder import AdaptorConfig, EncoderConfig, MAEConfig, TokenizerConfig
 from ._eval import EvalConfig
@@ -267,5 +268,5 @@ def save_config(cfg: Config, directory: str | os.PathLike | None = None,
     out = directory / name
     d = cfg.to_dict()
     d["_git_revision"] = git_revision()
-    out.write_text(yaml.safe_dump(d, sort_keys=False))
+    write_text(out, yaml.safe_dump(d, sort_keys=False))
     return out

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import write_json
+
 __all__ = ["Splits", "make_splits", "load_splits"]
 
 
@@ -93,7 +95,7 @@ def make_splits(trials: pd.DataFrame, cfg, save: bool = True) -> Splits:
     sp = Splits(tuple(train), tuple(target), arr["train"], arr["val"], arr["adapt"], arr["eval"])
     if save:
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        (cfg.run_dir / "splits.json").write_text(json.dumps(sp.to_json()))
+        write_json(cfg.run_dir / "splits.json", sp.to_json())
     return sp
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..atomic import write_csv, write_json
 from .metrics import METRICS, TOTALS, TextScorer, TextScores, _arrays, _total_arrays
 
 __all__ = [
@@ -300,12 +301,12 @@ class ChanceResult:
         directory.mkdir(parents=True, exist_ok=True)
         paths = {"draws": directory / f"{name}_draws.csv",
                  "meta": directory / f"{name}_chance.json"}
-        self.draws.to_csv(paths["draws"], index=False)
+        write_csv(self.draws, paths["draws"], index=False)
         if self.by_group is not None:
             paths["by_group"] = directory / f"{name}_by_group.csv"
-            self.by_group.to_csv(paths["by_group"], index=False)
-        paths["meta"].write_text(json.dumps({"kind": self.kind, "alpha": self.alpha,
-                                             "metadata": self.metadata}, indent=2, default=str))
+            write_csv(self.by_group, paths["by_group"], index=False)
+        write_json(paths["meta"], {"kind": self.kind, "alpha": self.alpha,
+                                     "metadata": self.metadata}, indent=2, default=str)
         return paths
 
     @classmethod

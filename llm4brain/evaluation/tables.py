@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import write_csv, write_text
 from .metrics import METRIC_LABELS, METRICS, TextScores, _arrays, _total_arrays, metric_key
 
 __all__ = [
@@ -185,14 +186,14 @@ def write_table(df: pd.DataFrame, out_dir: str | os.PathLike, name: str, *,
     paths = {}
     if "csv" in formats:
         paths["csv"] = out_dir / f"{name}.csv"
-        df.to_csv(paths["csv"], index=True)
+        write_csv(df, paths["csv"], index=True)
     if "md" in formats:
         paths["md"] = out_dir / f"{name}.md"
         text = (f"**{caption}**\n\n" if caption else "") + to_markdown(df, decimals)
-        paths["md"].write_text(text)
+        write_text(paths["md"], text)
     if "tex" in formats:
         paths["tex"] = out_dir / f"{name}.tex"
-        paths["tex"].write_text(to_latex(df, decimals, caption=caption,
+        write_text(paths["tex"], to_latex(df, decimals, caption=caption,
                                          label=f"tab:{re.sub(r'[^A-Za-z0-9]+', '-', name)}"))
     return paths
 
@@ -237,7 +238,7 @@ def write_summary_table(tidy: pd.DataFrame, out_dir: str | os.PathLike, name: st
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / f"{name}.csv"}
-    tidy.to_csv(paths["csv"], index=False)
+    write_csv(tidy, paths["csv"], index=False)
     wide = format_summary(tidy, decimals)
     note = ("Values in percent; brackets: 95 % interval (bootstrap over trials for decoders, "
             "spread over shuffles for chance levels).")
@@ -315,6 +316,6 @@ def write_examples(examples: pd.DataFrame, out_dir: str | os.PathLike, name: str
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / f"{name}.csv", "md": out_dir / f"{name}.md"}
-    examples.to_csv(paths["csv"], index=False)
-    paths["md"].write_text(examples_markdown(examples, **kwargs))
+    write_csv(examples, paths["csv"], index=False)
+    write_text(paths["md"], examples_markdown(examples, **kwargs))
     return paths

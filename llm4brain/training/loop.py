@@ -40,6 +40,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from ..atomic import write_json, write_text
 from ..config import TrainLoopConfig, git_revision, to_dict
 
 __all__ = ["fit", "FitResult", "load_checkpoint", "lr_factor", "checkpoint_path"]
@@ -320,9 +321,9 @@ def fit(model: torch.nn.Module, loss_fn: Callable, sample_batch: Callable, *,
                   rng=_rng_state(), config=cfg_dict, git_revision=rev)
         _atomic_save(st, state_file)
         meta = {k: st[k] for k in ("name", "step", "finished", "spec", "elapsed", "git_revision")}
-        (ckpt_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+        write_json(ckpt_dir / "meta.json", meta, indent=1)
         if cfg_dict is not None:
-            (ckpt_dir / "config.yaml").write_text(yaml.safe_dump(cfg_dict, sort_keys=False))
+            write_text(ckpt_dir / "config.yaml", yaml.safe_dump(cfg_dict, sort_keys=False))
 
     from accelerate.utils import send_to_device
     t0 = time.time()
