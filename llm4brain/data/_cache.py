@@ -10,28 +10,34 @@ data an intensity mask computed from each run).
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ._packed import PackedBlocks, PackedVolumes
 from ._bids import (DataError, RunFiles, _load_nifti, _say, check_same_tr, discover_runs,
                     fresh_build_dir,
                     grid_mismatch, load_bold, load_mask, read_confounds, read_events)
 
-__all__ = ["TrialCache", "build_trial_cache", "load_trial_cache", "iter_run_volumes",
+__all__ = ["TrialCache", "build_trial_cache", "cache_workers", "load_trial_cache", "iter_run_volumes",
            "preprocess_run", "cosine_drift", "cache_key", "block_start_index", "read_run_events",
            "intensity_mask"]
 
 # 3: blocks start at ceil((onset + lag) / TR) (was floor), masks intersect all runs
 _CACHE_VERSION = 3
+#: data.cache_format values (see :mod:`llm4brain.data._packed` for masked16).
+CACHE_FORMATS = ("dense32", "masked16")
 _ONSET_TOL = 1e-6  # in TRs: an onset + lag within this of a volume time starts at that volume
 _KEY_FIELDS = ("source", "space", "desc", "onset_offset", "block_trs", "lag_s", "confounds",
                "high_pass", "stimuli_map")
@@ -55,7 +61,7 @@ class TrialCache(TrialBlocks):
 
     Attributes
     ----------
-    blocks : memmap float32 (n_trials, T, X, Y, Z)
+    blocks : memmap float32 (n_trials, T, X, Y, Z), or PackedBlocks (``masked16``: read as such)
         z-scored BOLD of each trial, cropped to the union brain mask's bounding box.
     trials : DataFrame
         subject, run, trial (index within run), onset, class_id (0-based), class_name,
@@ -81,6 +87,8 @@ class TrialCache(TrialBlocks):
     def trial_vectors(self, idx=None) -> np.ndarray:
         """Blocks flattened to mask voxels: (n, T * n_mask_voxels) float32."""
         idx = np.arange(self.n_trials) if idx is None else np.asarray(idx)
+        if isinstance(self.blocks, PackedBlocks):              # stored as mask voxels already
+            return self.blocks.vectors(idx)
         b = np.asarray(self.blocks[np.sort(idx)] if len(idx) else self.blocks[:0])
         out = b[:, :, self.mask].reshape(len(idx), -1)
         order = np.argsort(np.argsort(idx))
@@ -239,6 +247,8 @@ def cache_key(cfg, runs: list[RunFiles]) -> str:
     from ..config import config_hash
 
     d = {k: getattr(cfg.data, k) for k in _KEY_FIELDS}
+    if cfg.data.cache_format != "dense32":          # (dense32 caches keep their old keys)
+        d["cache_format"] = cfg.data.cache_format
     d["root"] = str(cfg.data_root)
     d["version"] = _CACHE_VERSION
     d["trs"] = sorted({round(float(r.tr), 6) for r in runs})   # a TR from a new sidecar rebuilds
@@ -250,16 +260,23 @@ def cache_key(cfg, runs: list[RunFiles]) -> str:
 def _open(path: Path, meta: dict) -> TrialCache:
     shp = tuple(meta["block_shape"])
     n = meta["n_trials"]
-    blocks = np.memmap(path / "blocks.f32", dtype=np.float32, mode="r", shape=(n,) + shp)
-    vols = None
-    if meta.get("n_volumes"):
-        vols = np.memmap(path / "volumes.f32", dtype=np.float32, mode="r",
-                         shape=(meta["n_volumes"],) + shp[1:])
     trials = pd.read_csv(path / "trials.tsv", sep="\t", dtype={"subject": str},
                          keep_default_na=False)
     vt = pd.read_csv(path / "volumes.tsv", sep="\t", dtype={"subject": str})
-    return TrialCache(blocks, trials, vols, vt, np.load(path / "mask.npy"),
-                      np.load(path / "affine.npy"), path, meta)
+    mask = np.load(path / "mask.npy")
+    if meta.get("format", "dense32") == "masked16":
+        n_vox = int(mask.sum())
+        parts = [np.memmap(path / p["file"], dtype=np.float16, mode="r",
+                           shape=(p["n_volumes"], n_vox)) for p in meta["parts"]]
+        vols = PackedVolumes(parts, mask)
+        blocks = PackedBlocks(vols, trials["vol_index"].to_numpy(), shp[0])
+    else:
+        blocks = np.memmap(path / "blocks.f32", dtype=np.float32, mode="r", shape=(n,) + shp)
+        vols = None
+        if meta.get("n_volumes"):
+            vols = np.memmap(path / "volumes.f32", dtype=np.float32, mode="r",
+                             shape=(meta["n_volumes"],) + shp[1:])
+    return TrialCache(blocks, trials, vols, vt, mask, np.load(path / "affine.npy"), path, meta)
 
 
 def load_trial_cache(cfg) -> TrialCache:
@@ -294,6 +311,12 @@ def build_trial_cache(cfg, subjects=None, *, keep_volumes: bool = True, rebuild:
         Rebuild even when a complete cache exists.
     """
     t0 = time.time()
+    if cfg.data.cache_format not in CACHE_FORMATS:
+        raise DataError(f"data.cache_format = {cfg.data.cache_format!r} is not one of "
+                        f"{', '.join(CACHE_FORMATS)} (set it in the profile)")
+    if cfg.data.cache_workers < 0:
+        raise DataError(f"data.cache_workers must be >= 0 (0: one per CPU core), got "
+                        f"{cfg.data.cache_workers}")
     runs = discover_runs(cfg.data_root, cfg.data)
     if subjects is not None:
         subjects = [str(s) for s in subjects]
@@ -368,49 +391,16 @@ def _build_into(tmp: Path, path: Path, cfg, runs, key: str, keep_volumes: bool, 
     bshape = (T,) + cmask.shape
     n_trials = sum(len(e) for e in events.values())
     n_vols_total = sum(n_vols_of.values()) if keep_volumes else 0
-    # sequential writes (not a writable memmap): dirty pages of a mapping count as resident
-    # memory, plain writes go through the page cache
-    bfile = open(tmp / "blocks.f32", "wb")
-    vfile = open(tmp / "volumes.f32", "wb") if keep_volumes else None
-
     # ---- pass 2: read, clean, cut
-    rows, vrows = [], []
-    k = v = 0
-    it = tqdm(runs, desc="trial cache", disable=not progress)
-    for rf in it:
-        it.set_postfix_str(f"sub-{rf.subject} run-{rf.run}")
-        ev = events[rf]
-        # only the subject's own mask voxels must be finite: NaNs in its background (voxels
-        # of other subjects' masks) are zeroed, like every voxel outside its mask below
-        src = mask_src[rf.subject] + (f"; this run's mask file: {rf.mask}" if rf.mask else "")
-        Y, _, _ = load_bold(rf.bold, union, ref_aff, required=masks[rf.subject][union],
-                            mask_source=src)                # (n_vols, n_union)
-        conf = read_confounds(rf.confounds, cfg.data.confounds if rf.confounds else (), Y.shape[0])
-        Y = preprocess_run(Y, conf, rf.tr, cfg.data.high_pass)
-        Y[:, ~masks[rf.subject][union]] = 0.0
-        n_v = Y.shape[0]
-        vol = np.zeros((n_v,) + cmask.shape, np.float32)
-        vol[:, cmask] = Y
-        del Y
-        if keep_volumes:
-            vfile.write(vol.tobytes())
-            vrows += [dict(subject=rf.subject, run=rf.run, volume=i) for i in range(n_v)]
-        tt, names = _class_of(ev)
-        first = block_start_index(ev["onset"].to_numpy(), cfg.data.lag_s, rf.tr)
-        for j in range(len(ev)):
-            bfile.write(np.ascontiguousarray(vol[first[j]:first[j] + T]).tobytes())
-            rows.append(dict(subject=rf.subject, run=rf.run, trial=j,
-                             onset=float(ev["onset"][j]), trial_type=tt[j],
-                             class_name=names[j], stim_file=ev["stim_file"][j],
-                             clip_id=Path(ev["stim_file"][j]).name.split(".")[0],
-                             vol_index=(v + first[j]) if keep_volumes else -1))
-            k += 1
-        v += n_v
-        del vol
-    bfile.close()
-    if vfile is not None:
-        vfile.close()
-    trials = pd.DataFrame(rows)
+    if cfg.data.cache_format == "masked16":
+        rows, vrows, parts = _pack_subjects(cfg, runs, events, union, masks, mask_src, ref_aff,
+                                            tmp, progress)
+        n_vols_total = sum(p["n_volumes"] for p in parts)
+    else:
+        rows, vrows = _dense_pass(cfg, runs, events, union, masks, mask_src, ref_aff, cmask,
+                                  tmp, keep_volumes, progress)
+        parts = []
+    trials = pd.DataFrame(rows).drop(columns="_first")
     # class ids: HAD's trial_type is the class number (1..C); otherwise factorise names
     if trials["trial_type"].notna().all() and (trials["trial_type"] % 1 == 0).all():
         codes = trials.groupby("class_name")["trial_type"].first().sort_values()
@@ -424,6 +414,7 @@ def _build_into(tmp: Path, path: Path, cfg, runs, key: str, keep_volumes: bool, 
     np.save(tmp / "mask.npy", cmask)
     np.save(tmp / "affine.npy", caff)
     meta = dict(version=_CACHE_VERSION, key=key, n_trials=n_trials, n_volumes=n_vols_total,
+                format=cfg.data.cache_format, parts=parts,
                 block_shape=list(bshape), crop=[[int(a), int(b)] for a, b in zip(lo, hi)],
                 full_shape=list(map(int, ref_shape)), data=asdict(cfg.data),
                 root=str(cfg.data_root), subjects=sorted(masks), n_runs=len(runs),
@@ -435,6 +426,112 @@ def _build_into(tmp: Path, path: Path, cfg, runs, key: str, keep_volumes: bool, 
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     tmp.rename(path)
     return _open(path, meta)
+
+
+def _clean_run(rf: RunFiles, union, sub_mask, mask_source: str, data_cfg, ref_aff) -> np.ndarray:
+    """One run's preprocessed BOLD on the union mask: float32 (n_vols, n_union_voxels), zeros
+    on voxels outside the subject's own mask (NaNs there included)."""
+    src = mask_source + (f"; this run's mask file: {rf.mask}" if rf.mask else "")
+    Y, _, _ = load_bold(rf.bold, union, ref_aff, required=sub_mask[union], mask_source=src)
+    conf = read_confounds(rf.confounds, data_cfg.confounds if rf.confounds else (), Y.shape[0])
+    Y = preprocess_run(Y, conf, rf.tr, data_cfg.high_pass)
+    Y[:, ~sub_mask[union]] = 0.0
+    return Y
+
+
+def _trial_rows(rf: RunFiles, ev: pd.DataFrame, data_cfg, vol_offset: int | None) -> list[dict]:
+    tt, names = _class_of(ev)
+    first = block_start_index(ev["onset"].to_numpy(), data_cfg.lag_s, rf.tr)
+    return [dict(subject=rf.subject, run=rf.run, trial=j, onset=float(ev["onset"][j]),
+                 trial_type=tt[j], class_name=names[j], stim_file=ev["stim_file"][j],
+                 clip_id=Path(ev["stim_file"][j]).name.split(".")[0],
+                 vol_index=(vol_offset + first[j]) if vol_offset is not None else -1,
+                 _first=int(first[j]))
+            for j in range(len(ev))]
+
+
+def _dense_pass(cfg, runs, events, union, masks, mask_src, ref_aff, cmask, tmp: Path,
+                keep_volumes: bool, progress: bool):
+    """The dense float32 format: ``blocks.f32`` (and ``volumes.f32``) on the bounding box."""
+    T = cfg.data.block_trs
+    # sequential writes (not a writable memmap): dirty pages of a mapping count as resident
+    # memory, plain writes go through the page cache
+    rows, vrows, v = [], [], 0
+    with open(tmp / "blocks.f32", "wb") as bfile, \
+            (open(tmp / "volumes.f32", "wb") if keep_volumes else contextlib.nullcontext()) as vfile:
+        it = tqdm(runs, desc="trial cache", disable=not progress)
+        for rf in it:
+            it.set_postfix_str(f"sub-{rf.subject} run-{rf.run}")
+            Y = _clean_run(rf, union, masks[rf.subject], mask_src[rf.subject], cfg.data, ref_aff)
+            vol = np.zeros((Y.shape[0],) + cmask.shape, np.float32)
+            vol[:, cmask] = Y
+            del Y
+            if keep_volumes:
+                vfile.write(vol.tobytes())
+                vrows += [dict(subject=rf.subject, run=rf.run, volume=i) for i in range(len(vol))]
+            run_rows = _trial_rows(rf, events[rf], cfg.data, v if keep_volumes else None)
+            for r in run_rows:
+                bfile.write(np.ascontiguousarray(vol[r["_first"]:r["_first"] + T]).tobytes())
+            rows += run_rows
+            v += len(vol)
+    return rows, vrows
+
+
+def _pack_subject(sub: str, sub_runs: list, events: dict, union, sub_mask, mask_source: str,
+                  data_cfg, ref_aff, out_file: str):
+    """Worker: every run of one subject as float16 mask voxels into ``out_file``; returns the
+    subject's trial rows (``vol_index`` counted from its first volume), volume rows and count."""
+    rows, vrows, v = [], [], 0
+    with open(out_file, "wb") as f:
+        for rf in sub_runs:
+            Y = _clean_run(rf, union, sub_mask, mask_source, data_cfg, ref_aff)
+            f.write(Y.astype(np.float16).tobytes())
+            vrows += [dict(subject=rf.subject, run=rf.run, volume=i) for i in range(len(Y))]
+            rows += _trial_rows(rf, events[rf], data_cfg, v)
+            v += len(Y)
+    return rows, vrows, v
+
+
+def cache_workers(setting: int, n_subjects: int) -> int:
+    """Worker processes for building ``n_subjects`` (``data.cache_workers``; 0: one per CPU
+    core, at most one per subject)."""
+    n = setting if setting > 0 else (os.cpu_count() or 1)
+    return max(1, min(n, n_subjects))
+
+
+def _pack_subjects(cfg, runs, events, union, masks, mask_src, ref_aff, tmp: Path, progress: bool):
+    """The masked16 format: one ``volumes-sub-<label>.f16`` per subject, built in parallel."""
+    subs = list(dict.fromkeys(r.subject for r in runs))
+    jobs = {s: (s, [r for r in runs if r.subject == s], {r: events[r] for r in runs
+                                                         if r.subject == s},
+                union, masks[s], mask_src[s], cfg.data, ref_aff,
+                str(tmp / f"volumes-sub-{s}.f16")) for s in subs}
+    n_workers = cache_workers(cfg.data.cache_workers, len(subs))
+    _say(f"trial cache: {len(subs)} subject(s) as float16 mask voxels with {n_workers} worker "
+         f"process(es)")
+    done = {}
+    if n_workers == 1:
+        for s in tqdm(subs, desc="trial cache", disable=not progress):
+            done[s] = _pack_subject(*jobs[s])
+    else:
+        # fork: the workers only read NIfTI files with numpy/nibabel, and unlike spawn it
+        # works from scripts without a ``__main__`` guard and from notebooks alike
+        ctx = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(n_workers, mp_context=ctx) as ex:
+            futs = {ex.submit(_pack_subject, *jobs[s]): s for s in subs}
+            for fut in tqdm(as_completed(futs), total=len(futs), desc="trial cache (subjects)",
+                            disable=not progress):
+                done[futs[fut]] = fut.result()
+    rows, vrows, parts, offset = [], [], [], 0
+    for s in subs:                                    # cache order: subjects as discovered
+        r_rows, r_vrows, n = done[s]
+        for r in r_rows:
+            r["vol_index"] += offset
+        rows += r_rows
+        vrows += r_vrows
+        parts.append(dict(file=f"volumes-sub-{s}.f16", subject=s, n_volumes=n))
+        offset += n
+    return rows, vrows, parts
 
 
 def iter_run_volumes(cfg, subjects=None, tc: TrialCache | None = None):
