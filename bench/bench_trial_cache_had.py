@@ -5,7 +5,7 @@ grid (nilearn's template and brain mask), int16 BOLD as fMRIPrep writes it, 60 t
 TR 2 s — and builds the trial cache of each format in a fresh process (peak RSS from
 ``getrusage``, worker processes included). The cost depends on sizes, not on the values, so
 the BOLD is noise plus a slow drift. The dense float32 format is not built at this scale (it
-would write ~10 GB a subject here); its size is computed from the same mask and block counts.
+would write ~8 GB a subject here); its size is computed from the same mask and block counts.
 
     python bench/bench_trial_cache_had.py        # -> bench/results/trial_cache_had.md
 """

@@ -4,7 +4,7 @@
 brain mask's voxels (``(n_volumes, n_mask_voxels)`` float16, ``volumes-sub-<label>.f16``) and no
 separate blocks: a trial's block is volumes ``vol_index .. vol_index + T - 1`` of its run, the
 same values the dense format copies into ``blocks.f32``. At HAD's 2 mm that is about 0.9 GB a
-subject instead of ~14 GB (float32 bounding box, blocks and volumes).
+subject instead of 8.3 GB (float32 bounding box, blocks and volumes; bench/results/trial_cache_had.md).
 
 :class:`PackedVolumes` and :class:`PackedBlocks` read it back as the dense float32 arrays the
 rest of the package expects — ``(n, X, Y, Z)`` and ``(n, T, X, Y, Z)``, zeros outside the
