@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -275,3 +276,128 @@ def test_describe_on_a_clean_dataset_has_no_problems(tmp_path, capsys):
     d = describe_dataset(tmp_path / "ds")
     assert d["problems"] == [] and d["tr"] == 2.0 and d["trs"][0]["n_runs"] == 4
     assert main(["describe", str(tmp_path / "ds"), "--strict"]) == 0
+
+
+# --------------------------------------------------------------------------- 9. HAD quirks
+def _events(cfg, sub, run):
+    return _raw(cfg, sub, run, "events.tsv")
+
+
+def test_onset_offset_auto_is_decided_per_run_and_logged(tmp_path, caplog, capsys):
+    # run 1 counts onsets from the end of HAD's 12 s lead-in (first onset 0 s), run 2 from
+    # the first volume (first onset 12 s): auto adds 12 s to run 1 only
+    make_tiny_bids(tmp_path / "ds", n_subjects=1, onsets=(0.0, 8.0, 16.0, 24.0),
+                   write_clips=False)
+    cfg = _cfg(tmp_path, onset_offset="auto")
+    ev2 = _events(cfg, "01", 2)
+    df = pd.read_csv(ev2, sep="\t")
+    df["onset"] += 12.0
+    df.to_csv(ev2, sep="\t", index=False)
+    caplog.set_level(logging.INFO, logger="llm4brain.data")
+    tc = build_trial_cache(cfg, progress=False, check_stimuli=False)
+    t = tc.trials
+    assert list(t[t.run == 1].onset) == [12.0, 20.0, 28.0, 36.0]
+    assert list(t[t.run == 2].onset) == [12.0, 20.0, 28.0, 36.0]
+    out = _messages(caplog, capsys)
+    assert f"run {bids_name('01', 1, 'events.tsv')}: first onset 0.0 s -> offset +12 s" in out
+    assert f"run {bids_name('01', 2, 'events.tsv')}: first onset 12.0 s -> offset +0 s" in out
+    # a number overrides auto: every run as written plus that number
+    tc0 = build_trial_cache(_cfg(tmp_path, onset_offset=0.0), progress=False,
+                            check_stimuli=False)
+    assert list(tc0.trials[tc0.trials.run == 1].onset) == [0.0, 8.0, 16.0, 24.0]
+    assert list(tc0.trials[tc0.trials.run == 2].onset) == [12.0, 20.0, 28.0, 36.0]
+    # a first onset that is neither about 0 nor about 12 s: auto refuses, naming the file
+    df["onset"] -= 7.0
+    df.to_csv(ev2, sep="\t", index=False)
+    with pytest.raises(DataError, match=r"run-02_events.tsv: first onset 5.0 s is neither about "
+                                        r"0 s nor about 12 s.*Set data.onset_offset"):
+        build_trial_cache(cfg, progress=False, check_stimuli=False, rebuild=True)
+    from llm4brain.config import ConfigError
+    with pytest.raises(ConfigError, match=r"data.onset_offset must be a number of seconds or "
+                                          r"'auto', got 'twelve'"):
+        _cfg(tmp_path, onset_offset="twelve")
+    assert load_config("had").data.onset_offset == "auto"
+    assert load_config("smoke").data.onset_offset == 0.0         # the simulation has no lead-in
+
+
+def test_class_is_trial_type_and_unknown_columns_are_ignored(tmp_path):
+    # trial_type 1 is Zumba_dancing: class ids follow trial_type, not the alphabet, and the
+    # underscore in the class name survives
+    make_tiny_bids(tmp_path / "ds", classes=("Zumba_dancing", "Archery"), write_clips=False)
+    cfg = _cfg(tmp_path)
+    for sub in ("01", "02"):
+        for run in (1, 2):
+            p = _events(cfg, sub, run)
+            df = pd.read_csv(p, sep="\t")
+            df["TODO -- fill in rows and add more tab-separated columns if desired"] = "x"
+            df.to_csv(p, sep="\t", index=False)
+    tc = build_trial_cache(cfg, progress=False, check_stimuli=False)
+    t = tc.trials
+    assert tc.meta["classes"] == ["Zumba_dancing", "Archery"]
+    assert set(zip(t.trial_type, t.class_name, t.class_id)) == {(1, "Zumba_dancing", 0),
+                                                                (2, "Archery", 1)}
+    assert not any(c.startswith("TODO") for c in t.columns)
+    # a trial_type that names two folders is refused, naming the file
+    p = _events(cfg, "02", 1)
+    df = pd.read_csv(p, sep="\t")
+    df.loc[1, "trial_type"] = 1
+    df.to_csv(p, sep="\t", index=False)
+    with pytest.raises(DataError, match=r"sub-02.*run-01_events.tsv: trial_type 1 is shown with "
+                                        r"clips of folders \['Archery', 'Zumba_dancing'\]"):
+        build_trial_cache(cfg, progress=False, check_stimuli=False, rebuild=True)
+
+
+def test_invalid_videos_drop_their_trials_with_a_count_per_subject(tmp_path, caplog, capsys):
+    make_tiny_bids(tmp_path / "ds", write_clips=False)
+    names = ["Ball_bouncing/v_Ball_bouncing_id_s01r1t0_label_1.mp4",   # stim_file
+             "v_Car_driving_id_s02r2t1_label_2.mp4",                   # file name
+             "v_Ball_bouncing_id_s01r2t2_label_1",                     # without extension
+             "v_not_in_the_dataset.mp4"]
+    cfg = _cfg(tmp_path, invalid_videos=names, work_dir=str(tmp_path / "work"))
+    before = _events(cfg, "01", 1).read_text()
+    caplog.set_level(logging.INFO, logger="llm4brain.data")
+    tc = build_trial_cache(cfg, progress=False, check_stimuli=False)
+    assert tc.n_trials == 16 - 3
+    assert tc.trials.groupby("subject").size().to_dict() == {"01": 6, "02": 7}
+    assert not set(tc.trials.stim_file) & {names[0], "Car_driving/" + names[1]}
+    out = _messages(caplog, capsys)
+    assert "trials dropped per subject: sub-01: 2, sub-02: 1" in out
+    assert "1 of 4 name(s) match no clip" in out and "v_not_in_the_dataset.mp4" in out
+    assert _events(cfg, "01", 1).read_text() == before              # the dataset is untouched
+    assert list((tmp_path / "work").glob("events-invalid-*/sub-01/ses-action01/func/*run-01*"))
+    # the same names from a text file (comments, blank lines), and in the stimulus table
+    lst = tmp_path / "invalid.txt"
+    lst.write_text("# HAD invalid videos\n" + "\n".join(names[:3]) + "\n\n")
+    cfg2 = _cfg(tmp_path, invalid_videos=str(lst), work_dir=str(tmp_path / "work"))
+    assert build_trial_cache(cfg2, progress=False, check_stimuli=False).n_trials == 13
+    from llm4brain.data import load_stimuli
+    assert names[0] not in set(load_stimuli(cfg2).stim_file)
+    assert len(load_stimuli(cfg2)) == 16 - 3
+    with pytest.raises(DataError, match=r"data.invalid_videos: file 'nope.txt' not found"):
+        discover_runs(cfg.data_root, _cfg(tmp_path, invalid_videos="nope.txt").data)
+
+
+def test_run_entities_with_and_without_zero_padding(tmp_path):
+    make_tiny_bids(tmp_path / "ds", n_subjects=1, n_runs=10, n_vols=30, write_clips=False)
+    root = tmp_path / "ds"
+    # odd runs written run-1, run-3, ... (ciftify style); run 4: only the BOLD and its
+    # derivatives renamed, its events stay run-04
+    for f in sorted(root.rglob("*_run-0*")):
+        run = int(f.name.split("_run-")[1][:2])
+        if run % 2 or (run == 4 and "events" not in f.name):
+            f.rename(f.with_name(f.name.replace(f"_run-{run:02d}", f"_run-{run}")))
+    cfg = _cfg(tmp_path)
+    runs = discover_runs(root, cfg.data)
+    assert [r.run for r in runs] == list(range(1, 11))
+    assert runs[0].bold.name.startswith("sub-01_ses-action01_task-action_run-1_")
+    assert runs[3].events.name.endswith("run-04_events.tsv") and "_run-4_" in runs[3].bold.name
+    assert all(r.events.is_file() and r.mask is not None and r.confounds is not None
+               for r in runs)
+    assert [("_run-1_" in r.mask.name) for r in runs[:2]] == [True, False]
+    tc = build_trial_cache(cfg, progress=False, check_stimuli=False)
+    assert list(tc.trials.drop_duplicates("run").run) == list(range(1, 11))
+    # run-1 and run-01 of the same subject: refused
+    f = runs[0].bold
+    shutil.copy(f, f.with_name(f.name.replace("_run-1_", "_run-01_")))
+    with pytest.raises(DataError, match=r"are both run 1 of sub-01.*keep one of them"):
+        discover_runs(root, cfg.data)

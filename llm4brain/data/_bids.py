@@ -645,7 +645,7 @@ def read_events(path: str | Path, onset_offset: float | str = 0.0, n_vols: int |
     if onset_offset == "auto" and first is not None:
         _say(f"run {path.name}: first onset {first:.1f} s -> offset +{offset:g} s "
              f"(data.onset_offset: auto; HAD's lead-in is {HAD_LEAD_IN_S:g} s)",
-             once=f"offset:{path}")
+             once=f"offset:{path}:{first}")
     ev["onset"] = ev["onset"] + offset
     ev = ev[ev["stim_file"].notna() & (ev["stim_file"].astype(str).str.len() > 0)]
     ev = ev.reset_index(drop=True)

@@ -54,7 +54,7 @@ def describe_dataset(root: str | Path, data_cfg=None) -> dict:
         d = DataConfig()
         src = "fmriprep" if derivatives_dir(root, d).is_dir() else "raw"
         data_cfg = DataConfig(source=src)
-    runs = discover_runs(root, data_cfg)
+    runs = discover_runs(root, data_cfg, resample=False)
     subjects = sorted({r.subject for r in runs})
     problems: list[str] = []
     try:
@@ -110,8 +110,11 @@ def describe_dataset(root: str | Path, data_cfg=None) -> dict:
             ev = read_run_events(r, shape[3], data_cfg)
         except DataError as exc:
             problems.append(str(exc))
-            ev = read_events(r.events, data_cfg.onset_offset,
-                             stimuli_map=data_cfg.stimuli_map or None)
+            try:       # the events without the checks against the run (to count them)
+                ev = read_events(r.events, data_cfg.onset_offset,
+                                 stimuli_map=data_cfg.stimuli_map or None)
+            except DataError:
+                continue
         trials[r.subject] = trials.get(r.subject, 0) + len(ev)
         if "class_name" in ev.columns:
             classes |= {str(c) for c in ev["class_name"]}
