@@ -1,4 +1,4 @@
-"""Command line: ``llm4brain simulate`` and ``llm4brain describe`` (more in later issues)."""
+"""Command line: ``llm4brain simulate``, ``llm4brain describe`` and ``llm4brain check-data``."""
 from __future__ import annotations
 
 import argparse
@@ -47,6 +47,33 @@ def _describe(args) -> int:
     return 0
 
 
+def _check_data(args) -> int:
+    from .data._checkdata import check_data, format_check_table
+
+    data_cfg, root, cache_dir, head = None, args.root, None, ""
+    if args.profile:
+        from .config import load_config
+
+        cfg = load_config(args.profile)
+        data_cfg, cache_dir = cfg.data, cfg.run_dir / "cache"
+        root = root or cfg.data_root
+        head = f"profile {cfg.profile}, "
+    if root is None:
+        print("llm4brain check-data: error: give the BIDS root or --profile P (its data.root)",
+              file=sys.stderr)
+        return 2
+    if data_cfg is None:
+        from .config import DataConfig
+        from .data._bids import derivatives_dir
+
+        src = "fmriprep" if derivatives_dir(root, DataConfig()).is_dir() else "raw"
+        data_cfg = DataConfig(source=src)
+    rows = check_data(root, data_cfg, cache_dir=cache_dir, decode=not args.no_decode)
+    print(f"llm4brain check-data: {root} ({head}source {data_cfg.source})")
+    print(format_check_table(rows))
+    return 1 if any(r.status == "ERROR" for r in rows) else 0
+
+
 def main(argv=None) -> int:
     """Entry point of the ``llm4brain`` console script."""
     p = argparse.ArgumentParser(prog="llm4brain", description=__doc__)
@@ -71,6 +98,18 @@ def main(argv=None) -> int:
     d.add_argument("--strict", action="store_true",
                    help="exit with status 3 when problems are found")
     d.set_defaults(fn=_describe)
+    c = sub.add_parser("check-data", help="check everything a run will read (files, TRs, grids, "
+                                          "onsets, stim clips, disk) and print a table of "
+                                          "OK / WARN / ERROR rows; exit status 1 on any ERROR")
+    c.add_argument("root", nargs="?", default=None,
+                   help="BIDS root (default: data.root of --profile)")
+    c.add_argument("--profile", default=None,
+                   help="profile whose data settings are checked: smoke | default | had | urgen "
+                        "| path to a YAML file (the disk check uses its run.run_dir)")
+    c.add_argument("--no-decode", action="store_true",
+                   help="check the stim files' presence and declared durations without "
+                        "decoding them (faster on 21,600 HAD clips)")
+    c.set_defaults(fn=_check_data)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

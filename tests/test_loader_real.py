@@ -401,3 +401,64 @@ def test_run_entities_with_and_without_zero_padding(tmp_path):
     shutil.copy(f, f.with_name(f.name.replace("_run-1_", "_run-01_")))
     with pytest.raises(DataError, match=r"are both run 1 of sub-01.*keep one of them"):
         discover_runs(root, cfg.data)
+
+
+# --------------------------------------------------------------------------- 10. check-data
+def _profile(tmp_path, **data):
+    prof = tmp_path / "mine.yaml"
+    extra = "".join(f"  {k}: {v}\n" for k, v in data.items())
+    prof.write_text(f"inherit: smoke\nrun:\n  run_dir: {tmp_path / 'run'}\n"
+                    f"data:\n  root: {tmp_path / 'ds'}\n  block_trs: 2\n{extra}")
+    return str(prof)
+
+
+def test_check_data_on_a_good_dataset_exits_0_with_every_row(tmp_path, capsys):
+    make_tiny_bids(tmp_path / "ds", onsets=(0.0, 8.0, 16.0, 24.0))
+    prof = _profile(tmp_path, onset_offset="auto")
+    assert main(["check-data", "--profile", prof]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[1].split() == ["STATUS", "CHECK", "ITEM", "DETAIL"]
+    assert lines[-1] == f"{len(lines) - 3} OK, 0 WARN, 0 ERROR"
+    for check, item in [("runs", str(tmp_path / "ds")), ("files", "sub-01"), ("files", "sub-02"),
+                        ("tr", "all runs"), ("run", "sub-02 run-02"), ("grid", "all runs"),
+                        ("stimuli", "all clips"), ("disk", "trial cache")]:
+        assert any(ln.split()[:2] == ["OK", check] and f" {item} " in ln for ln in lines), \
+            (check, item)
+    assert "onsets +12 s (auto: first onset 0.0 s is about 0 s)" in out
+    assert "+12 s on 4 run(s)" in out and "data.onset_offset: auto" in out
+    assert "16 clip(s) decodable, not truncated" in out
+    # 16 trials x 2 volumes x (4 x 5 x 3 = 60) voxels x 4 B + 160 volumes x 60 x 4 B
+    assert "16 trial(s) x 2 volume(s) x 60 voxels of the brain masks' bounding box (4, 5, 3)" in out
+    assert f"= {16 * 2 * 60 * 4 / 1024:.1f} KiB, plus 160 volumes = {160 * 60 * 4 / 1024:.1f} KiB" \
+        in out
+    assert main(["describe", "--profile", prof, "--strict"]) == 0      # describe still works
+
+
+def test_check_data_names_a_missing_clip_and_an_onset_past_the_run(tmp_path, capsys):
+    make_tiny_bids(tmp_path / "ds")
+    cfg = _cfg(tmp_path)
+    gone = sorted((cfg.data_root / "stimuli").rglob("*.mp4"))[0]
+    gone.unlink()
+    ev = _events(cfg, "02", 2)
+    df = pd.read_csv(ev, sep="\t")
+    df.loc[3, "onset"] = 79.0                                     # the run lasts 80 s
+    df.to_csv(ev, sep="\t", index=False)
+    assert main(["check-data", "--profile", _profile(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    err_lines = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
+    assert len(err_lines) == 3 and out.splitlines()[-1].endswith("3 ERROR")
+    run_row = next(ln for ln in err_lines if "sub-02 run-02" in ln)
+    assert str(ev) in run_row and "onset 79.0 s ends past the end of the run" in run_row
+    clip_row = next(ln for ln in err_lines if gone.name in ln and "not found" in ln)
+    assert str(gone) in clip_row
+    assert any("1 of 16 clip(s) unusable" in ln for ln in err_lines)
+    # a truncated clip is found without building anything; --no-decode only checks presence
+    gone.write_bytes(b"not an mp4")
+    assert main(["check-data", "--profile", _profile(tmp_path)]) == 1
+    assert gone.name in [ln for ln in capsys.readouterr().out.splitlines()
+                         if ln.startswith("ERROR") and "stimuli" in ln][0]
+    df.loc[3, "onset"] = 28.0
+    df.to_csv(ev, sep="\t", index=False)
+    assert main(["check-data", "--profile", _profile(tmp_path), "--no-decode"]) == 0
+    assert "present, declared durations cover the events (not decoded" in capsys.readouterr().out
