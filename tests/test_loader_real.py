@@ -462,3 +462,62 @@ def test_check_data_names_a_missing_clip_and_an_onset_past_the_run(tmp_path, cap
     df.to_csv(ev, sep="\t", index=False)
     assert main(["check-data", "--profile", _profile(tmp_path), "--no-decode"]) == 0
     assert "present, declared durations cover the events (not decoded" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- 11. resample_to
+def _regrid(path, affine, shape, interpolation):
+    from nilearn.image import resample_img
+
+    img = nib.load(str(path))
+    out = resample_img(img, target_affine=affine, target_shape=shape,
+                       interpolation=interpolation, force_resample=True, copy_header=True)
+    nib.save(nib.Nifti1Image(np.asarray(out.dataobj).astype(img.get_data_dtype()), affine,
+                             img.header), str(path))
+
+
+def test_subjects_on_different_grids_are_resampled_with_data_resample_to(tmp_path, caplog,
+                                                                         capsys):
+    # sub-02 on a 2 mm grid nested in the 4 mm one (same origin): resampled back onto sub-01's
+    # 4 mm grid it must give the blocks of an untouched copy of the same dataset
+    for name in ("ds", "ref"):
+        make_tiny_bids(tmp_path / name, write_clips=name == "ds", noise=1.0)
+    fine = np.diag([2.0, 2.0, 2.0, 1.0])
+    fine[:3, 3] = [-10.0, -12.0, -8.0]
+    d = tmp_path / "ds/derivatives/fmriprep/sub-02/ses-action01/func"
+    for f in sorted(d.glob("*.nii.gz")):
+        _regrid(f, fine, (11, 13, 9), "nearest" if "mask" in f.name else "continuous")
+    cfg = _cfg(tmp_path)
+    with pytest.raises(DataError, match=r"sub-02.*different grid.*data.resample_to.*mni152_2.*"
+                                        r"aligns grids, not anatomy"):
+        build_trial_cache(cfg, progress=False, check_stimuli=False)
+    assert main(["check-data", "--profile", _profile(tmp_path)]) == 1
+    assert "data.resample_to" in [ln for ln in capsys.readouterr().out.splitlines()
+                                  if ln.startswith("ERROR") and " grid " in ln][0]
+    ref_nii = cfg.data_root / "derivatives/fmriprep/sub-01/ses-action01/func" / bids_name(
+        "01", 1, "bold.nii.gz", space=SPACE, desc="preproc")
+    caplog.set_level(logging.INFO, logger="llm4brain.data")
+    cfg_r = _cfg(tmp_path, resample_to=str(ref_nii), work_dir=str(tmp_path / "work"))
+    tc = build_trial_cache(cfg_r, progress=False, check_stimuli=False)
+    assert "aligns voxel grids, not anatomy" in _messages(caplog, capsys)
+    good = build_trial_cache(load_config("smoke", {
+        "run": {"run_dir": str(tmp_path / "run_ref")},
+        "data": {"root": str(tmp_path / "ref"), "block_trs": 2}}),
+        progress=False, check_stimuli=False)
+    assert tc.meta["full_shape"] == [6, 7, 5] and tc.meta["subject_mask_voxels"] == \
+        good.meta["subject_mask_voxels"]
+    np.testing.assert_allclose(np.asarray(tc.blocks), np.asarray(good.blocks), atol=1e-3)
+    # the source files are untouched (links, resampled when read)
+    assert nib.load(str(d / bids_name("02", 1, "bold.nii.gz", space=SPACE,
+                                      desc="preproc"))).shape[:3] == (11, 13, 9)
+    assert main(["check-data", "--profile",
+                 _profile(tmp_path, resample_to=str(ref_nii), work_dir=str(tmp_path / "work"))]) == 0
+    assert "2 grid(s) in the data, every run resampled onto" in capsys.readouterr().out
+    # the MNI152 template (bundled with nilearn, offline), and a bad template name
+    tc4 = build_trial_cache(_cfg(tmp_path, resample_to="mni152_4",
+                                 work_dir=str(tmp_path / "work")),
+                            progress=False, check_stimuli=False)
+    assert tc4.meta["full_shape"] == [50, 59, 48] and tc4.n_trials == 16
+    assert np.isfinite(np.asarray(tc4.blocks)).all()
+    from llm4brain.config import ConfigError
+    with pytest.raises(ConfigError, match=r"data.resample_to 'mni152_two'.*mni152_2"):
+        _cfg(tmp_path, resample_to="mni152_two")

@@ -252,8 +252,8 @@ def check_data(root: str | Path, data_cfg, *, cache_dir: str | Path | None = Non
                 add("ERROR", "stimuli", sf, msg)
             if len(bad) > _MAX_CLIP_ROWS:
                 add("ERROR", "stimuli", "...", f"{len(bad) - _MAX_CLIP_ROWS} more bad clip(s)")
-            add("ERROR", "stimuli", "all clips", f"{len(bad)} of {len(clips)} clip(s) unusable; "
-                                                 f"the others {how}. Fix or restore them, or "
+            add("ERROR", "stimuli", "all clips", f"{len(bad)} of {len(clips)} clip(s) unusable "
+                                                 f"(the other {len(clips) - len(bad)}: {how}). Fix or restore them, or "
                                                  f"list them in data.invalid_videos")
         else:
             add("OK", "stimuli", "all clips", f"{len(clips)} clip(s) {how}")
