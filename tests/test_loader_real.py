@@ -414,6 +414,12 @@ def _profile(tmp_path, **data):
 
 def test_check_data_on_a_good_dataset_exits_0_with_every_row(tmp_path, capsys):
     make_tiny_bids(tmp_path / "ds", onsets=(0.0, 8.0, 16.0, 24.0))
+    prof = _profile(tmp_path, onset_offset="auto", work_dir=str(tmp_path / "work"),
+                    invalid_videos='["v_Car_driving_id_s02r1t1_label_2", "v_typo"]')
+    assert main(["check-data", "--profile", prof]) == 0
+    out = capsys.readouterr().out
+    assert "WARN   invalid videos 2 name(s)" in out
+    assert "trials dropped: sub-01: 0, sub-02: 1; 1 name(s) match no clip: ['v_typo']" in out
     prof = _profile(tmp_path, onset_offset="auto")
     assert main(["check-data", "--profile", prof]) == 0
     out = capsys.readouterr().out
@@ -453,7 +459,7 @@ def test_check_data_names_a_missing_clip_and_an_onset_past_the_run(tmp_path, cap
     clip_row = next(ln for ln in err_lines if gone.name in ln and "not found" in ln)
     assert str(gone) in clip_row
     assert any("1 of 16 clip(s) unusable" in ln for ln in err_lines)
-    # a truncated clip is found without building anything; --no-decode only checks presence
+    # an undecodable clip is found without building anything; --no-decode checks presence
     gone.write_bytes(b"not an mp4")
     assert main(["check-data", "--profile", _profile(tmp_path)]) == 1
     assert gone.name in [ln for ln in capsys.readouterr().out.splitlines()
@@ -512,6 +518,8 @@ def test_subjects_on_different_grids_are_resampled_with_data_resample_to(tmp_pat
     assert main(["check-data", "--profile",
                  _profile(tmp_path, resample_to=str(ref_nii), work_dir=str(tmp_path / "work"))]) == 0
     assert "2 grid(s) in the data, every run resampled onto" in capsys.readouterr().out
+    d = describe_dataset(cfg.data_root, cfg_r.data)
+    assert len(d["grids"]) == 2 and d["problems"] == [] and d["resample_to"] == str(ref_nii)
     # the MNI152 template (bundled with nilearn, offline), and a bad template name
     tc4 = build_trial_cache(_cfg(tmp_path, resample_to="mni152_4",
                                  work_dir=str(tmp_path / "work")),

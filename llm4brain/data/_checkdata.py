@@ -214,13 +214,21 @@ def check_data(root: str | Path, data_cfg, *, cache_dir: str | Path | None = Non
         names = read_invalid_videos(data_cfg.invalid_videos, root)
         plain = discover_runs(root, dataclasses.replace(data_cfg, invalid_videos=()),
                               resample=False)
-        per_sub = {}
+        per_sub = {s: 0 for s in subjects}
         for a, b in zip(plain, runs):
             if a.events != b.events:
                 n = len(read_events(a.events, 0.0)) - len(read_events(b.events, 0.0))
                 per_sub[a.subject] = per_sub.get(a.subject, 0) + n
         dropped = ", ".join(f"sub-{s}: {n}" for s, n in per_sub.items()) or "none"
-        add("OK", "invalid videos", f"{len(names)} name(s)", f"trials dropped: {dropped}")
+        known = set()
+        for a in plain:
+            for sf in read_events(a.events, 0.0)["stim_file"]:
+                known.update((sf, Path(sf).name, Path(sf).stem))
+        unknown = [n for n in names if n not in known]
+        add("WARN" if unknown else "OK", "invalid videos", f"{len(names)} name(s)",
+            f"trials dropped: {dropped}"
+            + (f"; {len(unknown)} name(s) match no clip: {unknown[:5]}"
+               f"{' ...' if len(unknown) > 5 else ''} (check the spelling)" if unknown else ""))
 
     # ---- stimuli
     stim_root = root / "stimuli"
