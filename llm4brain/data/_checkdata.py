@@ -214,16 +214,19 @@ def check_data(root: str | Path, data_cfg, *, cache_dir: str | Path | None = Non
         names = read_invalid_videos(data_cfg.invalid_videos, root)
         plain = discover_runs(root, dataclasses.replace(data_cfg, invalid_videos=()),
                               resample=False)
-        per_sub = {s: 0 for s in subjects}
+        per_sub, known = {s: 0 for s in subjects}, set()
         for a, b in zip(plain, runs):
-            if a.events != b.events:
-                n = len(read_events(a.events, 0.0)) - len(read_events(b.events, 0.0))
-                per_sub[a.subject] = per_sub.get(a.subject, 0) + n
-        dropped = ", ".join(f"sub-{s}: {n}" for s, n in per_sub.items()) or "none"
-        known = set()
-        for a in plain:
-            for sf in read_events(a.events, 0.0)["stim_file"]:
+            try:             # (an unreadable events file already has its ERROR row)
+                sfs = list(read_events(a.events, 0.0, stimuli_map=data_cfg.stimuli_map or None)
+                           ["stim_file"])
+                if a.events != b.events:
+                    per_sub[a.subject] += len(sfs) - len(read_events(
+                        b.events, 0.0, stimuli_map=data_cfg.stimuli_map or None))
+            except DataError:
+                continue
+            for sf in sfs:
                 known.update((sf, Path(sf).name, Path(sf).stem))
+        dropped = ", ".join(f"sub-{s}: {n}" for s, n in per_sub.items()) or "none"
         unknown = [n for n in names if n not in known]
         add("WARN" if unknown else "OK", "invalid videos", f"{len(names)} name(s)",
             f"trials dropped: {dropped}"
