@@ -373,6 +373,16 @@ def test_invalid_videos_drop_their_trials_with_a_count_per_subject(tmp_path, cap
     from llm4brain.data import load_stimuli
     assert names[0] not in set(load_stimuli(cfg2).stim_file)
     assert len(load_stimuli(cfg2)) == 16 - 3
+    # a table: its clip column; a table of counts per class is refused, naming the file
+    tab = tmp_path / "invalid.csv"
+    pd.DataFrame(dict(subject=["01", "02"], video_name=[names[0], names[1]])).to_csv(tab,
+                                                                                   index=False)
+    cfg3 = _cfg(tmp_path, invalid_videos=str(tab), work_dir=str(tmp_path / "work"))
+    assert build_trial_cache(cfg3, progress=False, check_stimuli=False).n_trials == 14
+    pd.DataFrame(dict(class_name=["Ball_bouncing"], num=[3])).to_csv(tab, index=False)
+    with pytest.raises(DataError, match=r"invalid.csv \(data.invalid_videos\) has columns "
+                                        r"\['class_name', 'num'\] but none of"):
+        discover_runs(cfg.data_root, cfg3.data)
     with pytest.raises(DataError, match=r"data.invalid_videos: file 'nope.txt' not found"):
         discover_runs(cfg.data_root, _cfg(tmp_path, invalid_videos="nope.txt").data)
 

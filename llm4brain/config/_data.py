@@ -69,9 +69,10 @@ class DataConfig:
         (the lead-in is already counted); anything else is an error asking for a number.
         The choice is logged once per run.
     invalid_videos : list of str or str
-        Clips whose trials are dropped (HAD's ``validation/support_files/invalid_videos.csv``):
-        a list of names, or the path of a text file with one name per line (``#`` comments
-        and blank lines skipped; for a ``.csv`` file the first comma-separated field). A name
+        Clips whose trials are dropped: a list of names, or the path of a text file with one
+        name per line (``#`` comments and blank lines skipped), or of a ``.csv`` / ``.tsv``
+        table with a header and a ``stim_file``, ``video``, ``video_name``, ``clip``, ``file``
+        or ``name`` column (a table without one is an error). A name
         matches a clip by its stim_file (``Drum_corps/v_..._label_1.mp4``), its file name or
         its file name without extension. The count dropped is logged per subject; names that
         match no clip are warned about. Filtered copies of the affected events files are

@@ -391,22 +391,34 @@ def _find_file(setting: str, root: Path, key: str) -> Path:
                     f"from the current directory, then data.root)")
 
 
+_CLIP_COLUMNS = ("stim_file", "video", "video_name", "clip", "file", "name")
+
+
 def read_invalid_videos(setting, root: str | Path = ".") -> list[str]:
-    """Clip names of ``data.invalid_videos``: a list of names, or the path of a text file with
-    one name per line (blank lines and ``#`` comments skipped; ``.csv``: the first
-    comma-separated field of each line). Returns the names in order, without duplicates."""
+    """Clip names of ``data.invalid_videos``: a list of names, or the path of a file. A
+    ``.csv`` / ``.tsv`` file is a table with a header row and one of the columns
+    ``stim_file``, ``video``, ``video_name``, ``clip``, ``file``, ``name`` (the first found);
+    any other file has one name per line (blank lines and ``#`` comments skipped). Returns the
+    names in order, without duplicates."""
     if not setting:
         return []
     if isinstance(setting, (list, tuple)):
         names = [str(x).strip() for x in setting]
     else:
         f = _find_file(setting, Path(root), "data.invalid_videos")
-        names = []
-        for line in f.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if f.suffix.lower() == ".csv":
-                line = line.split(",")[0].strip().strip('"').strip()
-            names.append(line)
+        if f.suffix.lower() in (".csv", ".tsv"):
+            t = pd.read_csv(f, sep="," if f.suffix.lower() == ".csv" else "\t", dtype=str,
+                            keep_default_na=False)
+            col = next((c for c in _CLIP_COLUMNS if c in t.columns), None)
+            if col is None:
+                raise DataError(f"{f} (data.invalid_videos) has columns {list(t.columns)} but "
+                                f"none of {list(_CLIP_COLUMNS)}: it must list clips (a table "
+                                f"of counts per class cannot say which trials to drop). Add a "
+                                f"column of clip names, or give a text file with one clip a "
+                                f"line")
+            names = [str(x).strip() for x in t[col]]
+        else:
+            names = [line.split("#", 1)[0].strip() for line in f.read_text().splitlines()]
     return list(dict.fromkeys(n for n in names if n))
 
 
