@@ -91,7 +91,8 @@ def main(argv=None) -> int:
                    help="BIDS root (default: data.root of --profile)")
     d.add_argument("--profile", default=None,
                    help="profile whose data settings (source, derivatives, space, desc, "
-                        "onset_offset, block_trs, lag_s, stimuli_map) are used: smoke | default "
+                        "onset_offset, block_trs, lag_s, stimuli_map, invalid_videos, "
+                        "resample_to) are used: smoke | default "
                         "| had | urgen | path to a YAML file. Without it: defaults, source "
                         "fmriprep when derivatives/fmriprep exists, else raw")
     d.add_argument("--compact", action="store_true", help="one line")
