@@ -1,4 +1,4 @@
-"""Command line: ``llm4brain simulate``, ``llm4brain describe``, ``llm4brain provenance``."""
+"""Command line: ``llm4brain simulate``, ``describe``, ``check-data`` and ``provenance``."""
 from __future__ import annotations
 
 import argparse
@@ -58,6 +58,33 @@ def _provenance(args) -> int:
     return rc
 
 
+def _check_data(args) -> int:
+    from .data._checkdata import check_data, format_check_table
+
+    data_cfg, root, cache_dir, head = None, args.root, None, ""
+    if args.profile:
+        from .config import load_config
+
+        cfg = load_config(args.profile)
+        data_cfg, cache_dir = cfg.data, cfg.run_dir / "cache"
+        root = root or cfg.data_root
+        head = f"profile {cfg.profile}, "
+    if root is None:
+        print("llm4brain check-data: error: give the BIDS root or --profile P (its data.root)",
+              file=sys.stderr)
+        return 2
+    if data_cfg is None:
+        from .config import DataConfig
+        from .data._bids import derivatives_dir
+
+        src = "fmriprep" if derivatives_dir(root, DataConfig()).is_dir() else "raw"
+        data_cfg = DataConfig(source=src)
+    rows = check_data(root, data_cfg, cache_dir=cache_dir, decode=not args.no_decode)
+    print(f"llm4brain check-data: {root} ({head}source {data_cfg.source})")
+    print(format_check_table(rows))
+    return 1 if any(r.status == "ERROR" for r in rows) else 0
+
+
 def main(argv=None) -> int:
     """Entry point of the ``llm4brain`` console script."""
     p = argparse.ArgumentParser(prog="llm4brain", description=__doc__)
@@ -75,7 +102,8 @@ def main(argv=None) -> int:
                    help="BIDS root (default: data.root of --profile)")
     d.add_argument("--profile", default=None,
                    help="profile whose data settings (source, derivatives, space, desc, "
-                        "onset_offset, block_trs, lag_s, stimuli_map) are used: smoke | default "
+                        "onset_offset, block_trs, lag_s, stimuli_map, invalid_videos, "
+                        "resample_to) are used: smoke | default "
                         "| had | urgen | path to a YAML file. Without it: defaults, source "
                         "fmriprep when derivatives/fmriprep exists, else raw")
     d.add_argument("--compact", action="store_true", help="one line")
@@ -87,6 +115,18 @@ def main(argv=None) -> int:
     v.add_argument("files", nargs="+", help="files in a figures directory (png, pdf, csv, md, ...)")
     v.add_argument("--json", action="store_true", help="one JSON object per file")
     v.set_defaults(fn=_provenance)
+    c = sub.add_parser("check-data", help="check everything a run will read (files, TRs, grids, "
+                                          "onsets, stim clips, disk) and print a table of "
+                                          "OK / WARN / ERROR rows; exit status 1 on any ERROR")
+    c.add_argument("root", nargs="?", default=None,
+                   help="BIDS root (default: data.root of --profile)")
+    c.add_argument("--profile", default=None,
+                   help="profile whose data settings are checked: smoke | default | had | urgen "
+                        "| path to a YAML file (the disk check uses its run.run_dir)")
+    c.add_argument("--no-decode", action="store_true",
+                   help="check the stim files' presence and declared durations without "
+                        "decoding them (faster on 21,600 HAD clips)")
+    c.set_defaults(fn=_check_data)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -275,3 +276,266 @@ def test_describe_on_a_clean_dataset_has_no_problems(tmp_path, capsys):
     d = describe_dataset(tmp_path / "ds")
     assert d["problems"] == [] and d["tr"] == 2.0 and d["trs"][0]["n_runs"] == 4
     assert main(["describe", str(tmp_path / "ds"), "--strict"]) == 0
+
+
+# --------------------------------------------------------------------------- 9. HAD quirks
+def _events(cfg, sub, run):
+    return _raw(cfg, sub, run, "events.tsv")
+
+
+def test_onset_offset_auto_is_decided_per_run_and_logged(tmp_path, caplog, capsys):
+    # run 1 counts onsets from the end of HAD's 12 s lead-in (first onset 0 s), run 2 from
+    # the first volume (first onset 12 s): auto adds 12 s to run 1 only
+    make_tiny_bids(tmp_path / "ds", n_subjects=1, onsets=(0.0, 8.0, 16.0, 24.0),
+                   write_clips=False)
+    cfg = _cfg(tmp_path, onset_offset="auto")
+    ev2 = _events(cfg, "01", 2)
+    df = pd.read_csv(ev2, sep="\t")
+    df["onset"] += 12.0
+    df.to_csv(ev2, sep="\t", index=False)
+    caplog.set_level(logging.INFO, logger="llm4brain.data")
+    tc = build_trial_cache(cfg, progress=False, check_stimuli=False)
+    t = tc.trials
+    assert list(t[t.run == 1].onset) == [12.0, 20.0, 28.0, 36.0]
+    assert list(t[t.run == 2].onset) == [12.0, 20.0, 28.0, 36.0]
+    out = _messages(caplog, capsys)
+    assert f"run {bids_name('01', 1, 'events.tsv')}: first onset 0.0 s -> offset +12 s" in out
+    assert f"run {bids_name('01', 2, 'events.tsv')}: first onset 12.0 s -> offset +0 s" in out
+    # a number overrides auto: every run as written plus that number
+    tc0 = build_trial_cache(_cfg(tmp_path, onset_offset=0.0), progress=False,
+                            check_stimuli=False)
+    assert list(tc0.trials[tc0.trials.run == 1].onset) == [0.0, 8.0, 16.0, 24.0]
+    assert list(tc0.trials[tc0.trials.run == 2].onset) == [12.0, 20.0, 28.0, 36.0]
+    # a first onset that is neither about 0 nor about 12 s: auto refuses, naming the file
+    df["onset"] -= 7.0
+    df.to_csv(ev2, sep="\t", index=False)
+    with pytest.raises(DataError, match=r"run-02_events.tsv: first onset 5.0 s is neither about "
+                                        r"0 s nor about 12 s.*Set data.onset_offset"):
+        build_trial_cache(cfg, progress=False, check_stimuli=False, rebuild=True)
+    from llm4brain.config import ConfigError
+    with pytest.raises(ConfigError, match=r"data.onset_offset must be a number of seconds or "
+                                          r"'auto', got 'twelve'"):
+        _cfg(tmp_path, onset_offset="twelve")
+    assert load_config("had").data.onset_offset == "auto"
+    assert load_config("smoke").data.onset_offset == 0.0         # the simulation has no lead-in
+
+
+def test_class_is_trial_type_and_unknown_columns_are_ignored(tmp_path):
+    # trial_type 1 is Zumba_dancing: class ids follow trial_type, not the alphabet, and the
+    # underscore in the class name survives
+    make_tiny_bids(tmp_path / "ds", classes=("Zumba_dancing", "Archery"), write_clips=False)
+    cfg = _cfg(tmp_path)
+    for sub in ("01", "02"):
+        for run in (1, 2):
+            p = _events(cfg, sub, run)
+            df = pd.read_csv(p, sep="\t")
+            df["TODO -- fill in rows and add more tab-separated columns if desired"] = "x"
+            df.to_csv(p, sep="\t", index=False)
+    tc = build_trial_cache(cfg, progress=False, check_stimuli=False)
+    t = tc.trials
+    assert tc.meta["classes"] == ["Zumba_dancing", "Archery"]
+    assert set(zip(t.trial_type, t.class_name, t.class_id)) == {(1, "Zumba_dancing", 0),
+                                                                (2, "Archery", 1)}
+    assert not any(c.startswith("TODO") for c in t.columns)
+    # a trial_type that names two folders is refused, naming the file
+    p = _events(cfg, "02", 1)
+    df = pd.read_csv(p, sep="\t")
+    df.loc[1, "trial_type"] = 1
+    df.to_csv(p, sep="\t", index=False)
+    with pytest.raises(DataError, match=r"sub-02.*run-01_events.tsv: trial_type 1 is shown with "
+                                        r"clips of folders \['Archery', 'Zumba_dancing'\]"):
+        build_trial_cache(cfg, progress=False, check_stimuli=False, rebuild=True)
+
+
+def test_invalid_videos_drop_their_trials_with_a_count_per_subject(tmp_path, caplog, capsys):
+    make_tiny_bids(tmp_path / "ds", write_clips=False)
+    names = ["Ball_bouncing/v_Ball_bouncing_id_s01r1t0_label_1.mp4",   # stim_file
+             "v_Car_driving_id_s02r2t1_label_2.mp4",                   # file name
+             "v_Ball_bouncing_id_s01r2t2_label_1",                     # without extension
+             "v_not_in_the_dataset.mp4"]
+    cfg = _cfg(tmp_path, invalid_videos=names, work_dir=str(tmp_path / "work"))
+    before = _events(cfg, "01", 1).read_text()
+    caplog.set_level(logging.INFO, logger="llm4brain.data")
+    tc = build_trial_cache(cfg, progress=False, check_stimuli=False)
+    assert tc.n_trials == 16 - 3
+    assert tc.trials.groupby("subject").size().to_dict() == {"01": 6, "02": 7}
+    assert not set(tc.trials.stim_file) & {names[0], "Car_driving/" + names[1]}
+    out = _messages(caplog, capsys)
+    assert "trials dropped per subject: sub-01: 2, sub-02: 1" in out
+    assert "1 of 4 name(s) match no clip" in out and "v_not_in_the_dataset.mp4" in out
+    assert _events(cfg, "01", 1).read_text() == before              # the dataset is untouched
+    assert list((tmp_path / "work").glob("events-invalid-*/sub-01/ses-action01/func/*run-01*"))
+    # the same names from a text file (comments, blank lines), and in the stimulus table
+    lst = tmp_path / "invalid.txt"
+    lst.write_text("# HAD invalid videos\n" + "\n".join(names[:3]) + "\n\n")
+    cfg2 = _cfg(tmp_path, invalid_videos=str(lst), work_dir=str(tmp_path / "work"))
+    assert build_trial_cache(cfg2, progress=False, check_stimuli=False).n_trials == 13
+    from llm4brain.data import load_stimuli
+    assert names[0] not in set(load_stimuli(cfg2).stim_file)
+    assert len(load_stimuli(cfg2)) == 16 - 3
+    # a table: its clip column; a table of counts per class is refused, naming the file
+    tab = tmp_path / "invalid.csv"
+    pd.DataFrame(dict(subject=["01", "02"], video_name=[names[0], names[1]])).to_csv(tab,
+                                                                                   index=False)
+    cfg3 = _cfg(tmp_path, invalid_videos=str(tab), work_dir=str(tmp_path / "work"))
+    assert build_trial_cache(cfg3, progress=False, check_stimuli=False).n_trials == 14
+    pd.DataFrame(dict(class_name=["Ball_bouncing"], num=[3])).to_csv(tab, index=False)
+    with pytest.raises(DataError, match=r"invalid.csv \(data.invalid_videos\) has columns "
+                                        r"\['class_name', 'num'\] but none of"):
+        discover_runs(cfg.data_root, cfg3.data)
+    with pytest.raises(DataError, match=r"data.invalid_videos: file 'nope.txt' not found"):
+        discover_runs(cfg.data_root, _cfg(tmp_path, invalid_videos="nope.txt").data)
+
+
+def test_run_entities_with_and_without_zero_padding(tmp_path):
+    make_tiny_bids(tmp_path / "ds", n_subjects=1, n_runs=10, n_vols=30, write_clips=False)
+    root = tmp_path / "ds"
+    # odd runs written run-1, run-3, ... (ciftify style); run 4: only the BOLD and its
+    # derivatives renamed, its events stay run-04
+    for f in sorted(root.rglob("*_run-0*")):
+        run = int(f.name.split("_run-")[1][:2])
+        if run % 2 or (run == 4 and "events" not in f.name):
+            f.rename(f.with_name(f.name.replace(f"_run-{run:02d}", f"_run-{run}")))
+    cfg = _cfg(tmp_path)
+    runs = discover_runs(root, cfg.data)
+    assert [r.run for r in runs] == list(range(1, 11))
+    assert runs[0].bold.name.startswith("sub-01_ses-action01_task-action_run-1_")
+    assert runs[3].events.name.endswith("run-04_events.tsv") and "_run-4_" in runs[3].bold.name
+    assert all(r.events.is_file() and r.mask is not None and r.confounds is not None
+               for r in runs)
+    assert [("_run-1_" in r.mask.name) for r in runs[:2]] == [True, False]
+    tc = build_trial_cache(cfg, progress=False, check_stimuli=False)
+    assert list(tc.trials.drop_duplicates("run").run) == list(range(1, 11))
+    # run-1 and run-01 of the same subject: refused
+    f = runs[0].bold
+    shutil.copy(f, f.with_name(f.name.replace("_run-1_", "_run-01_")))
+    with pytest.raises(DataError, match=r"are both run 1 of sub-01.*keep one of them"):
+        discover_runs(root, cfg.data)
+
+
+# --------------------------------------------------------------------------- 10. check-data
+def _profile(tmp_path, **data):
+    prof = tmp_path / "mine.yaml"
+    extra = "".join(f"  {k}: {v}\n" for k, v in data.items())
+    prof.write_text(f"inherit: smoke\nrun:\n  run_dir: {tmp_path / 'run'}\n"
+                    f"data:\n  root: {tmp_path / 'ds'}\n  block_trs: 2\n{extra}")
+    return str(prof)
+
+
+def test_check_data_on_a_good_dataset_exits_0_with_every_row(tmp_path, capsys):
+    make_tiny_bids(tmp_path / "ds", onsets=(0.0, 8.0, 16.0, 24.0))
+    prof = _profile(tmp_path, onset_offset="auto", work_dir=str(tmp_path / "work"),
+                    invalid_videos='["v_Car_driving_id_s02r1t1_label_2", "v_typo"]')
+    assert main(["check-data", "--profile", prof]) == 0
+    out = capsys.readouterr().out
+    assert "WARN   invalid videos 2 name(s)" in out
+    assert "trials dropped: sub-01: 0, sub-02: 1; 1 name(s) match no clip: ['v_typo']" in out
+    prof = _profile(tmp_path, onset_offset="auto")
+    assert main(["check-data", "--profile", prof]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[1].split() == ["STATUS", "CHECK", "ITEM", "DETAIL"]
+    assert lines[-1] == f"{len(lines) - 3} OK, 0 WARN, 0 ERROR"
+    for check, item in [("runs", str(tmp_path / "ds")), ("files", "sub-01"), ("files", "sub-02"),
+                        ("tr", "all runs"), ("run", "sub-02 run-02"), ("grid", "all runs"),
+                        ("stimuli", "all clips"), ("disk", "trial cache")]:
+        assert any(ln.split()[:2] == ["OK", check] and f" {item} " in ln for ln in lines), \
+            (check, item)
+    assert "onsets +12 s (auto: first onset 0.0 s is about 0 s)" in out
+    assert "+12 s on 4 run(s)" in out and "data.onset_offset: auto" in out
+    assert "16 clip(s) decodable, not truncated" in out
+    # 16 trials x 2 volumes x (4 x 5 x 3 = 60) voxels x 4 B + 160 volumes x 60 x 4 B
+    assert "16 trial(s) x 2 volume(s) x 60 voxels of the brain masks' bounding box (4, 5, 3)" in out
+    assert f"= {16 * 2 * 60 * 4 / 1024:.1f} KiB, plus 160 volumes = {160 * 60 * 4 / 1024:.1f} KiB" \
+        in out
+    assert main(["describe", "--profile", prof, "--strict"]) == 0      # describe still works
+
+
+def test_check_data_names_a_missing_clip_and_an_onset_past_the_run(tmp_path, capsys):
+    make_tiny_bids(tmp_path / "ds")
+    cfg = _cfg(tmp_path)
+    gone = sorted((cfg.data_root / "stimuli").rglob("*.mp4"))[0]
+    gone.unlink()
+    ev = _events(cfg, "02", 2)
+    df = pd.read_csv(ev, sep="\t")
+    df.loc[3, "onset"] = 79.0                                     # the run lasts 80 s
+    df.to_csv(ev, sep="\t", index=False)
+    assert main(["check-data", "--profile", _profile(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    err_lines = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
+    assert len(err_lines) == 3 and out.splitlines()[-1].endswith("3 ERROR")
+    run_row = next(ln for ln in err_lines if "sub-02 run-02" in ln)
+    assert str(ev) in run_row and "onset 79.0 s ends past the end of the run" in run_row
+    clip_row = next(ln for ln in err_lines if gone.name in ln and "not found" in ln)
+    assert str(gone) in clip_row
+    assert any("1 of 16 clip(s) unusable" in ln for ln in err_lines)
+    # an undecodable clip is found without building anything; --no-decode checks presence
+    gone.write_bytes(b"not an mp4")
+    assert main(["check-data", "--profile", _profile(tmp_path)]) == 1
+    assert gone.name in [ln for ln in capsys.readouterr().out.splitlines()
+                         if ln.startswith("ERROR") and "stimuli" in ln][0]
+    df.loc[3, "onset"] = 28.0
+    df.to_csv(ev, sep="\t", index=False)
+    assert main(["check-data", "--profile", _profile(tmp_path), "--no-decode"]) == 0
+    assert "present, declared durations cover the events (not decoded" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- 11. resample_to
+def _regrid(path, affine, shape, interpolation):
+    from nilearn.image import resample_img
+
+    img = nib.load(str(path))
+    out = resample_img(img, target_affine=affine, target_shape=shape,
+                       interpolation=interpolation, force_resample=True, copy_header=True)
+    nib.save(nib.Nifti1Image(np.asarray(out.dataobj).astype(img.get_data_dtype()), affine,
+                             img.header), str(path))
+
+
+def test_subjects_on_different_grids_are_resampled_with_data_resample_to(tmp_path, caplog,
+                                                                         capsys):
+    # sub-02 on a 2 mm grid nested in the 4 mm one (same origin): resampled back onto sub-01's
+    # 4 mm grid it must give the blocks of an untouched copy of the same dataset
+    for name in ("ds", "ref"):
+        make_tiny_bids(tmp_path / name, write_clips=name == "ds", noise=1.0)
+    fine = np.diag([2.0, 2.0, 2.0, 1.0])
+    fine[:3, 3] = [-10.0, -12.0, -8.0]
+    d = tmp_path / "ds/derivatives/fmriprep/sub-02/ses-action01/func"
+    for f in sorted(d.glob("*.nii.gz")):
+        _regrid(f, fine, (11, 13, 9), "nearest" if "mask" in f.name else "continuous")
+    cfg = _cfg(tmp_path)
+    with pytest.raises(DataError, match=r"sub-02.*different grid.*data.resample_to.*mni152_2.*"
+                                        r"aligns grids, not anatomy"):
+        build_trial_cache(cfg, progress=False, check_stimuli=False)
+    assert main(["check-data", "--profile", _profile(tmp_path)]) == 1
+    assert "data.resample_to" in [ln for ln in capsys.readouterr().out.splitlines()
+                                  if ln.startswith("ERROR") and " grid " in ln][0]
+    ref_nii = cfg.data_root / "derivatives/fmriprep/sub-01/ses-action01/func" / bids_name(
+        "01", 1, "bold.nii.gz", space=SPACE, desc="preproc")
+    caplog.set_level(logging.INFO, logger="llm4brain.data")
+    cfg_r = _cfg(tmp_path, resample_to=str(ref_nii), work_dir=str(tmp_path / "work"))
+    tc = build_trial_cache(cfg_r, progress=False, check_stimuli=False)
+    assert "aligns voxel grids, not anatomy" in _messages(caplog, capsys)
+    good = build_trial_cache(load_config("smoke", {
+        "run": {"run_dir": str(tmp_path / "run_ref")},
+        "data": {"root": str(tmp_path / "ref"), "block_trs": 2}}),
+        progress=False, check_stimuli=False)
+    assert tc.meta["full_shape"] == [6, 7, 5] and tc.meta["subject_mask_voxels"] == \
+        good.meta["subject_mask_voxels"]
+    np.testing.assert_allclose(np.asarray(tc.blocks), np.asarray(good.blocks), atol=1e-3)
+    # the source files are untouched (links, resampled when read)
+    assert nib.load(str(d / bids_name("02", 1, "bold.nii.gz", space=SPACE,
+                                      desc="preproc"))).shape[:3] == (11, 13, 9)
+    assert main(["check-data", "--profile",
+                 _profile(tmp_path, resample_to=str(ref_nii), work_dir=str(tmp_path / "work"))]) == 0
+    assert "2 grid(s) in the data, every run resampled onto" in capsys.readouterr().out
+    d = describe_dataset(cfg.data_root, cfg_r.data)
+    assert len(d["grids"]) == 2 and d["problems"] == [] and d["resample_to"] == str(ref_nii)
+    # the MNI152 template (bundled with nilearn, offline), and a bad template name
+    tc4 = build_trial_cache(_cfg(tmp_path, resample_to="mni152_4",
+                                 work_dir=str(tmp_path / "work")),
+                            progress=False, check_stimuli=False)
+    assert tc4.meta["full_shape"] == [50, 59, 48] and tc4.n_trials == 16
+    assert np.isfinite(np.asarray(tc4.blocks)).all()
+    from llm4brain.config import ConfigError
+    with pytest.raises(ConfigError, match=r"data.resample_to 'mni152_two'.*mni152_2"):
+        _cfg(tmp_path, resample_to="mni152_two")

@@ -60,8 +60,33 @@ class DataConfig:
         ``derivatives``.
     space, desc : str
         fMRIPrep entities of the preprocessed BOLD.
-    onset_offset : float
-        Seconds added to every events.tsv onset (e.g. 12.0 for HAD versions with a lead-in).
+    onset_offset : float or "auto"
+        Seconds added to every events.tsv onset. A number is applied to every run as given
+        (0.0, the default, for the embedded simulation and datasets whose onsets count from
+        the first volume). ``"auto"`` (the HAD profile) decides per run from its first onset,
+        as HAD's official GLMs do (they add ``begin_dur = 12`` s): first onset within 2 s of
+        0 -> +12 s (onsets count from the end of the 12 s lead-in); within 2 s of 12 s -> +0
+        (the lead-in is already counted); anything else is an error asking for a number.
+        The choice is logged once per run.
+    invalid_videos : list of str or str
+        Clips whose trials are dropped: a list of names, or the path of a text file with one
+        name per line (``#`` comments and blank lines skipped), or of a ``.csv`` / ``.tsv``
+        table with a header and a ``stim_file``, ``video``, ``video_name``, ``clip``, ``file``
+        or ``name`` column (a table without one is an error). A name
+        matches a clip by its stim_file (``Drum_corps/v_..._label_1.mp4``), its file name or
+        its file name without extension. The count dropped is logged per subject; names that
+        match no clip are warned about. Filtered copies of the affected events files are
+        written under ``work_dir``.
+    resample_to : str
+        ``""`` (no resampling), the path of a reference NIfTI, or ``mni152_<mm>`` (nilearn's
+        MNI152 template at that resolution, e.g. ``mni152_2``): every BOLD run (continuous
+        interpolation) and brain mask (nearest neighbour) is resampled onto that grid before
+        blocks are cut. This aligns voxel grids, not anatomy: subjects in their own T1w space
+        stay anatomically unaligned (use MNI-space derivatives for that).
+    work_dir : str
+        Folder for the files the loader derives from the dataset (filtered events files,
+        links to resampled runs). ``""``: ``<data.root>/derivatives/llm4brain``; set a writable
+        folder when the dataset is read-only.
     block_trs : int
         Number of volumes T in a trial block (all runs must share one TR).
     lag_s : float
@@ -95,7 +120,7 @@ class DataConfig:
     derivatives: str = "derivatives/fmriprep"
     space: str = "MNI152NLin2009cAsym"
     desc: str = "preproc"
-    onset_offset: float = 0.0
+    onset_offset: float | str = 0.0  # a number of seconds, or "auto" (see above)
     block_trs: int = 3
     lag_s: float = 4.0
     confounds: tuple[str, ...] = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
@@ -108,3 +133,22 @@ class DataConfig:
     stimuli_map: str = ""            # Urgen-style: TSV mapping trial_type -> stim_file; "" = none
     cache_format: str = "dense32"
     cache_workers: int = 0
+    invalid_videos: tuple[str, ...] | str = ()
+    resample_to: str = ""
+    work_dir: str = ""
+
+    def __post_init__(self):
+        off = self.onset_offset
+        if isinstance(off, str):
+            if off.strip().lower() != "auto":
+                raise ValueError(f"data.onset_offset must be a number of seconds or 'auto', got "
+                                 f"{off!r}; write e.g. 12.0 (no quotes) or auto")
+            object.__setattr__(self, "onset_offset", "auto")
+        r = self.resample_to.strip()
+        if r.lower().startswith("mni152"):
+            import re
+
+            if not re.fullmatch(r"mni152_\d+", r.lower()):
+                raise ValueError(f"data.resample_to {r!r}: the template form is mni152_<mm> "
+                                 f"with a whole number of mm, e.g. mni152_2 (2 mm); or give the "
+                                 f"path of a reference NIfTI")

@@ -6,6 +6,7 @@ from ._anatomy import REGIONS, Region, load_brain_mask
 from ._bids import (EVENT_COLUMNS, DataError, RunFiles, check_same_tr, discover_runs, load_bold,
                     load_mask, load_stimuli, read_confounds, read_events, read_stimuli_map,
                     repetition_time)
+from ._checkdata import CheckRow, check_data, format_check_table
 from ._cache import (TrialCache, block_start_index, build_trial_cache, cosine_drift,
                      iter_run_volumes, load_trial_cache, preprocess_run)
 from ._describe import (describe_dataset, directory_size_mb, lag_profile, split_half_reliability,
@@ -27,4 +28,5 @@ __all__ = [
     "noise_free_bold", "simulate_dataset", "trial_regressors", "Splits", "load_splits",
     "make_splits", "noise_free_trial_blocks", "read_frames", "write_mp4", "write_mp4_batch", "make_tiny_bids",
     "check_same_tr", "repetition_time", "block_start_index", "BadClipError", "declared_video_length",
+    "check_data", "format_check_table", "CheckRow",
 ]

@@ -18,7 +18,9 @@ import pandas as pd
 
 __all__ = ["RunFiles", "discover_runs", "read_events", "load_bold", "load_mask",
            "read_confounds", "DataError", "EVENT_COLUMNS", "load_stimuli", "read_stimuli_map",
-           "check_same_tr", "grid_mismatch", "derivatives_dir", "repetition_time"]
+           "check_same_tr", "grid_mismatch", "derivatives_dir", "repetition_time",
+           "onset_offset_for", "read_invalid_videos", "resample_target", "work_dir",
+           "HAD_LEAD_IN_S"]
 
 EVENT_COLUMNS = ("onset", "duration", "trial_type", "response", "response_time", "stim_file")
 _RUN_RE = re.compile(r"sub-(?P<sub>[^_/]+)(?:_ses-(?P<ses>[^_/]+))?_task-(?P<task>[^_/]+)"
@@ -26,6 +28,11 @@ _RUN_RE = re.compile(r"sub-(?P<sub>[^_/]+)(?:_ses-(?P<ses>[^_/]+))?_task-(?P<tas
 # entities fMRIPrep adds to a raw file name (removed to find the raw run's sidecar)
 _DERIV_ENTITIES = re.compile(r"_(?:space|res|den|desc|cohort|from|to|mode|hemi|label)-[^_]+")
 _TR_TOL = 1e-3  # s: two runs whose TRs differ by more are on different time grids
+HAD_LEAD_IN_S = 12.0   # HAD's official GLMs add begin_dur = 12 s to every events.tsv onset
+_AUTO_TOL_S = 2.0      # onset_offset: auto: "about 0 s" / "about 12 s" means within this
+# BOLD / mask files (links under data.work_dir) read through resampling onto a target grid:
+# str(path) -> (target shape, target affine, description of the target)
+_RESAMPLED: dict = {}
 log = logging.getLogger("llm4brain.data")
 _announced: set = set()
 
@@ -85,7 +92,7 @@ def _entities(path: Path) -> dict:
         return {}
     d = m.groupdict()
     return dict(subject=d["sub"], session=d["ses"] or "", task=d["task"],
-                run=int(d["run"]) if d["run"] else 1)
+                run=int(d["run"]) if d["run"] else 1, run_label=d["run"] or "")
 
 
 def _kv(name: str) -> dict:
@@ -229,9 +236,11 @@ def grid_mismatch(path: Path, shape, affine, ref_path: Path, ref_shape, ref_affi
     return (f"{path} is on a different grid than {ref_path} ({what}): the trial cache needs "
             f"one voxel grid for every run and subject. Fix: resample every run (and its brain "
             f"mask, with interpolation='nearest') to one reference grid before running, e.g. "
-            f"nilearn.image.resample_to_img(img, reference_img) then nib.save; or use "
-            f"derivatives in one template space (data.source: fmriprep with data.space "
-            f"naming an MNI space your fMRIPrep run wrote)")
+            f"nilearn.image.resample_to_img(img, reference_img) then nib.save, or let the "
+            f"loader do it: set data.resample_to to a reference NIfTI or to mni152_<mm> "
+            f"(e.g. mni152_2), which aligns grids, not anatomy; or use derivatives in one "
+            f"template space (data.source: fmriprep with data.space naming an MNI space your "
+            f"fMRIPrep run wrote)")
 
 
 def derivatives_dir(root: str | Path, data_cfg) -> Path:
@@ -251,7 +260,8 @@ def _listing(d: Path, limit: int = 12) -> str:
     return ", ".join(names[:limit]) + (f", ... ({len(names)} entries)" if len(names) > limit else "")
 
 
-def discover_runs(root: str | Path, data_cfg, task: str = "action") -> list[RunFiles]:
+def discover_runs(root: str | Path, data_cfg, task: str = "action", *,
+                  resample: bool = True) -> list[RunFiles]:
     """Find every functional run of a BIDS dataset.
 
     Parameters
@@ -261,12 +271,17 @@ def discover_runs(root: str | Path, data_cfg, task: str = "action") -> list[RunF
         folder ``data.derivatives``, default ``derivatives/fmriprep``).
     data_cfg : DataConfig
         ``source`` (``fmriprep`` | ``raw``), ``derivatives``, ``space`` and ``desc`` select
-        the BOLD files.
+        the BOLD files; ``invalid_videos`` and ``resample_to`` change what is read (below).
+    resample : bool
+        With ``data.resample_to`` set, return runs whose BOLD and mask are read through
+        resampling onto that grid (links under ``data.work_dir``); False: the files as they
+        are (``describe`` and ``check-data`` report the original grids).
 
     Returns
     -------
-    list of RunFiles sorted by subject and run, each with its TR and where the TR came from
-    (:func:`repetition_time`). Raises DataError when nothing is found, the derivatives folder
+    list of RunFiles sorted by subject, session and run number (``run-01`` and ``run-1``
+    both accepted), each with its TR and where the TR came from (:func:`repetition_time`);
+    runs listing a clip of ``data.invalid_videos`` point to a filtered copy of their events. Raises DataError when nothing is found, the derivatives folder
     is missing (listing what ``derivatives/`` holds) or a run lacks its events file.
     """
     root = Path(root)
@@ -308,27 +323,231 @@ def discover_runs(root: str | Path, data_cfg, task: str = "action") -> list[RunF
             raise DataError(f"cannot parse BIDS entities of {b}")
         sub, ses, run = ent["subject"], ent["session"], ent["run"]
         ses_part = f"_ses-{ses}" if ses else ""
-        stem = f"sub-{sub}{ses_part}_task-{ent['task']}_run-{run:02d}"
         ses_dir = f"ses-{ses}" if ses else ""
-        ev = root / f"sub-{sub}" / ses_dir / "func" / f"{stem}_events.tsv"
-        if not ev.is_file():
-            alt = list((root / f"sub-{sub}").glob(f"**/func/{stem}*_events.tsv"))
+        # run-01 (BIDS) and run-1 (ciftify) both name run 1: look for the events under both
+        labels = list(dict.fromkeys(x for x in (ent["run_label"], f"{run:02d}", str(run)) if x))
+        stems = [f"sub-{sub}{ses_part}_task-{ent['task']}_run-{lab}" for lab in labels]
+        stem = stems[0]                          # as the BOLD file writes it
+        evs = [root / f"sub-{sub}" / ses_dir / "func" / f"{st}_events.tsv" for st in stems]
+        ev = next((e for e in evs if e.is_file()), None)
+        if ev is None:
+            alt = [a for st in stems
+                   for a in sorted((root / f"sub-{sub}").glob(f"**/func/{st}_*events.tsv"))]
             if not alt:
-                raise DataError(f"events file {ev} missing for {b.name}: every run needs its "
-                                f"events.tsv in the raw BIDS tree")
+                raise DataError(f"events file {evs[0]} missing for {b.name}: every run needs its "
+                                f"events.tsv in the raw BIDS tree (run-{run:02d} or run-{run})")
             ev = alt[0]
         conf = mask = None
         if data_cfg.source == "fmriprep":
-            c = sorted(b.parent.glob(f"{stem}*desc-confounds_timeseries.tsv")) or \
-                sorted(b.parent.glob(f"{stem}*desc-confounds_regressors.tsv"))
+            c = sorted(b.parent.glob(f"{stem}_*desc-confounds_timeseries.tsv")) or \
+                sorted(b.parent.glob(f"{stem}_*desc-confounds_regressors.tsv"))
             conf = c[0] if c else None
             exact = b.with_name(b.name.replace(f"desc-{data_cfg.desc}_bold", "desc-brain_mask"))
             m = [exact] if exact.is_file() else \
-                sorted(b.parent.glob(f"{stem}*space-{data_cfg.space}*desc-brain_mask.nii*"))
+                sorted(b.parent.glob(f"{stem}_*space-{data_cfg.space}*desc-brain_mask.nii*"))
             mask = m[0] if m else None
         tr, tr_src = repetition_time(b, root)
         runs.append(RunFiles(sub, ses, run, b, ev, conf, mask, tr, tr_src))
+    runs.sort(key=lambda r: (r.subject, r.session, r.run))
+    for a, b in zip(runs, runs[1:]):
+        if (a.subject, a.session, a.run) == (b.subject, b.session, b.run):
+            raise DataError(f"{a.bold} and {b.bold} are both run {a.run} of sub-{a.subject}"
+                            + (f" ses-{a.session}" if a.session else "")
+                            + ": keep one of them (run-01 and run-1 name the same run)")
+    if getattr(data_cfg, "invalid_videos", ()):
+        runs = _drop_invalid_videos(runs, root, data_cfg)
+    if resample and getattr(data_cfg, "resample_to", ""):
+        runs = _resampled_runs(runs, root, data_cfg)
     return runs
+
+
+def work_dir(root: str | Path, data_cfg) -> Path:
+    """Folder of the files derived from the dataset (``data.work_dir``; default
+    ``<root>/derivatives/llm4brain``; relative paths are taken from ``root``)."""
+    d = os.path.expandvars(str(getattr(data_cfg, "work_dir", "") or ""))
+    if not d:
+        return Path(root) / "derivatives" / "llm4brain"
+    p = Path(d)
+    return p if p.is_absolute() else Path(root) / p
+
+
+def _writable(d: Path, what: str) -> Path:
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create {d} for {what} ({exc}): set data.work_dir to a writable "
+                        f"folder (the dataset may be read-only)") from exc
+    return d
+
+
+def _find_file(setting: str, root: Path, key: str) -> Path:
+    p = Path(os.path.expandvars(str(setting))).expanduser()
+    cands = [p] if p.is_absolute() else [Path.cwd() / p, Path(root) / p]
+    for c in cands:
+        if c.is_file():
+            return c
+    raise DataError(f"{key}: file {setting!r} not found (looked at "
+                    f"{', '.join(str(c) for c in cands)}); fix the path (relative paths are taken "
+                    f"from the current directory, then data.root)")
+
+
+_CLIP_COLUMNS = ("stim_file", "video", "video_name", "clip", "file", "name")
+
+
+def read_invalid_videos(setting, root: str | Path = ".") -> list[str]:
+    """Clip names of ``data.invalid_videos``: a list of names, or the path of a file. A
+    ``.csv`` / ``.tsv`` file is a table with a header row and one of the columns
+    ``stim_file``, ``video``, ``video_name``, ``clip``, ``file``, ``name`` (the first found);
+    any other file has one name per line (blank lines and ``#`` comments skipped). Returns the
+    names in order, without duplicates."""
+    if not setting:
+        return []
+    if isinstance(setting, (list, tuple)):
+        names = [str(x).strip() for x in setting]
+    else:
+        f = _find_file(setting, Path(root), "data.invalid_videos")
+        if f.suffix.lower() in (".csv", ".tsv"):
+            t = pd.read_csv(f, sep="," if f.suffix.lower() == ".csv" else "\t", dtype=str,
+                            keep_default_na=False)
+            col = next((c for c in _CLIP_COLUMNS if c in t.columns), None)
+            if col is None:
+                raise DataError(f"{f} (data.invalid_videos) has columns {list(t.columns)} but "
+                                f"none of {list(_CLIP_COLUMNS)}: it must list clips (a table "
+                                f"of counts per class cannot say which trials to drop). Add a "
+                                f"column of clip names, or give a text file with one clip a "
+                                f"line")
+            names = [str(x).strip() for x in t[col]]
+        else:
+            names = [line.split("#", 1)[0].strip() for line in f.read_text().splitlines()]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _clip_keys(stim_file: str) -> tuple[str, str, str]:
+    p = Path(stim_file)
+    return stim_file, p.name, p.stem
+
+
+def _drop_invalid_videos(runs: list[RunFiles], root: Path, data_cfg) -> list[RunFiles]:
+    """Runs whose events files list a clip of ``data.invalid_videos`` get a filtered copy of
+    their events (under ``data.work_dir``); the count dropped is logged per subject and names
+    matching no clip are warned about."""
+    import hashlib
+
+    names = read_invalid_videos(data_cfg.invalid_videos, root)
+    bad = set(names)
+    tag = hashlib.sha1("\n".join(sorted(bad)).encode()).hexdigest()[:10]
+    dest_root = work_dir(root, data_cfg) / f"events-invalid-{tag}"
+    lut = None
+    if getattr(data_cfg, "stimuli_map", ""):
+        m = read_stimuli_map(data_cfg.stimuli_map)
+        lut = dict(zip(m["trial_type"], m["stim_file"]))
+    matched, per_sub, out = set(), {}, []
+    for rf in runs:
+        lines = rf.events.read_text().splitlines(keepends=True)
+        head = lines[0].rstrip("\r\n").split("\t") if lines else []
+        col = "stim_file" if "stim_file" in head else "trial_type" if lut and \
+            "trial_type" in head else None
+        keep, dropped = lines[:1], 0
+        for line in lines[1:]:
+            f = line.rstrip("\r\n").split("\t")
+            v = f[head.index(col)] if col and head.index(col) < len(f) else ""
+            if col == "trial_type":
+                v = lut.get(v.removesuffix(".0"), "")
+            hit = [k for k in _clip_keys(v) if k in bad] if v else []
+            if hit:
+                matched.update(hit)
+                dropped += 1
+            else:
+                keep.append(line)
+        n, clips = per_sub.get(rf.subject, (0, 0))
+        per_sub[rf.subject] = (n + dropped, clips)
+        if not dropped:
+            out.append(rf)
+            continue
+        try:
+            rel = rf.events.relative_to(root)
+        except ValueError:
+            rel = Path(rf.events.name)
+        dest = dest_root / rel
+        text = "".join(keep)
+        if not (dest.is_file() and dest.read_text() == text):
+            _writable(dest.parent, "the events files without data.invalid_videos")
+            dest.write_text(text)
+        out.append(RunFiles(rf.subject, rf.session, rf.run, rf.bold, dest, rf.confounds,
+                            rf.mask, rf.tr, rf.tr_source))
+    src = (f"{len(names)} name(s)" if isinstance(data_cfg.invalid_videos, (list, tuple))
+           else f"{len(names)} name(s) from {data_cfg.invalid_videos}")
+    counts = ", ".join(f"sub-{s}: {n}" for s, (n, _) in per_sub.items())
+    _say(f"data.invalid_videos ({src}): trials dropped per subject: {counts} "
+         f"(filtered events files under {dest_root})", once=f"invalid:{tag}:{counts}")
+    unknown = [n for n in names if n not in matched]
+    if unknown:
+        _say(f"data.invalid_videos: {len(unknown)} of {len(names)} name(s) match no clip in the "
+             f"events files of {root}: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}. "
+             f"Names match a stim_file (Class/v_..._label_N.mp4), its file name or its file "
+             f"name without extension: check the spelling", warn=True,
+             once=f"invalid-unknown:{tag}:{root}")
+    return out
+
+
+def resample_target(setting: str, root: str | Path = ".") -> tuple[tuple, np.ndarray, str]:
+    """Grid of ``data.resample_to``: (shape, affine, description). ``mni152_<mm>``: nilearn's
+    MNI152 template at that resolution (bundled, offline); else a reference NIfTI."""
+    import nibabel as nib
+
+    s = str(setting).strip()
+    if s.lower().startswith("mni152_"):
+        from nilearn.datasets import load_mni152_template
+
+        mm = int(s.split("_", 1)[1])
+        img = load_mni152_template(resolution=mm)
+        what = f"nilearn's MNI152 template at {mm} mm"
+    else:
+        f = _find_file(s, Path(root), "data.resample_to")
+        img = _load_nifti(f, "data.resample_to reference")
+        what = str(f)
+    shape = tuple(int(x) for x in img.shape[:3])
+    vox = np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(0))
+    return shape, np.asarray(img.affine, float), (
+        f"{what} (shape {shape}, voxels {' x '.join(f'{v:g}' for v in vox)} mm)")
+
+
+def _resampled_runs(runs: list[RunFiles], root: Path, data_cfg) -> list[RunFiles]:
+    """Runs whose BOLD (and mask) are read through resampling onto ``data.resample_to``: each
+    file gets a link under ``data.work_dir/resampled-<target>-<hash>/`` (so the trial cache's
+    key changes with the target) registered in ``_RESAMPLED`` for :func:`_load_nifti`."""
+    import hashlib
+
+    shape, aff, what = resample_target(data_cfg.resample_to, root)
+    h = hashlib.sha1(repr((shape, np.round(aff, 4).tolist())).encode()).hexdigest()[:8]
+    label = re.sub(r"[^A-Za-z0-9]+", "-", Path(str(data_cfg.resample_to)).name.split(".")[0])
+    base = work_dir(root, data_cfg) / f"resampled-{label}-{h}"
+
+    def link(path: Path | None, interpolation: str) -> Path | None:
+        if path is None:
+            return None
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            rel = Path(path.name)
+        dst = base / rel
+        target = path.resolve()
+        if not (dst.is_symlink() and Path(os.readlink(dst)) == target):
+            _writable(dst.parent, "the links to resampled runs (data.resample_to)")
+            if dst.is_symlink() or dst.exists():
+                dst.unlink()
+            os.symlink(target, dst)
+        _RESAMPLED[str(dst)] = (shape, aff, what, interpolation)
+        return dst
+
+    out = [RunFiles(r.subject, r.session, r.run, link(r.bold, "continuous"), r.events,
+                    r.confounds, link(r.mask, "nearest"), r.tr, r.tr_source) for r in runs]
+    _say(f"data.resample_to: every BOLD run (continuous interpolation) and brain mask (nearest "
+         f"neighbour) is resampled onto {what} before trial blocks are cut. This aligns voxel "
+         f"grids, not anatomy: runs in each subject's own (T1w) space stay in different "
+         f"anatomical spaces, so a voxel is not the same brain location across those subjects; "
+         f"use MNI-space derivatives (data.space) for that", once=f"resample:{what}")
+    return out
 
 
 def read_stimuli_map(path: str | Path) -> pd.DataFrame:
@@ -351,27 +570,64 @@ def read_stimuli_map(path: str | Path) -> pd.DataFrame:
     return m
 
 
-def read_events(path: str | Path, onset_offset: float = 0.0, n_vols: int | None = None,
+def onset_offset_for(setting, first_onset: float | None, path: str | Path) -> tuple[float, str]:
+    """Seconds to add to the onsets of one events file, and why.
+
+    ``setting`` is ``data.onset_offset``: a number is returned as given; ``"auto"`` applies
+    HAD's rule to the file's first onset: within 2 s of 0 -> +12 s (the onsets count from the
+    end of HAD's 12 s lead-in, which its official GLMs add as ``begin_dur``); within 2 s of
+    12 s -> +0 (the lead-in is already counted). Any other first onset raises DataError.
+    """
+    if setting != "auto":
+        return float(setting), "data.onset_offset"
+    if first_onset is None:
+        return 0.0, "auto: no events"
+    f = float(first_onset)
+    if abs(f) <= _AUTO_TOL_S:
+        return HAD_LEAD_IN_S, f"auto: first onset {f:.1f} s is about 0 s"
+    if abs(f - HAD_LEAD_IN_S) <= _AUTO_TOL_S:
+        return 0.0, f"auto: first onset {f:.1f} s is about {HAD_LEAD_IN_S:g} s"
+    raise DataError(f"{path}: first onset {f:.1f} s is neither about 0 s nor about "
+                    f"{HAD_LEAD_IN_S:g} s, so data.onset_offset: auto cannot tell whether the "
+                    f"onsets include HAD's {HAD_LEAD_IN_S:g} s lead-in. Set data.onset_offset to "
+                    f"the number of seconds to add to every onset (e.g. 0.0 or 12.0)")
+
+
+def read_events(path: str | Path, onset_offset: float | str = 0.0, n_vols: int | None = None,
                 tr: float | None = None, stimuli_map: str | Path | None = None) -> pd.DataFrame:
     """Read a HAD events.tsv and validate it.
 
     Parameters
     ----------
     path : path of ``*_events.tsv`` with columns onset, duration, trial_type, response,
-        response_time, stim_file (HAD's columns).
-    onset_offset : float
-        Seconds added to every onset (HAD versions with a 12 s lead-in: see data.onset_offset).
+        response_time, stim_file (HAD's columns). Other columns (e.g. HeuDiConv's leftover
+        ``TODO`` column) are ignored and left out of the result.
+    onset_offset : float or "auto"
+        Seconds added to every onset, or ``"auto"`` to decide from the run's first onset
+        (:func:`onset_offset_for`, logged once per run). See data.onset_offset.
     n_vols, tr : optional
         When given, events past the end of the run raise DataError.
     stimuli_map : path, optional
         Urgen-style mapping TSV (``data.stimuli_map``) filling ``stim_file`` (and
         ``class_name``) from ``trial_type`` for events files that lack them.
+
+    Returns
+    -------
+    DataFrame of the stimulus events; ``.attrs["onset_offset"]`` is the offset applied and
+    ``.attrs["onset_offset_rule"]`` why. The class is ``trial_type`` (HAD: 1-180); a
+    trial_type shown with clips of two stimulus folders (or one folder with two trial_types)
+    raises DataError.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"events file {path} not found")
     ev = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False,
                      dtype={"stim_file": str, "response": str, "response_time": str})
+    extra = [c for c in ev.columns if c not in EVENT_COLUMNS and c != "class_name"]
+    if extra:
+        _say(f"{path.name}: column(s) {extra} ignored (the loader reads "
+             f"{', '.join(EVENT_COLUMNS)})", once=f"extra-columns:{tuple(extra)}")
+        ev = ev.drop(columns=extra)
     if stimuli_map:
         m = read_stimuli_map(stimuli_map)
         if "trial_type" not in ev.columns:
@@ -390,14 +646,35 @@ def read_events(path: str | Path, onset_offset: float = 0.0, n_vols: int | None 
         raise DataError(f"{path} lacks column(s) {missing}; HAD's events.tsv has "
                         f"{', '.join(EVENT_COLUMNS)} (for datasets without stim_file, e.g. Urgen, "
                         f"set data.stimuli_map)")
-    ev["onset"] = pd.to_numeric(ev["onset"], errors="coerce") + float(onset_offset)
+    ev["onset"] = pd.to_numeric(ev["onset"], errors="coerce")
     ev["duration"] = pd.to_numeric(ev["duration"], errors="coerce")
     bad = ev["onset"].isna() | ev["duration"].isna()
     if bad.any():
         raise DataError(f"{path}: non-numeric onset/duration in row(s) "
                         f"{list(np.flatnonzero(bad.to_numpy()) + 2)[:5]} (1-based, header = 1)")
+    first = float(ev["onset"].min()) if len(ev) else None
+    offset, rule = onset_offset_for(onset_offset, first, path)
+    if onset_offset == "auto" and first is not None:
+        _say(f"run {path.name}: first onset {first:.1f} s -> offset +{offset:g} s "
+             f"(data.onset_offset: auto; HAD's lead-in is {HAD_LEAD_IN_S:g} s)",
+             once=f"offset:{path}:{first}")
+    ev["onset"] = ev["onset"] + offset
     ev = ev[ev["stim_file"].notna() & (ev["stim_file"].astype(str).str.len() > 0)]
     ev = ev.reset_index(drop=True)
+    if "class_name" not in ev.columns and len(ev):
+        folder = [Path(sf).parent.name for sf in ev["stim_file"]]
+        pairs = pd.DataFrame(dict(tt=ev["trial_type"].astype(str), folder=folder))
+        pairs = pairs[pairs["folder"] != ""].drop_duplicates()
+        for col, other in (("tt", "folder"), ("folder", "tt")):
+            dup = pairs[pairs[col].duplicated(keep=False)]
+            if len(dup):
+                v = dup[col].iloc[0]
+                others = sorted(dup.loc[dup[col] == v, other])
+                what = (f"trial_type {v} is shown with clips of folders {others}" if col == "tt"
+                        else f"clips of folder {v} have trial_types {others}")
+                raise DataError(f"{path}: {what}; the class is trial_type and the stimulus "
+                                f"folder its name, so each must match one of the other. Fix the "
+                                f"trial_type or stim_file column")
     if n_vols is not None and tr is not None:
         end = n_vols * tr
         late = ev["onset"] + ev["duration"] > end + 1e-6
@@ -405,9 +682,34 @@ def read_events(path: str | Path, onset_offset: float = 0.0, n_vols: int | None 
             r = int(np.flatnonzero(late.to_numpy())[0])
             raise DataError(f"{path}: event at onset {ev['onset'][r]:.1f} s ends past the end of "
                             f"the run ({n_vols} volumes x TR {tr} s = {end:.0f} s). Check "
-                            f"data.onset_offset ({onset_offset}) and that the events file "
-                            f"belongs to this run")
+                            f"data.onset_offset ({onset_offset}; applied +{offset:g} s) and that "
+                            f"the events file belongs to this run")
+    ev.attrs["onset_offset"] = offset
+    ev.attrs["onset_offset_rule"] = rule
     return ev
+
+
+class _ResampledImage:
+    """A NIfTI read through resampling onto another grid (``data.resample_to``): ``shape``,
+    ``affine`` and ``header`` are the target's at once; ``dataobj`` resamples on access."""
+
+    def __init__(self, img, shape, affine, interpolation: str, path: Path):
+        self._img, self._interp, self._path = img, interpolation, path
+        self.affine = np.asarray(affine, float)
+        self.shape = tuple(shape) + tuple(img.shape[3:])
+        self.header = img.header.copy()
+        self.header.set_data_shape(self.shape)
+        vox = np.sqrt((self.affine[:3, :3] ** 2).sum(0))
+        self.header.set_zooms(tuple(vox) + tuple(img.header.get_zooms()[3:len(self.shape)]))
+
+    @property
+    def dataobj(self) -> np.ndarray:
+        from nilearn.image import resample_img
+
+        out = resample_img(self._img, target_affine=self.affine, target_shape=self.shape[:3],
+                           interpolation=self._interp, force_resample=True, copy_header=True)
+        d = np.asarray(out.dataobj)
+        return d if self._interp == "nearest" else d.astype(np.float32, copy=False)
 
 
 def _load_nifti(path: Path, what: str):
@@ -421,6 +723,11 @@ def _load_nifti(path: Path, what: str):
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{what} {path} is not a readable NIfTI ({type(exc).__name__}: {exc}). "
                         f"Re-download or re-create it") from exc
+    target = _RESAMPLED.get(str(path))
+    if target is not None:
+        shape, affine, _, interp = target
+        return _ResampledImage(img, shape, affine, "nearest" if what == "brain mask" else interp,
+                               Path(path))
     return img
 
 

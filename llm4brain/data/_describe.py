@@ -43,7 +43,9 @@ def describe_dataset(root: str | Path, data_cfg=None) -> dict:
     -------
     dict (JSON-serialisable). ``tr`` is the TR when all runs share one, else None; ``trs``
     and ``grids`` list every distinct value; ``problems`` lists the problems (empty: the
-    trial cache will accept the dataset, NaNs aside).
+    trial cache will accept the dataset, NaNs aside). With ``data.resample_to`` set, ``grids``
+    are the grids on disk and runs on different grids are not a problem (they are resampled
+    onto that target when read).
     """
     import nibabel as nib
 
@@ -54,7 +56,7 @@ def describe_dataset(root: str | Path, data_cfg=None) -> dict:
         d = DataConfig()
         src = "fmriprep" if derivatives_dir(root, d).is_dir() else "raw"
         data_cfg = DataConfig(source=src)
-    runs = discover_runs(root, data_cfg)
+    runs = discover_runs(root, data_cfg, resample=False)
     subjects = sorted({r.subject for r in runs})
     problems: list[str] = []
     try:
@@ -110,8 +112,11 @@ def describe_dataset(root: str | Path, data_cfg=None) -> dict:
             ev = read_run_events(r, shape[3], data_cfg)
         except DataError as exc:
             problems.append(str(exc))
-            ev = read_events(r.events, data_cfg.onset_offset,
-                             stimuli_map=data_cfg.stimuli_map or None)
+            try:       # the events without the checks against the run (to count them)
+                ev = read_events(r.events, data_cfg.onset_offset,
+                                 stimuli_map=data_cfg.stimuli_map or None)
+            except DataError:
+                continue
         trials[r.subject] = trials.get(r.subject, 0) + len(ev)
         if "class_name" in ev.columns:
             classes |= {str(c) for c in ev["class_name"]}
@@ -128,7 +133,8 @@ def describe_dataset(root: str | Path, data_cfg=None) -> dict:
         problems.append(f"no stimuli/ folder under {root}: the clips named in the events files "
                         f"must be under {stim_root}")
     grids = list(grid_groups.values())
-    for gg in grids[1:]:
+    resample_to = getattr(data_cfg, "resample_to", "") or None
+    for gg in grids[1:] if resample_to is None else []:     # resample_to: one grid when read
         msg = grid_mismatch(gg["first"], gg["shape"], gg["affine"], ref[0], ref[1], ref[2])
         if msg:
             problems.append(f"{gg['runs']} run(s) of sub-{_subjects_str(gg['subjects'])}: " + msg)
@@ -147,7 +153,8 @@ def describe_dataset(root: str | Path, data_cfg=None) -> dict:
         grids=[dict(shape=g["shape"], voxel_size_mm=g["voxel_size_mm"], n_runs=g["runs"],
                     n_vols=sorted(g["n_vols"]), subjects=sorted(g["subjects"])) for g in grids],
         n_classes=len(classes), classes=sorted(classes), n_clips=len(clips),
-        n_missing_stim_files=len(missing_stim),
+        n_missing_stim_files=len(missing_stim), resample_to=resample_to,
+        onset_offset=data_cfg.onset_offset,
         problems=problems)
 
 

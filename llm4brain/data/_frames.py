@@ -80,7 +80,8 @@ def _bad_message(bad: pd.DataFrame, n: int, listing: Path) -> str:
     more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
     return (f"{len(bad)} of {n} stimulus clip(s) cannot be used (full list: {listing}):\n"
             f"{lines}{more}\nFix: re-download or restore those files (HAD lists known-bad "
-            f"clips in validation/support_files/invalid_videos.csv), or build the cache with "
+            f"clips in validation/support_files/invalid_videos.csv), list them in "
+            f"data.invalid_videos to drop their trials, or build the cache with "
             f"build_frame_cache(..., on_bad='skip') to leave them out; their trials are then "
             f"dropped with FrameCache.keep_trials(trials), with a count")
 
