@@ -53,7 +53,9 @@ class DataConfig:
     root : str
         BIDS root. ``{run_dir}`` expands to the run directory (the embedded dataset lives there).
     source : str
-        ``fmriprep`` (the derivatives folder below, MNI space) or ``raw`` (sub-XX/.../func).
+        ``fmriprep`` (the derivatives folder below, MNI space), ``raw`` (sub-XX/.../func) or
+        ``ciftify`` (fsLR-32k ``*.dtseries.nii`` under ``derivatives/ciftify``, read as
+        grayordinates; see :mod:`llm4brain.data._cifti`).
     derivatives : str
         Folder of the fMRIPrep-style derivatives, relative to ``root`` (or absolute):
         ``derivatives/fmriprep`` (fMRIPrep's layout); nilearn's fake BIDS writes
@@ -106,6 +108,9 @@ class DataConfig:
         the rest are evaluation trials, never seen in training.
     val_fraction : float
         Share of each training subject's trials held out for validation.
+    cifti_structures : str
+        ``data.source: ciftify`` only: which grayordinates are read, ``cortex`` (both
+        cortical surfaces; 59,412 of HAD's 91,282) or ``all``.
     cache_format : str
         How the trial cache stores the data: ``dense32`` (float32 blocks and volumes on the
         mask's bounding box; the embedded profiles) or ``masked16`` (every volume once, as
@@ -131,6 +136,7 @@ class DataConfig:
     adapt_fraction: float = 0.5
     val_fraction: float = 0.15
     stimuli_map: str = ""            # Urgen-style: TSV mapping trial_type -> stim_file; "" = none
+    cifti_structures: str = "cortex"
     cache_format: str = "dense32"
     cache_workers: int = 0
     invalid_videos: tuple[str, ...] | str = ()

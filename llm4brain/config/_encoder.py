@@ -15,8 +15,9 @@ class TokenizerConfig:
     """How a trial block (T, X, Y, Z) becomes a token sequence (registry ``TOKENIZERS``).
 
     kind : str
-        ``cnn3d`` (LLM4Brain spatio-temporal 3D-CNN tokenizer) or ``nvl`` (NVL resampling +
-        cubic patches + active-patch selection).
+        ``cnn3d`` (LLM4Brain spatio-temporal 3D-CNN tokenizer), ``nvl`` (NVL resampling +
+        cubic patches + active-patch selection) or ``patch1d`` (MinD-Vis's Conv1d patches of
+        the flattened block; CIFTI grayordinates).
     embed_dim : int
         Width of the tokens the tokenizer emits (projected to ``encoder.embed_dim`` by a
         linear layer when the two differ).
@@ -37,9 +38,13 @@ class TokenizerConfig:
     active_quantile : float
         nvl: among covered patches, those whose variance across training trials is below
         this quantile are inactive (dropped for good once fitted).
+    patch1d_size, in_chans : patch1d
+        MinD-Vis's Conv1d patch embedding over the flattened block: kernel = stride =
+        ``patch1d_size`` values (16 in MinD-Vis); input channels ``0`` (one per volume of the
+        block) or ``1`` (the mean of the T volumes, MinD-Vis's single-frame input).
     """
 
-    kind: str = "cnn3d"              # registry key: cnn3d | nvl
+    kind: str = "cnn3d"              # registry key: cnn3d | nvl | patch1d
     embed_dim: int = 128
     channels: tuple[int, ...] = (16, 32)
     kernel_size: int = 3
@@ -51,6 +56,9 @@ class TokenizerConfig:
     patch_size: int = 4
     min_coverage: float = 0.1
     active_quantile: float = 0.1
+    # patch1d
+    patch1d_size: int = 16
+    in_chans: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._cifti import discover_cifti_runs, is_cifti, load_cifti
+
 __all__ = ["RunFiles", "discover_runs", "read_events", "load_bold", "load_mask",
            "read_confounds", "DataError", "EVENT_COLUMNS", "load_stimuli", "read_stimuli_map",
            "check_same_tr", "grid_mismatch", "derivatives_dir", "repetition_time",
@@ -289,6 +291,13 @@ def discover_runs(root: str | Path, data_cfg, task: str = "action", *,
         raise DataError(f"dataset root {root} does not exist: set data.root in the profile "
                         f"(for HAD: export HAD_ROOT=/path/to/ds004488), or run "
                         f"`llm4brain simulate` for the embedded dataset")
+    if data_cfg.source == "ciftify":
+        if getattr(data_cfg, "resample_to", ""):
+            raise DataError("data.resample_to does not apply to data.source: ciftify "
+                            "(grayordinates are one space for every subject): remove it")
+        runs = discover_cifti_runs(root, data_cfg, task)
+        return _drop_invalid_videos(runs, root, data_cfg) if getattr(
+            data_cfg, "invalid_videos", ()) else runs
     if data_cfg.source == "fmriprep":
         base = derivatives_dir(root, data_cfg)
         setting = getattr(data_cfg, "derivatives", "derivatives/fmriprep")
@@ -306,7 +315,8 @@ def discover_runs(root: str | Path, data_cfg, task: str = "action", *,
         base = root
         pattern = f"sub-*/**/func/*task-{task}*_bold.nii*"
     else:
-        raise DataError(f"data.source must be 'fmriprep' or 'raw', got {data_cfg.source!r}")
+        raise DataError(f"data.source must be 'fmriprep', 'raw' or 'ciftify', got "
+                        f"{data_cfg.source!r}")
     bolds = sorted(base.glob(pattern))
     if data_cfg.source == "raw":
         bolds = [b for b in bolds if "space-" not in b.name]
@@ -322,21 +332,7 @@ def discover_runs(root: str | Path, data_cfg, task: str = "action", *,
         if not ent:
             raise DataError(f"cannot parse BIDS entities of {b}")
         sub, ses, run = ent["subject"], ent["session"], ent["run"]
-        ses_part = f"_ses-{ses}" if ses else ""
-        ses_dir = f"ses-{ses}" if ses else ""
-        # run-01 (BIDS) and run-1 (ciftify) both name run 1: look for the events under both
-        labels = list(dict.fromkeys(x for x in (ent["run_label"], f"{run:02d}", str(run)) if x))
-        stems = [f"sub-{sub}{ses_part}_task-{ent['task']}_run-{lab}" for lab in labels]
-        stem = stems[0]                          # as the BOLD file writes it
-        evs = [root / f"sub-{sub}" / ses_dir / "func" / f"{st}_events.tsv" for st in stems]
-        ev = next((e for e in evs if e.is_file()), None)
-        if ev is None:
-            alt = [a for st in stems
-                   for a in sorted((root / f"sub-{sub}").glob(f"**/func/{st}_*events.tsv"))]
-            if not alt:
-                raise DataError(f"events file {evs[0]} missing for {b.name}: every run needs its "
-                                f"events.tsv in the raw BIDS tree (run-{run:02d} or run-{run})")
-            ev = alt[0]
+        stem, ev = events_file(root, sub, ses, ent["task"], ent["run_label"], run, b.name)
         conf = mask = None
         if data_cfg.source == "fmriprep":
             c = sorted(b.parent.glob(f"{stem}_*desc-confounds_timeseries.tsv")) or \
@@ -359,6 +355,28 @@ def discover_runs(root: str | Path, data_cfg, task: str = "action", *,
     if resample and getattr(data_cfg, "resample_to", ""):
         runs = _resampled_runs(runs, root, data_cfg)
     return runs
+
+
+def events_file(root: Path, sub: str, ses: str, task: str, run_label: str, run: int,
+                bold_name: str) -> tuple[str, Path]:
+    """(file stem of the run as its BOLD writes it, its events.tsv in the raw BIDS tree).
+
+    ``run-01`` (BIDS) and ``run-1`` (ciftify) both name run 1: the events are looked up
+    under both labels."""
+    ses_part = f"_ses-{ses}" if ses else ""
+    ses_dir = f"ses-{ses}" if ses else ""
+    labels = list(dict.fromkeys(x for x in (run_label, f"{run:02d}", str(run)) if x))
+    stems = [f"sub-{sub}{ses_part}_task-{task}_run-{lab}" for lab in labels]
+    evs = [root / f"sub-{sub}" / ses_dir / "func" / f"{st}_events.tsv" for st in stems]
+    ev = next((e for e in evs if e.is_file()), None)
+    if ev is None:
+        alt = [a for st in stems
+               for a in sorted((root / f"sub-{sub}").glob(f"**/func/{st}_*events.tsv"))]
+        if not alt:
+            raise DataError(f"events file {evs[0]} missing for {bold_name}: every run needs its "
+                            f"events.tsv in the raw BIDS tree (run-{run:02d} or run-{run})")
+        ev = alt[0]
+    return stems[0], ev
 
 
 def work_dir(root: str | Path, data_cfg) -> Path:
@@ -717,6 +735,12 @@ def _load_nifti(path: Path, what: str):
 
     if not Path(path).is_file():
         raise DataError(f"{what} {path} not found")
+    if is_cifti(path):
+        try:
+            return load_cifti(path)
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"{what} {path} is not a readable CIFTI-2 dense time series "
+                            f"({type(exc).__name__}: {exc})") from exc
     try:
         img = nib.load(str(path))
         _ = img.header.get_data_shape()

@@ -186,6 +186,9 @@ def intensity_mask(bold: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         raise DataError(f"BOLD file {bold} must be 4-D (X, Y, Z, time), has shape {img.shape}")
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
+        if getattr(img, "is_cifti", False):        # grayordinates: every one is brain
+            finite = np.isfinite(data).all(-1)
+            return finite, img.affine, int((~finite).sum())
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"BOLD file {bold} cannot be read ({type(exc).__name__}: {exc}); the "
                         f"file is truncated or corrupt: re-download or re-create it") from exc

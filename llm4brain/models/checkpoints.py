@@ -17,8 +17,11 @@ theirs                             ours
 ``norm.*``, ``cls_token``          same names (``cls_token`` only with ``use_cls_token``)
 ``decoder_embed``, ``mask_token``, ``decoder_blocks.i.*``, ``decoder_norm``
                                    same names in :class:`~llm4brain.models.encoder.MaskedBrainModel`
-``patch_embed.proj.*`` (Conv1d)    skipped: 1-D patches of a flat voxel vector, no 3-D analogue
-``pos_embed``, ``decoder_pos_embed``  skipped: 1-D positions; ours are 3-D over the token grid
+``patch_embed.proj.*`` (Conv1d)    ``tokenizer.proj.*`` with the ``patch1d`` tokenizer; else
+                                   skipped (1-D patches of a flat voxel vector)
+``pos_embed``                      the encoder's table with ``patch1d`` (cls row dropped);
+                                   else skipped (ours is 3-D over the token grid)
+``decoder_pos_embed``              skipped: 1-D positions; ours are 3-D over the token grid
 ``decoder_pred.*``                 skipped: predicts 1-D voxel patches, ours 3-D token patches
 ``blocks.i.attn_temp/norm_temp``   skipped: Mind-Video's temporal attention has no counterpart
 ``proj_head.*``, ``logit_scale``   skipped: Mind-Video's contrastive head
@@ -234,6 +237,36 @@ def map_mindvis_state_dict(sd: dict) -> tuple[dict, dict, list]:
     return mapped, skipped, unexpected
 
 
+def _patch1d_parts(encoder, sd: dict, path) -> dict:
+    """With the ``patch1d`` tokenizer, MinD-Vis's patch embedding and positional table load
+    too: ``patch_embed.proj.*`` -> ``tokenizer.proj.*`` (a Conv1d of the same shape) and
+    ``pos_embed`` (1, [1 +] n_patches, D; the cls row dropped) -> the encoder's table."""
+    out = {}
+    tok = encoder.tokenizer
+    for kind in ("weight", "bias"):
+        k = f"patch_embed.proj.{kind}"
+        if k in sd:
+            want = tuple(getattr(tok.proj, kind).shape)
+            if tuple(sd[k].shape) != want:
+                raise ValueError(f"checkpoint {path}: {k} has shape {tuple(sd[k].shape)} but the "
+                                 f"patch1d tokenizer's Conv1d is {want}: set tokenizer.embed_dim "
+                                 f"to the checkpoint's width, tokenizer.patch1d_size to its kernel "
+                                 f"and tokenizer.in_chans to its input channels (MinD-Vis: 1)")
+            out[f"tokenizer.proj.{kind}"] = sd[k]
+    if "pos_embed" in sd:
+        pe = sd["pos_embed"]
+        n = tok.n_grid
+        if pe.ndim == 3 and pe.shape[1] == n + 1:
+            pe = pe[:, 1:]
+        if tuple(pe.shape) != tuple(encoder.pos_embed.shape):
+            raise ValueError(f"checkpoint {path}: pos_embed has {tuple(sd['pos_embed'].shape)} "
+                             f"but the encoder's table is {tuple(encoder.pos_embed.shape)} "
+                             f"({n} patches): the checkpoint was made for another number of "
+                             f"voxels (MinD-Vis pads each subject's voxels to num_voxels)")
+        out["pos_embed"] = pe
+    return out
+
+
 def _is_decoder_key(k: str) -> bool:
     return k.startswith(("decoder_", "mask_token"))
 
@@ -268,10 +301,20 @@ def load_mindvis_checkpoint(model: nn.Module, path, *, strict_shapes: bool = Tru
         raise TypeError(f"load_mindvis_checkpoint expects an FMRIEncoder or MaskedBrainModel, "
                         f"got {type(model).__name__}")
     sd = read_state_dict(path)
+    encoder = model if isinstance(model, FMRIEncoder) else model.encoder
+    whole = _patch1d_parts(encoder, _strip_prefix(dict(sd)), path) \
+        if getattr(encoder.tokenizer, "kind", "") == "patch1d" else {}
+    consumed = {"pos_embed"} | {f"patch_embed.proj.{t}" for t in ("weight", "bias")
+                                if f"tokenizer.proj.{t}" in whole}
+    sd = {k: v for k, v in _strip_prefix(dict(sd)).items()
+          if not (whole and k in consumed and (k != "pos_embed" or "pos_embed" in whole))}
     mapped, skipped, unexpected = map_mindvis_state_dict(sd)
     ours = model.state_dict()
     report = CheckpointReport(path=str(path), skipped=dict(skipped), unexpected=list(unexpected))
-    to_load = {}
+    to_load = {enc_prefix + k: v for k, v in whole.items() if k != "pos_embed"}
+    if "pos_embed" in whole:                 # a non-persistent buffer: copied, not state-loaded
+        with torch.no_grad():
+            encoder.pos_embed.copy_(whole["pos_embed"].to(encoder.pos_embed.dtype))
     for k, v in mapped.items():
         if _is_decoder_key(k):
             if not has_dec:
@@ -306,7 +349,7 @@ def load_mindvis_checkpoint(model: nn.Module, path, *, strict_shapes: bool = Tru
             continue
         to_load[target] = v.to(ours[target].dtype)
     model.load_state_dict(to_load, strict=False)
-    report.loaded = sorted(to_load)
+    report.loaded = sorted(to_load) + (["pos_embed"] if "pos_embed" in whole else [])
     transformer = re.compile(r"^(encoder\.)?(blocks\.|norm\.|cls_token)|^(decoder_blocks\.|decoder_embed\.|"
                              r"decoder_norm\.|mask_token)")
     report.missing = sorted(k for k in ours if transformer.match(k) and k not in to_load
