@@ -16,9 +16,8 @@ import pytest
 from llm4brain.cli import main
 from llm4brain.config import load_config
 from llm4brain.data import (DataError, build_frame_cache, build_trial_cache, describe_dataset,
-                            discover_runs, make_tiny_bids, read_frames, write_mp4)
-from llm4brain.data._simulate import SPACE, bids_name
-from llm4brain.data._testing import truncate_mp4
+                            discover_runs, read_frames, write_mp4)
+from llm4brain.sim import SPACE, bids_name
 
 
 def _cfg(tmp_path, **data):
@@ -44,7 +43,7 @@ def _messages(caplog, capsys):
 
 
 # --------------------------------------------------------------------------- 1. mixed TRs
-def test_mixed_trs_are_refused_naming_both_files(tmp_path):
+def test_mixed_trs_are_refused_naming_both_files(make_tiny_bids, tmp_path):
     make_tiny_bids(tmp_path / "ds", tr=(2.0, 1.5), sidecar="run", write_clips=False)
     cfg = _cfg(tmp_path)
     with pytest.raises(DataError) as e:
@@ -58,7 +57,7 @@ def test_mixed_trs_are_refused_naming_both_files(tmp_path):
 
 
 # --------------------------------------------------------------------------- 2. TR source
-def test_derivative_tr_comes_from_the_raw_sidecar_not_the_header(tmp_path):
+def test_derivative_tr_comes_from_the_raw_sidecar_not_the_header(make_tiny_bids, tmp_path):
     # fMRIPrep BOLD without its own JSON; the raw run's sidecar says 1.5, the header 1.0
     make_tiny_bids(tmp_path / "ds", tr=1.5, sidecar="run", header_tr=1.0, write_clips=False)
     runs = discover_runs(tmp_path / "ds", _cfg(tmp_path).data)
@@ -66,7 +65,7 @@ def test_derivative_tr_comes_from_the_raw_sidecar_not_the_header(tmp_path):
     assert all(r.tr_source.endswith(bids_name(r.subject, r.run, "bold.json")) for r in runs)
 
 
-def test_tr_from_header_is_a_warning_naming_the_file(tmp_path, caplog, capsys):
+def test_tr_from_header_is_a_warning_naming_the_file(make_tiny_bids, tmp_path, caplog, capsys):
     make_tiny_bids(tmp_path / "ds", n_subjects=1, n_runs=1, sidecar="none", header_tr=2.0,
                    write_clips=False)
     # a sidecar of another task must not be inherited
@@ -77,7 +76,7 @@ def test_tr_from_header_is_a_warning_naming_the_file(tmp_path, caplog, capsys):
     assert "WARNING" in out and runs[0].bold.name in out and "RepetitionTime" in out
 
 
-def test_unset_header_tr_is_an_error_naming_the_file_and_fix(tmp_path):
+def test_unset_header_tr_is_an_error_naming_the_file_and_fix(make_tiny_bids, tmp_path):
     make_tiny_bids(tmp_path / "ds", n_subjects=1, n_runs=1, sidecar="none", header_tr=1.0,
                    write_clips=False)
     with pytest.raises(DataError, match=r"no RepetitionTime for .*desc-preproc_bold.nii.gz.*"
@@ -99,7 +98,7 @@ def test_block_start_is_the_first_volume_at_or_after_onset_plus_lag():
                                   np.floor((on + 4.0) / 2.0 + 1e-6).astype(int))
 
 
-def test_blocks_at_tr_1p5_start_at_or_after_onset_plus_lag(tmp_path):
+def test_blocks_at_tr_1p5_start_at_or_after_onset_plus_lag(make_tiny_bids, tmp_path):
     # planted at volume 10 (15 s); trial at 10 s + lag 4 s = 14 s -> first volume 10 (not 9)
     make_tiny_bids(tmp_path / "ds", n_subjects=1, tr=1.5, onsets=(3.0, 10.0, 17.5, 25.0),
                    plant={"voxel": (2, 3, 2), "volume": 10, "amplitude": 8.0}, noise=0.05)
@@ -120,7 +119,7 @@ def _noise_clip(path, n=96, fps=24, seed=0):
     return write_mp4(fr, path, fps=fps)
 
 
-def test_truncated_clip_is_reported_not_sampled_from_its_first_part(tmp_path):
+def test_truncated_clip_is_reported_not_sampled_from_its_first_part(truncate_mp4, tmp_path):
     import decord
 
     good = _noise_clip(tmp_path / "ds" / "stimuli" / "A" / "good.mp4")
@@ -156,7 +155,7 @@ def test_clip_shorter_than_its_events_is_reported(tmp_path):
 
 
 # --------------------------------------------------------------------------- 5. raw masks
-def test_raw_mask_is_the_intersection_over_all_runs(tmp_path, caplog):
+def test_raw_mask_is_the_intersection_over_all_runs(make_tiny_bids, tmp_path, caplog):
     make_tiny_bids(tmp_path / "ds", write_clips=False)
     cfg = _cfg(tmp_path, source="raw")
     # sub-01 run-02 lost voxel (2, 3, 2) (signal dropout): the first run alone would keep it
@@ -172,7 +171,7 @@ def test_raw_mask_is_the_intersection_over_all_runs(tmp_path, caplog):
     assert np.all(np.asarray(tc.blocks[s1])[(slice(None), slice(None)) + vox] == 0)
 
 
-def test_raw_nan_in_background_voxels_does_not_stop_the_build(tmp_path, caplog):
+def test_raw_nan_in_background_voxels_does_not_stop_the_build(make_tiny_bids, tmp_path, caplog):
     make_tiny_bids(tmp_path / "ds", write_clips=False)
     cfg = _cfg(tmp_path, source="raw")
     # a NaN in the background of sub-01's first run
@@ -187,7 +186,7 @@ def test_raw_nan_in_background_voxels_does_not_stop_the_build(tmp_path, caplog):
     assert "NaN/inf values excluded" in caplog.text
 
 
-def test_nan_inside_a_mask_file_names_the_file_count_and_a_real_fix(tmp_path):
+def test_nan_inside_a_mask_file_names_the_file_count_and_a_real_fix(make_tiny_bids, tmp_path):
     make_tiny_bids(tmp_path / "ds", write_clips=False)
     cfg = _cfg(tmp_path)
     p = cfg.data_root / "derivatives/fmriprep/sub-01/ses-action01/func" / bids_name(
@@ -201,7 +200,7 @@ def test_nan_inside_a_mask_file_names_the_file_count_and_a_real_fix(tmp_path):
 
 
 # --------------------------------------------------------------------------- 6. grid advice
-def test_grid_error_gives_advice_that_works(tmp_path):
+def test_grid_error_gives_advice_that_works(make_tiny_bids, tmp_path):
     make_tiny_bids(tmp_path / "ds", write_clips=False)
     cfg = _cfg(tmp_path)
     p = cfg.data_root / "derivatives/fmriprep/sub-02/ses-action01/func" / bids_name(
@@ -224,7 +223,7 @@ def test_grid_error_gives_advice_that_works(tmp_path):
 
 
 # --------------------------------------------------------------------------- 7. derivatives
-def test_derivatives_folder_is_a_setting(tmp_path):
+def test_derivatives_folder_is_a_setting(make_tiny_bids, tmp_path):
     # nilearn's fake BIDS generator writes the derivatives directly under derivatives/
     make_tiny_bids(tmp_path / "ds", derivatives="derivatives", write_clips=False)
     with pytest.raises(DataError, match=r"derivatives/fmriprep \(data.derivatives: "
@@ -239,7 +238,7 @@ def test_derivatives_folder_is_a_setting(tmp_path):
 
 
 # --------------------------------------------------------------------------- 8. describe
-def test_describe_reports_every_tr_and_grid_and_lists_problems(tmp_path, capsys):
+def test_describe_reports_every_tr_and_grid_and_lists_problems(make_tiny_bids, tmp_path, capsys):
     make_tiny_bids(tmp_path / "ds", n_subjects=3, tr=(2.0, 2.0, 1.5), sidecar="run")
     cfg = _cfg(tmp_path)
     raw = cfg.data_root / "sub-03/ses-action01/func"
@@ -270,7 +269,7 @@ def test_describe_reports_every_tr_and_grid_and_lists_problems(tmp_path, capsys)
     assert main(["describe", "--profile", str(prof), "--strict"]) == 3
 
 
-def test_describe_on_a_clean_dataset_has_no_problems(tmp_path, capsys):
+def test_describe_on_a_clean_dataset_has_no_problems(make_tiny_bids, tmp_path, capsys):
     make_tiny_bids(tmp_path / "ds")
     d = describe_dataset(tmp_path / "ds")
     assert d["problems"] == [] and d["tr"] == 2.0 and d["trs"][0]["n_runs"] == 4

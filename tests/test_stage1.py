@@ -15,6 +15,8 @@ import torch
 
 from llm4brain.config import load_config
 from llm4brain.data import Splits
+from llm4brain.evaluation import stage1 as es1
+from llm4brain.models import stage1 as ms1
 from llm4brain.models.encoder import build_encoder
 from llm4brain.models.qformer import build_video_branch
 from llm4brain.training import stage1 as s1
@@ -105,8 +107,8 @@ def _fit_stage1(w, steps=2):
     from llm4brain.training.loop import fit
 
     cfg = w["cfg"]
-    model = s1.build_stage1_model(cfg, w["encoder"], w["branch"])
-    video = s1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
+    model = ms1.build_stage1_model(cfg, w["encoder"], w["branch"])
+    video = ms1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
     view = source_view(w["tc"], w["splits"], "train")
     model.train()
     res = fit(model, s1.stage1_loss_fn(cfg.stage1),
@@ -119,8 +121,8 @@ def _fit_stage1(w, steps=2):
 # ----------------------------------------------------------------------------- tests
 def test_trainable_set_is_the_papers(tmp_path):
     w = tiny_world(tmp_path)
-    model = s1.build_stage1_model(w["cfg"], w["encoder"], w["branch"])
-    names = s1.trainable_names(model)
+    model = ms1.build_stage1_model(w["cfg"], w["encoder"], w["branch"])
+    names = ms1.trainable_names(model)
     assert any(n.startswith("encoder.tokenizer.") for n in names)
     assert any(n.startswith("encoder.blocks.") and "lora_" in n for n in names)
     assert any(n.startswith("branch.video_qformer.") and "lora_" in n for n in names)
@@ -140,10 +142,10 @@ def test_trainable_set_is_the_papers(tmp_path):
 def test_one_step_changes_only_trainable_parameters(tmp_path):
     w = tiny_world(tmp_path)
     cfg = w["cfg"]
-    model = s1.build_stage1_model(cfg, w["encoder"], w["branch"])
+    model = ms1.build_stage1_model(cfg, w["encoder"], w["branch"])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainable = set(s1.trainable_names(model))
-    video = s1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
+    trainable = set(ms1.trainable_names(model))
+    video = ms1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
     batch = s1.make_stage1_sampler(source_view(w["tc"], w["splits"]), video, 4)(
         0, np.random.default_rng(0))
     model.train()
@@ -165,8 +167,8 @@ def test_one_step_changes_only_trainable_parameters(tmp_path):
 
 def test_sampler_draws_distinct_clips_from_training_trials_only(tmp_path):
     w = tiny_world(tmp_path)
-    model = s1.build_stage1_model(w["cfg"], w["encoder"], w["branch"])
-    video = s1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
+    model = ms1.build_stage1_model(w["cfg"], w["encoder"], w["branch"])
+    video = ms1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
     view = source_view(w["tc"], w["splits"], "train")
     sample = s1.make_stage1_sampler(view, video, 5)
     b1 = sample(3, np.random.default_rng((0, 3)))
@@ -186,17 +188,17 @@ def test_seeds_reproduce_and_differ(tmp_path):
     m3, _, _ = _fit_stage1(tiny_world(tmp_path / "c", run={"seed": 5}))
     sd1, sd2, sd3 = m1.state_dict(), m2.state_dict(), m3.state_dict()
     assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
-    assert any(not torch.equal(sd1[k], sd3[k]) for k in s1.trainable_names(m1))
+    assert any(not torch.equal(sd1[k], sd3[k]) for k in ms1.trainable_names(m1))
     assert {"step", "loss", "clip", "l2l1"} <= set(r1.log.columns)
 
 
 def test_qformer_adaptors_both_trains_frame_qformer(tmp_path):
     w = tiny_world(tmp_path, stage1={"qformer_adaptors": "both"})
-    model = s1.build_stage1_model(w["cfg"], w["encoder"], w["branch"])
+    model = ms1.build_stage1_model(w["cfg"], w["encoder"], w["branch"])
     assert model.video_input == "features"
     assert any(n.startswith("branch.frame_qformer.") and "lora_" in n
-               for n in s1.trainable_names(model))
-    video = s1.VideoInputs(model, w["features"])
+               for n in ms1.trainable_names(model))
+    video = ms1.VideoInputs(model, w["features"])
     batch = s1.make_stage1_sampler(source_view(w["tc"], w["splits"]), video, 3)(
         0, np.random.default_rng(0))
     assert batch["video"].shape == (3,) + FEAT
@@ -228,7 +230,7 @@ def test_projectors_registry_shapes(tmp_path):
 def test_evaluate_writes_retrieval_and_embeddings(tmp_path):
     w = tiny_world(tmp_path)
     model, video, _ = _fit_stage1(w)
-    ev = s1.evaluate_stage1(w["cfg"], model, w["tc"], w["splits"], video, progress=False)
+    ev = es1.evaluate_stage1(w["cfg"], model, w["tc"], w["splits"], video, progress=False)
     t = ev.retrieval
     assert set(t["split"]) == {"val", "eval"} and set(t["method"]) == {"stage1", "ridge"}
     assert {"top1", "top5", "chance_top1", "p_value", "n_trials", "n_candidates"} <= set(t.columns)
@@ -236,10 +238,10 @@ def test_evaluate_writes_retrieval_and_embeddings(tmp_path):
     ev_all = t[(t.split == "eval") & (t.subject == "all")]
     assert (ev_all["n_trials"] == len(w["splits"].eval_idx)).all()
     assert set(t[t.split == "eval"]["subject"]) == {"all", "03"}
-    d = s1.stage1_results_dir(w["cfg"])
+    d = es1.stage1_results_dir(w["cfg"])
     for f in ("retrieval.csv", "embeddings.npz", "embeddings_meta.tsv", "summary.json"):
         assert (d / f).is_file(), f
-    arrays, meta = s1.load_stage1_results(w["cfg"])
+    arrays, meta = es1.load_stage1_results(w["cfg"])
     assert np.array_equal(np.sort(arrays["eval_rows"]), np.sort(w["splits"].eval_idx))
     assert arrays["eval_ridge"].shape == arrays["eval_x"].shape
     assert set(meta["split"]) == {"train", "val", "eval"}
@@ -248,13 +250,13 @@ def test_evaluate_writes_retrieval_and_embeddings(tmp_path):
 def test_voxel_features_reference(rng):
     blocks = rng.standard_normal((5, 3, 4, 4, 4)).astype(np.float32)
     mask = rng.random((4, 4, 4)) > 0.5
-    got = s1.voxel_features(lambda p: blocks[p], 5, mask, batch_size=2)
+    got = es1.voxel_features(lambda p: blocks[p], 5, mask, batch_size=2)
     ref = np.stack([b[:, mask].mean(0) for b in blocks])
     np.testing.assert_allclose(got, ref, rtol=1e-6)
-    flat = s1.voxel_features(lambda p: blocks[p], 5, mask, how="flat")
+    flat = es1.voxel_features(lambda p: blocks[p], 5, mask, how="flat")
     assert flat.shape == (5, 3 * mask.sum())
     with pytest.raises(ValueError, match="mean"):
-        s1.voxel_features(lambda p: blocks[p], 5, mask, how="max")
+        es1.voxel_features(lambda p: blocks[p], 5, mask, how="max")
 
 
 def test_load_stage1_without_run_names_notebook(tmp_path):
@@ -268,8 +270,8 @@ def test_loss_value_is_eq2_and_l2l1_does_not_move_video_side(tmp_path):
 
     w = tiny_world(tmp_path)
     cfg = w["cfg"]
-    model = s1.build_stage1_model(cfg, w["encoder"], w["branch"])
-    video = s1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
+    model = ms1.build_stage1_model(cfg, w["encoder"], w["branch"])
+    video = ms1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
     batch = s1.make_stage1_sampler(source_view(w["tc"], w["splits"]), video, 4)(
         0, np.random.default_rng(0))
     # make the video adaptors non-trivial so gradients reach lora_A too
@@ -316,11 +318,11 @@ def test_ablation_switches_change_what_stage1_trains(tmp_path):
     parts = dict(mae=SimpleNamespace(encoder=w["encoder"]), vlm=SimpleNamespace(branch=w["branch"]))
     c = cfg.replace(stage1__align=False, stage1__steps=3)
     res = s1.train_stage1(c, w["tc"], w["splits"], features=w["features"], progress=False, **parts)
-    init = s1.build_stage1_model(c, w["encoder"], w["branch"])
+    init = ms1.build_stage1_model(c, w["encoder"], w["branch"])
     for (n, p), (_, q) in zip(res.model.named_parameters(), init.named_parameters()):
         assert torch.equal(p, q), n
     assert len(res.log) == 1
-    noad = s1.build_stage1_model(cfg.replace(stage1__encoder_adaptors=False), w["encoder"],
+    noad = ms1.build_stage1_model(cfg.replace(stage1__encoder_adaptors=False), w["encoder"],
                                  w["branch"])
     assert not any("lora_" in n for n, _ in noad.encoder.named_parameters())
     assert any("lora_" in n for n, _ in init.encoder.named_parameters())

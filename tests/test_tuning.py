@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from llm4brain.data import Splits
+from llm4brain.evaluation import stage1 as es1
+from llm4brain.models import stage1 as ms1
 from llm4brain.training import stage1 as s1
 from llm4brain.training.guard import LeakageError, target_evaluation_view
 from llm4brain.training.tuning import (SEALED_COLUMNS, default_pseudo_target, pseudo_run_name,
@@ -80,23 +82,22 @@ def test_stage1_tuning_run_never_touches_the_targets(tmp_path):
                           **parts)
     assert res.run_name == name and (cfg.run_dir / "checkpoints" / name).is_dir()
     assert not (cfg.run_dir / "checkpoints" / s1.stage1_run_name(cfg)).exists()
-    ev = s1.evaluate_stage1(cfg, res.model, sc, ps, res.video, save=False, progress=False)
+    ev = es1.evaluate_stage1(cfg, res.model, sc, ps, res.video, save=False, progress=False)
     t = ev.retrieval
     assert set(t[t.split == "eval"]["subject"]) == {"all", "02"}
     assert set(ev.embeddings["eval"]["meta"]["subject"]) == {"02"}
     # scoring the real targets through the sealed cache is impossible
     view = target_evaluation_view(sc, splits)
     with pytest.raises(LeakageError, match="real target subject"):
-        s1.embed_fmri(res.model, view.blocks, len(view))
+        ms1.embed_fmri(res.model, view.blocks, len(view))
 
 
-def test_stage2_tuning_over_seeds_reads_training_subjects_only(tmp_path):
+def test_stage2_tuning_over_seeds_reads_training_subjects_only(make_tiny_llm, tmp_path):
     """DA on/off over two seeds on the pseudo-target: the targets' blocks are sealed and their
     labels/captions poisoned; nothing of them may appear, every decode is the pseudo-target's."""
     import pandas as pd
 
     from llm4brain.evaluation.attributes import ATTRIBUTES
-    from llm4brain.models.llm import make_tiny_llm
     from llm4brain.experiments import tune_stage2
 
     w = tiny_world(tmp_path)

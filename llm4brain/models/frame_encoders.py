@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .llm import default_device, freeze, resolve_model_path
+
 __all__ = ["FrameEncoder", "EfficientNetLite0Encoder", "Blip2VisionEncoder", "FRAME_ENCODERS",
            "build_frame_encoder", "encode_frames", "FrameFeatureCache",
            "build_frame_feature_cache", "frame_feature_key", "subsample_frames",
@@ -119,8 +121,7 @@ class EfficientNetLite0Encoder(FrameEncoder):
         net = EfficientNet.from_name("efficientnet-lite0", image_size=self.image_size)
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         self.net = net.to(memory_format=torch.channels_last)
-        for p in self.net.parameters():
-            p.requires_grad_(False)
+        freeze(self.net)
         self.eval()
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -136,8 +137,6 @@ class Blip2VisionEncoder(FrameEncoder):
                  std=(0.26862954, 0.26130258, 0.27577711), bf16: bool | str = False):
         super().__init__(image_size, mean, std, bf16)
         from transformers import Blip2VisionConfig, Blip2VisionModel
-
-        from .llm import resolve_model_path
 
         folder = resolve_model_path(path, "video.frame_encoder_path",
                                     what="BLIP-2 model (transformers folder)",
@@ -165,8 +164,7 @@ class Blip2VisionEncoder(FrameEncoder):
             model = Blip2VisionModel.from_pretrained(str(folder))
         self.net = model
         self.feature_dim = int(model.config.hidden_size)
-        for p in self.net.parameters():
-            p.requires_grad_(False)
+        freeze(self.net)
         self.eval()
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -208,8 +206,6 @@ def frame_feature_dim(cfg) -> int:
     if name == "efficientnet-lite0":
         return EfficientNetLite0Encoder.feature_dim
     if name == "blip2-vision":
-        from .llm import resolve_model_path
-
         folder = resolve_model_path(cfg.video.frame_encoder_path, "video.frame_encoder_path",
                                     what="BLIP-2 model (transformers folder)",
                                     must_contain="config.json")
@@ -369,8 +365,6 @@ def build_frame_feature_cache(cfg, stim, *, frame_cache=None, encoder: FrameEnco
                                  pd.read_csv(tsv, sep="\t", keep_default_na=False), npy)
     cache_dir.mkdir(parents=True, exist_ok=True)
     if encoder is None:
-        from .llm import default_device
-
         encoder = build_frame_encoder(cfg, device=default_device(cfg))
     sel = frames if len(idx) == frames.shape[1] else _FrameView(frames, idx)
     n_p = encoder.n_patches()

@@ -16,6 +16,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from ..config import identity, run_key
+
 __all__ = ["mae_loss", "mae_loss_fn", "VolumeWindows", "volume_windows", "pretrain_mae", "mae_run_name",
            "load_pretrained_mae", "mae_reconstruction"]
 
@@ -165,13 +167,11 @@ def mae_run_name(cfg) -> str:
     ``cfg.run.seed`` and the loop settings ``cfg.train``. Changing any of them starts a new run
     instead of silently loading a stale checkpoint.
     """
-    from ..config import config_hash, to_dict
-
-    mae = {k: v for k, v in to_dict(cfg.mae).items() if k != "pretrained"}  # Stage I's switch
-    key = dict(mae=mae, encoder=to_dict(cfg.encoder), tokenizer=to_dict(cfg.tokenizer),
-               data=to_dict(cfg.data), sim=to_dict(cfg.sim), seed=cfg.run.seed,
-               loop=to_dict(cfg.train))
-    return f"mae_{cfg.tokenizer.kind}-{config_hash(key)}"
+    key = dict(mae=identity(cfg, "mae", drop=("pretrained",)),    # Stage I's switch
+               encoder=identity(cfg, "encoder"), tokenizer=identity(cfg, "tokenizer"),
+               data=identity(cfg, "data"), sim=identity(cfg, "sim"), seed=cfg.run.seed,
+               loop=identity(cfg, "train"))
+    return run_key(f"mae_{cfg.tokenizer.kind}", key)
 
 
 def pretrain_mae(cfg, data, *, model=None, mask=None, affine=None, run_dir=None, name: str | None = None,

@@ -33,6 +33,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..config import identity, run_key
+from ..models.llm import freeze
+
 __all__ = ["VLPretrainResult", "pretrain_rows", "check_corpus_disjoint", "answer_choices",
            "make_vl_sampler", "vl_loss", "vl_loss_fn", "text_embeddings", "make_align_sampler",
            "align_loss_fn", "caption_vocabulary", "make_ground_sampler", "ground_loss_fn", "build_video_llm", "pretrain_video_llm",
@@ -315,17 +318,12 @@ def ground_loss_fn(vocab_embeddings: torch.Tensor, tau: float = 0.05) -> Callabl
 # ----------------------------------------------------------------------------- model
 def video_llm_id(cfg) -> str:
     """Short hash of every setting that determines the trained video-LLM."""
-    from ..config import config_hash, to_dict
-
-    llm = to_dict(cfg.llm)
-    for k in ("max_new_tokens", "do_sample", "temperature", "top_p", "batch_size"):
-        llm.pop(k, None)           # generation-only settings
-    video = to_dict(cfg.video)
-    video.pop("encoder_batch_size", None)
     data = dict(root=cfg.data.root, n_frames=cfg.data.n_frames, frame_size=cfg.data.frame_size)
-    return config_hash(dict(video=video, llm=llm, vl=to_dict(cfg.vlpretrain),
-                            instructions=list(cfg.captions.instructions), sim=to_dict(cfg.sim),
-                            data=data, seed=cfg.run.seed, loop=to_dict(cfg.train)))
+    return run_key("", dict(video=identity(cfg, "video"), llm=identity(cfg, "llm"),
+                            vl=identity(cfg, "vlpretrain"),
+                            instructions=list(cfg.captions.instructions),
+                            sim=identity(cfg, "sim"), data=data, seed=cfg.run.seed,
+                            loop=identity(cfg, "train")))
 
 
 def build_video_llm(cfg, llm=None, encoder_dim: int | None = None):
@@ -406,9 +404,8 @@ def pretrain_video_llm(cfg, *, llm=None, stim: pd.DataFrame | None = None, featu
     pre = pre.iloc[np.argsort(features.rows(pre["stim_file"]))].reset_index(drop=True)
     vlm = build_video_llm(cfg, llm, encoder_dim=int(feats.shape[-1]))
     if not cfg.vlpretrain.train_frame_qformer:
-        br = vlm.branch
-        for p in list(br.frame_qformer.parameters()) + list(br.ln_vision.parameters()):
-            p.requires_grad_(False)
+        freeze(vlm.branch.frame_qformer)
+        freeze(vlm.branch.ln_vision)
     vlm.branch.train()
     vp = cfg.vlpretrain
     targets = answer_choices(pre, vp.use_paraphrases)

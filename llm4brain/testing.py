@@ -1,15 +1,22 @@
-"""A tiny hand-made HAD-layout dataset for tests and examples (no simulator involved)."""
+"""Test helpers: a tiny hand-made HAD-layout dataset (no simulator involved), a cut mp4, and a
+tiny random LLM. Not part of the public API: ``tests/conftest.py`` exposes them as fixtures."""
 from __future__ import annotations
 
 import json
+import re
+import struct
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-from ._simulate import SESSION, SPACE, bids_name
+from .config import CaptionConfig
+from .data._video_io import write_mp4
+from .models.llm import LLMBackend, _finish_tokenizer, freeze
+from .sim._simulate import SESSION, SPACE, bids_name
 
-__all__ = ["make_tiny_bids", "truncate_mp4"]
+__all__ = ["make_tiny_bids", "truncate_mp4", "make_tiny_llm", "CHATML_TEMPLATE"]
 
 
 def make_tiny_bids(root: str | Path, n_subjects: int = 2, n_runs: int = 2,
@@ -95,8 +102,6 @@ def make_tiny_bids(root: str | Path, n_subjects: int = 2, n_runs: int = 2,
             pd.DataFrame(rows).to_csv(rdir / bids_name(sub, run, "events.tsv"), sep="\t",
                                       index=False)
     if write_clips:
-        from ._video_io import write_mp4
-
         for j, sf in enumerate(stim_files):
             fr = np.zeros((4, 32, 32, 3), np.uint8)
             fr[:] = (np.arange(4) * 50 + 20)[:, None, None, None]
@@ -110,8 +115,6 @@ def truncate_mp4(path: str | Path, keep_frames: int) -> Path:
     first ``keep_frames`` samples: the container still declares every frame, decord opens it
     and indexes only the kept ones (a truncated download). Self-contained: it reads the
     ``stsz`` / ``stco`` tables itself, not with the reader under test."""
-    import struct
-
     path = Path(path)
     data = path.read_bytes()
 
@@ -134,3 +137,54 @@ def truncate_mp4(path: str | Path, keep_frames: int) -> Path:
     first_chunk = struct.unpack(">I", data[stco + 8:stco + 12])[0]
     path.write_bytes(data[:first_chunk + sum(sizes[:keep_frames])])
     return path
+
+
+#: SmolLM2's ChatML chat template (used by :func:`make_tiny_llm`).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def make_tiny_llm(texts=("a small red ball bounces to the right",), *, hidden: int = 32,
+                  layers: int = 2, heads: int = 4, seed: int = 0,
+                  init_std: float = 0.3) -> LLMBackend:
+    """A tiny random Llama with a word-level ChatML tokenizer (tests and examples; no files).
+
+    Parameters
+    ----------
+    texts : iterable of str
+        Words (and punctuation) of these texts, plus the words of the default instructions,
+        make up the vocabulary; unknown words map to ``[UNK]``.
+    hidden, layers, heads : int
+        Model size.
+    seed : int
+        Seeds the random weights.
+    init_std : float
+        Std of the random weights (larger than Llama's 0.02 so that the tiny model's
+        next-token distributions are not flat and a prefix can change them).
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]"]
+    corpus = list(texts) + list(CaptionConfig().instructions) + ["system user assistant"]
+    words = sorted({w for t in corpus for w in re.findall(r"\w+|[^\w\s]", t)} - set(specials))
+    vocab = {t: i for i, t in enumerate(specials + words)}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>",
+                                  pad_token="<|endoftext|>", unk_token="[UNK]",
+                                  additional_special_tokens=["<|im_start|>"])
+    tok.chat_template = CHATML_TEMPLATE
+    conf = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
+                       num_hidden_layers=layers, num_attention_heads=heads,
+                       num_key_value_heads=max(1, heads // 2), max_position_embeddings=512,
+                       tie_word_embeddings=True, pad_token_id=vocab["<|endoftext|>"],
+                       eos_token_id=vocab["<|im_end|>"], bos_token_id=None,
+                       initializer_range=init_std)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(conf)
+    return LLMBackend(freeze(model), _finish_tokenizer(tok), "tiny", "<memory>", 0.0)
