@@ -1,7 +1,9 @@
-"""Test helpers: a tiny hand-made HAD-layout dataset (no simulator involved), a cut mp4, and a
-tiny random LLM. Not part of the public API: ``tests/conftest.py`` exposes them as fixtures."""
+"""Test helpers: a tiny hand-made HAD-layout dataset (no simulator involved), a cut mp4, a tiny
+random LLM and a tiny random Stage I / II world. Not part of the public API:
+``tests/conftest.py`` exposes them as fixtures."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import struct
@@ -11,12 +13,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import CaptionConfig
+from .config import CaptionConfig, load_config
+from .data import Splits
 from .data._video_io import write_mp4
+from .models.encoder import build_encoder
 from .models.llm import LLMBackend, _finish_tokenizer, freeze
+from .models.qformer import build_video_branch
+from .models.stage1 import VideoInputs, build_stage1_model
 from .sim._simulate import SESSION, SPACE, bids_name
+from .training.guard import source_view
+from .training.loop import fit
+from .training.stage1 import make_stage1_sampler, stage1_loss_fn, stage1_run_name
 
-__all__ = ["make_tiny_bids", "truncate_mp4", "make_tiny_llm", "CHATML_TEMPLATE"]
+__all__ = ["make_tiny_bids", "truncate_mp4", "make_tiny_llm", "CHATML_TEMPLATE", "TINY_BLOCK",
+           "TINY_FEAT", "TINY_LLM_DIM", "FakeTrialCache", "FakeFeatures", "tiny_stage_config",
+           "make_tiny_world", "fit_tiny_stage1"]
 
 
 def make_tiny_bids(root: str | Path, n_subjects: int = 2, n_runs: int = 2,
@@ -188,3 +199,110 @@ def make_tiny_llm(texts=("a small red ball bounces to the right",), *, hidden: i
         torch.manual_seed(seed)
         model = LlamaForCausalLM(conf)
     return LLMBackend(freeze(model), _finish_tokenizer(tok), "tiny", "<memory>", 0.0)
+
+
+#: Shapes of the tiny Stage I / II world: fMRI block (T, X, Y, Z), frame features (frames,
+#: patches, channels) and the LLM width.
+TINY_BLOCK = (2, 8, 8, 8)
+TINY_FEAT = (4, 4, 16)
+TINY_LLM_DIM = 32
+
+
+class FakeTrialCache:
+    """The two attributes of a TrialCache the guard and Stage I read, plus a mask."""
+
+    def __init__(self, blocks, trials, mask):
+        self.blocks, self.trials, self.mask = blocks, trials, mask
+
+    @property
+    def block_shape(self):
+        return tuple(self.blocks.shape[1:])
+
+
+class FakeFeatures:
+    """A FrameFeatureCache stand-in: deterministic random features per stim file."""
+
+    def __init__(self, files):
+        self.index = pd.DataFrame({"stim_file": list(files)})
+
+    def get(self, files):
+        out = []
+        for f in files:
+            seed = int(hashlib.sha1(str(f).encode()).hexdigest()[:8], 16)
+            out.append(np.random.default_rng(seed).standard_normal(TINY_FEAT).astype(np.float32))
+        return torch.from_numpy(np.stack(out))
+
+
+def tiny_stage_config(tmp_path, **sections):
+    """The smoke profile shrunk to the tiny world (run directory under ``tmp_path``);
+    ``sections`` override keys per section, e.g. ``stage1={"pool": "cls"}``."""
+    over = {"run": {"run_dir": str(tmp_path / "run"), "seed": 0, "device": "cpu"},
+            "train": {"checkpoint_every": 0, "log_every": 1, "warmup_fraction": 0.0},
+            "stage1": {"steps": 2, "batch_size": 4, "n_candidates": 3, "n_permutations": 9,
+                       "projector_heads": 2, "eval_batch_size": 5,
+                       "ridge_alphas": [1.0, 100.0]},
+            "stage2": {"steps": 2, "batch_size": 2, "target_batch_size": 3, "bf16": False,
+                       "max_shuffles": 2},
+            "llm": {"max_new_tokens": 3, "batch_size": 4, "max_answer_tokens": 6},
+            "eval": {"n_shuffles": 5}}
+    for sec, vals in sections.items():
+        over.setdefault(sec, {}).update(vals)
+    return load_config("smoke", over)
+
+
+def make_tiny_world(tmp_path, seed=0, **sections):
+    """A random Stage I / II world: 3 subjects (01, 02 training; 03 target), 2 runs of 6 trials
+    of 3 classes, blocks of :data:`TINY_BLOCK`, a 2-layer encoder and 1-layer Q-Former of the
+    smoke profile, fake frame features and one caption per trial.
+
+    Returns
+    -------
+    dict with ``cfg``, ``tc`` (:class:`FakeTrialCache`), ``splits``, ``encoder``, ``branch``,
+    ``features`` (:class:`FakeFeatures`), ``captions``
+    """
+    cfg = tiny_stage_config(tmp_path, **sections)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for subj in ("01", "02", "03"):
+        for run in (1, 2):
+            for t in range(6):
+                c = (t + run) % 3
+                rows.append(dict(subject=subj, run=run, trial=t, onset=4.0 * t, class_id=c,
+                                 class_name=f"class{c}",
+                                 stim_file=f"class{c}/clip_{subj}_{run}_{t}.mp4",
+                                 clip_id=f"clip_{subj}_{run}_{t}"))
+    trials = pd.DataFrame(rows)
+    sub, run = trials["subject"].to_numpy(), trials["run"].to_numpy()
+    idx = {k: np.flatnonzero(m) for k, m in dict(
+        train=np.isin(sub, ["01", "02"]) & (run == 1), val=np.isin(sub, ["01", "02"]) & (run == 2),
+        adapt=(sub == "03") & (run == 1), eval=(sub == "03") & (run == 2)).items()}
+    splits = Splits(("01", "02"), ("03",), idx["train"], idx["val"], idx["adapt"], idx["eval"])
+    blocks = rng.standard_normal((len(trials),) + TINY_BLOCK).astype(np.float32)
+    mask = np.ones(TINY_BLOCK[1:], bool)
+    mask[0] = False
+    tc = FakeTrialCache(blocks, trials, mask)
+    encoder = build_encoder(cfg, TINY_BLOCK, mask)
+    torch.manual_seed(1)
+    branch = build_video_branch(cfg, TINY_FEAT[-1], TINY_LLM_DIM).eval()
+    features = FakeFeatures(trials["stim_file"])
+    captions = pd.DataFrame(dict(
+        clip_id=trials["clip_id"], stim_file=trials["stim_file"], subject=trials["subject"],
+        instruction=[("Describe the video briefly." if i % 2 else
+                      "What is the main thing happening in the video?") for i in range(len(trials))],
+        answer=[f"a {n} moves" for n in trials["class_name"]]))
+    return dict(cfg=cfg, tc=tc, splits=splits, encoder=encoder, branch=branch,
+                features=features, captions=captions)
+
+
+def fit_tiny_stage1(w, steps=2):
+    """Stage I trained for ``steps`` steps on a :func:`make_tiny_world`: ``(model, video, fit result)``."""
+    cfg = w["cfg"]
+    model = build_stage1_model(cfg, w["encoder"], w["branch"])
+    video = VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
+    view = source_view(w["tc"], w["splits"], "train")
+    model.train()
+    res = fit(model, stage1_loss_fn(cfg.stage1),
+              make_stage1_sampler(view, video, cfg.stage1.batch_size), run_dir=cfg.run_dir,
+              name=stage1_run_name(cfg), steps=steps, lr=1e-2, loop_cfg=cfg.train,
+              seed=cfg.run.seed, progress=False, device="cpu")
+    return res.model.eval(), video, res

@@ -59,3 +59,27 @@ def make_tiny_llm():
     from llm4brain.testing import make_tiny_llm
 
     return make_tiny_llm
+
+
+@pytest.fixture(scope="session")
+def tiny_world():
+    """``tiny_world(tmp_path, seed=0, **sections)``: the random Stage I / II world (a dict)."""
+    from llm4brain.testing import make_tiny_world
+
+    return make_tiny_world
+
+
+@pytest.fixture(scope="session")
+def tiny_stage_config():
+    """``tiny_stage_config(tmp_path, **sections)``: the smoke profile shrunk to that world."""
+    from llm4brain.testing import tiny_stage_config
+
+    return tiny_stage_config
+
+
+@pytest.fixture(scope="session")
+def fit_tiny_stage1():
+    """``fit_tiny_stage1(world, steps=2)``: Stage I trained on it, ``(model, video, result)``."""
+    from llm4brain.testing import fit_tiny_stage1
+
+    return fit_tiny_stage1

@@ -1,6 +1,6 @@
 """Stage II (paper eqs. 3-6): leakage guard on the data path, DA switch, decoding outputs.
 
-Tiny world of ``test_stage1`` plus a tiny random Llama (``make_tiny_llm``): no SmolLM2.
+Tiny world of ``llm4brain.testing.make_tiny_world`` plus a tiny random Llama (``make_tiny_llm``): no SmolLM2.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from llm4brain.models.bridge import LLMBridge
 from llm4brain.training import stage2 as s2
 from llm4brain.training.guard import LeakageError, target_adaptation_view
 
-from test_stage1 import _fit_stage1, tiny_world  # noqa: E402  (tests/ is on sys.path)
 
 
 def _poison_targets(w):
@@ -36,10 +35,10 @@ def _poison_targets(w):
 
 
 @pytest.fixture(scope="module")
-def world(make_tiny_llm, tmp_path_factory):
+def world(fit_tiny_stage1, tiny_world, make_tiny_llm, tmp_path_factory):
     """A trained tiny Stage I model and its Stage I results (shared by the tests)."""
     w = _poison_targets(tiny_world(tmp_path_factory.mktemp("s2")))
-    model, video, _ = _fit_stage1(w)
+    model, video, _ = fit_tiny_stage1(w)
     es1.evaluate_stage1(w["cfg"], model, w["tc"], w["splits"], video, progress=False)
     texts = list(w["captions"]["answer"]) + ["The video shows a ball"]
     w.update(stage1=model, video=video, llm=make_tiny_llm(texts, hidden=32, layers=1, heads=2))
