@@ -34,7 +34,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .metrics import METRICS, TOTALS, TextScorer, TextScores, _arrays, _total_arrays
+from .metrics import METRICS, TextScorer
+from .scores import TOTALS, TextScores, _arrays, _total_arrays
+from .stage2_results import CONDITION_ORDER
 
 __all__ = [
     "Interval", "ChanceResult", "bootstrap_ci", "bootstrap_by_group", "derangements",
@@ -42,15 +44,10 @@ __all__ = [
     "permutation_pairing_chance", "summary_table", "CONDITIONS",
 ]
 
-#: Default condition names of the summary table, in column order.
-CONDITIONS = {
-    "chance": "chance (fMRI shuffled)",
-    "pairing_chance": "chance (re-paired)",
-    "baseline": "baseline (ridge + NN)",
-    "model": "llm4brain",
-    "ceiling": "noise ceiling",
-    "upper": "Video2Text vs truth",
-}
+#: Default condition names of the summary table (labels of
+#: :data:`llm4brain.evaluation.stage2_results.CONDITION_ORDER`), in column order.
+CONDITIONS = {k: CONDITION_ORDER[k] for k in ("chance", "pairing_chance", "baseline", "model",
+                                              "ceiling", "upper")}
 
 
 @dataclass(frozen=True)

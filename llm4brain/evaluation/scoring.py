@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from .controls import ChanceResult, _chance_from_scores
-from .metrics import TextScorer, TextScores
+from .metrics import TextScorer
+from .scores import TextScores
 from .stage2_results import EXTRA_CONTROLS, _TEXT_COLS, Stage2Results, load_stage2_results
 
 __all__ = ["EvalResults", "score_run"]

@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 
 from ..data import load_stimuli
-from .controls import CONDITIONS
 
 __all__ = [
     "DECODE_COLUMNS", "STAGE2_FILES", "EXTRA_CONTROLS", "CHANCE_PATTERN", "CONDITION_ORDER",
@@ -68,17 +67,18 @@ EXTRA_CONTROLS = ("no_brain", "constant")
 CHANCE_PATTERN = re.compile(r"^chance_shuffle_(\d+)\.tsv$")
 
 
-#: Condition labels of the summary table, in column order.
+#: Label of each condition (file role) in tables and plots, in the summary table's column
+#: order: the one table of condition labels.
 CONDITION_ORDER: dict[str, str] = {
-    "chance": CONDITIONS["chance"],
-    "pairing_chance": CONDITIONS["pairing_chance"],
-    "baseline": CONDITIONS["baseline"],
-    "model": CONDITIONS["model"],
+    "chance": "chance (fMRI shuffled)",
+    "pairing_chance": "chance (re-paired)",
+    "baseline": "baseline (ridge + NN)",
+    "model": "llm4brain",
     "noda": "llm4brain without DA",
     "no_brain": "LLM without brain tokens",
     "constant": "constant answer (most frequent training answer)",
-    "ceiling": CONDITIONS["ceiling"],
-    "upper": CONDITIONS["upper"],
+    "ceiling": "noise ceiling",
+    "upper": "Video2Text vs truth",
 }
 
 
