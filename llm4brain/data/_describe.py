@@ -8,6 +8,7 @@ import numpy as np
 from ._bids import (DataError, check_same_tr, derivatives_dir, discover_runs, grid_mismatch,
                     read_events)
 from ._cache import read_run_events
+from ..config import DataConfig
 
 __all__ = ["describe_dataset", "split_half_reliability", "trial_responses", "directory_size_mb"]
 
@@ -44,8 +45,6 @@ def describe_dataset(root: str | Path, data_cfg=None) -> dict:
     trial cache will accept the dataset, NaNs aside).
     """
     import nibabel as nib
-
-    from ..config import DataConfig
 
     root = Path(root)
     if data_cfg is None:

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from .metrics import METRICS, TextScorer
 from .scores import TOTALS, TextScores, _arrays, _total_arrays
 from .stage2_results import CONDITION_ORDER
+from .tables import subject_label
 
 __all__ = [
     "Interval", "ChanceResult", "bootstrap_ci", "bootstrap_by_group", "derangements",
@@ -189,7 +190,6 @@ def bootstrap_by_group(scores: TextScores | pd.DataFrame, *, n_boot: int = 1000,
         :func:`~llm4brain.evaluation.tables.subject_table`), ``metric``, ``estimate``,
         ``low``, ``high``, ``std``. ``plot_subject_bars(..., ci=this)`` picks its metric.
     """
-    from .tables import subject_label
     frame = scores.per_trial if isinstance(scores, TextScores) else scores
     if group_col not in frame.columns:
         raise KeyError(f"per-trial scores have no {group_col!r} column; score with meta=")

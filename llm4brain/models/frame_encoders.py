@@ -28,7 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import config_hash
+from ..data import build_frame_cache
 from .llm import default_device, freeze, resolve_model_path
+from .precision import resolve_bf16
 
 __all__ = ["FrameEncoder", "EfficientNetLite0Encoder", "Blip2VisionEncoder", "FRAME_ENCODERS",
            "build_frame_encoder", "encode_frames", "FrameFeatureCache",
@@ -176,7 +179,6 @@ def _resolve(setting, device) -> bool:
     """``video.encoder_bf16`` (bool or ``"auto"``) -> bool for ``device``."""
     if isinstance(setting, bool):
         return setting
-    from .precision import resolve_bf16
 
     return resolve_bf16(setting, device, name="video.encoder_bf16")
 
@@ -315,8 +317,6 @@ def frame_feature_key(cfg, frame_cache_id: str, frame_idx) -> str:
     ``video.encoder_bf16`` enters as written (``auto``, not the machine's decision), so the
     key is the same on every machine.
     """
-    from ..config import config_hash
-
     v = cfg.video
     return config_hash(dict(frames=frame_cache_id, idx=[int(i) for i in frame_idx],
                             encoder=v.frame_encoder, path=v.frame_encoder_path,
@@ -351,8 +351,6 @@ def build_frame_feature_cache(cfg, stim, *, frame_cache=None, encoder: FrameEnco
     settings, so changing any of them builds a new cache.
     """
     if frame_cache is None:
-        from ..data import build_frame_cache
-
         frame_cache = build_frame_cache(cfg, stim, progress=progress)   # notebook 01's
     frames = frame_cache.frames
     idx = subsample_frames(frames.shape[1], cfg.video.n_frames)

@@ -34,7 +34,14 @@ import pandas as pd
 import torch
 
 from ..config import identity, run_key
-from ..models.llm import freeze
+from ..data import load_stimuli
+from ..models.frame_encoders import build_frame_feature_cache, frame_feature_dim
+from ..models.llm import freeze, load_llm
+from ..models.precision import resolve_bf16
+from ..models.qformer import build_video_branch, load_branch_checkpoint
+from ..models.video_llm import VideoLLM
+from .loop import checkpoint_path, fit, load_checkpoint
+from .losses import clip_loss
 
 __all__ = ["VLPretrainResult", "pretrain_rows", "check_corpus_disjoint", "answer_choices",
            "make_vl_sampler", "vl_loss", "vl_loss_fn", "text_embeddings", "make_align_sampler",
@@ -168,8 +175,6 @@ def vl_loss(model, batch: dict, bf16: bool | str = False,
     ``bf16``: bool or ``"auto"`` (``vlpretrain.bf16``; decided once per process for the
     model's device by :func:`llm4brain.models.precision.resolve_bf16`).
     """
-    from ..models.precision import resolve_bf16
-
     dev = next(model.parameters()).device
     use = resolve_bf16(bf16, dev, name="vlpretrain.bf16")
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use):
@@ -228,9 +233,6 @@ def align_loss_fn(tau: float = 0.07, bf16: bool | str = False) -> Callable:
     """``loss_fn`` of the alignment stage: contrastive loss (paper eq. 1 form, as BLIP-2's
     image-text contrastive stage) between the mean video token and the caption embedding.
     ``bf16`` as in :func:`vl_loss`."""
-    from ..models.precision import resolve_bf16
-    from .losses import clip_loss
-
     def loss_fn(model, batch):
         dev = next(model.parameters()).device
         use = resolve_bf16(bf16, dev, name="vlpretrain.bf16")
@@ -332,11 +334,6 @@ def build_video_llm(cfg, llm=None, encoder_dim: int | None = None):
     The branch is randomly initialised, then ``video.qformer_checkpoint`` (BLIP-2 frame
     Q-Former) and ``video.checkpoint`` (Video-LLaMA VL branch) are loaded when set.
     """
-    from ..models.frame_encoders import frame_feature_dim
-    from ..models.llm import load_llm
-    from ..models.qformer import build_video_branch, load_branch_checkpoint
-    from ..models.video_llm import VideoLLM
-
     llm = llm if llm is not None else load_llm(cfg)
     dim = encoder_dim if encoder_dim is not None else frame_feature_dim(cfg)
     with torch.random.fork_rng():      # seeded init without touching the global RNG
@@ -353,9 +350,6 @@ def build_video_llm(cfg, llm=None, encoder_dim: int | None = None):
 
 def video_features(cfg, stim: pd.DataFrame | None = None, progress: bool = True):
     """Frame-feature cache of every clip of the stimulus table (subjects + pretraining)."""
-    from ..data import load_stimuli
-    from ..models.frame_encoders import build_frame_feature_cache
-
     stim = load_stimuli(cfg) if stim is None else stim
     return build_frame_feature_cache(cfg, stim, progress=progress)
 
@@ -387,15 +381,12 @@ def pretrain_video_llm(cfg, *, llm=None, stim: pd.DataFrame | None = None, featu
         The run ``vlpretrain-<video_llm_id>`` logs to ``<run_dir>/logs`` and checkpoints to
         ``<run_dir>/checkpoints``; a finished run is loaded, not retrained.
     """
-    from .loop import fit
-
     name = f"{RUN_PREFIX}-{video_llm_id(cfg)}"
     if cfg.video.checkpoint:
         vlm = build_video_llm(cfg, llm)
         vlm.branch.eval()
         return VLPretrainResult(vlm, pd.DataFrame(), name, False, features)
     if stim is None:
-        from ..data import load_stimuli
         stim = load_stimuli(cfg)
     check_corpus_disjoint(stim)
     pre = pretrain_rows(stim)
@@ -459,8 +450,6 @@ def load_video_llm(cfg, llm=None):
         When the pretraining run of these settings has not finished (run notebook 04 or
         :func:`pretrain_video_llm`), naming the expected checkpoint.
     """
-    from .loop import checkpoint_path, load_checkpoint
-
     vlm = build_video_llm(cfg, llm)
     if not cfg.video.checkpoint:
         path = checkpoint_path(cfg.run_dir, f"{RUN_PREFIX}-{video_llm_id(cfg)}")
