@@ -1,4 +1,5 @@
-"""Evaluation: retrieval, ridge baseline, text metrics, controls (chance, ceiling), tables."""
+"""Evaluation: Stage I retrieval (+ ridge baseline), Stage II decoding, baselines and ceiling,
+text metrics, controls (chance), the Stage II results format, scoring, tables and the report."""
 from .controls import (bootstrap_ci, chance_scores, permutation_pairing_chance,
                        summary_table)
 from .metrics import TextScorer
