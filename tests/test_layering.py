@@ -121,3 +121,19 @@ def test_a_planted_upward_import_is_reported(tmp_path):
                                              ("llm4brain.plotting", 6)])
 def test_layer_of(module, expected):
     assert layer_of(module) == expected
+
+
+def test_public_apis_hold_no_test_helper_and_data_no_simulator():
+    import llm4brain.data as data
+    import llm4brain.models.llm as llm
+    import llm4brain.sim as sim
+    import llm4brain.testing as testing
+
+    for mod in (data, llm, sim):
+        assert not set(testing.__all__) & set(mod.__all__), mod.__name__
+    assert not set(sim.__all__) & set(data.__all__)
+    assert not any(hasattr(data, n) for n in ("simulate_dataset", "noise_free_trial_blocks",
+                                               "lag_profile", "REGIONS", "make_tiny_bids"))
+    for mod in (data, sim, testing):
+        missing = [n for n in mod.__all__ if not hasattr(mod, n)]
+        assert not missing, f"{mod.__name__}.__all__ names missing objects: {missing}"

@@ -279,8 +279,8 @@ def stage2_loss_fn(model: Stage2Model, batch: dict):
     ft = model.bridge.features(model.bridge(batch["tz"].to(dev)))
     tidx = batch["tidx"].to(dev)
     nc_es, t = dance_loss(ft, tidx, model.bank, model.classifier,
-                          nc_temperature=c.nc_temperature, rho=default_rho(model.n_classes, c.es_rho_scale),
-                          margin=c.es_margin)
+                          nc_temperature=c.nc_temperature,
+                          rho=default_rho(model.n_classes, c.es_rho_scale), margin=c.es_margin)
     da = c.cls_weight * cls + nc_es
     loss = stage2_loss(ce, da, c.lam)
     model.bank.update(ft.detach(), tidx)       # DANCE: bank rows <- newest features
