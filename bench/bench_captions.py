@@ -107,7 +107,8 @@ def micro(cfg, rows):
 
 def pipeline(cfg, rows, llm=None):
     from llm4brain.captions import caption_agreement, generate_captions
-    from llm4brain.data import load_stimuli, simulate_dataset
+    from llm4brain.data import load_stimuli
+    from llm4brain.sim import simulate_dataset
     from llm4brain.training.vlpretrain import pretrain_video_llm, video_features
 
     if not (cfg.data_root / "dataset_description.json").is_file():

@@ -36,7 +36,7 @@ from llm4brain.models.encoder import build_encoder  # noqa: E402
 from llm4brain.models.precision import resolve_bf16  # noqa: E402
 from llm4brain.models.qformer import build_video_branch  # noqa: E402
 from llm4brain.training.losses import stage1_loss  # noqa: E402
-from llm4brain.training.stage1 import build_stage1_model  # noqa: E402
+from llm4brain.models.stage1 import build_stage1_model  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 BLOCK = (3, 24, 30, 26)
@@ -116,7 +116,9 @@ def bench_stage1(cfg):
 
 def bench_stage2(cfg):
     from llm4brain.models.llm import load_llm
-    from llm4brain.training.stage2 import build_stage2_model, decode
+    from llm4brain.evaluation.decoding import decode
+    from llm4brain.models.stage2 import build_stage2_model
+    from llm4brain.training.stage2 import stage2_loss_fn
 
     llm = load_llm(cfg, device="cpu")
     s = cfg.stage2
@@ -137,7 +139,7 @@ def bench_stage2(cfg):
                  "tidx": torch.arange(s.target_batch_size)}
 
         def step():
-            loss, _ = model(batch)
+            loss, _ = stage2_loss_fn(model, batch)
             loss.backward()
             opt.step()
             opt.zero_grad()

@@ -70,7 +70,7 @@ def main():
     args = ap.parse_args()
     ov = overrides(args.runs)
     from llm4brain.config import load_config
-    from llm4brain.data import simulate_dataset
+    from llm4brain.sim import simulate_dataset
 
     cfg = load_config("default", ov)
     t = time.perf_counter()

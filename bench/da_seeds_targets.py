@@ -8,7 +8,7 @@ from llm4brain.data import load_splits, load_stimuli, load_trial_cache
 from llm4brain.evaluation.attributes import sign_flip_pvalue
 from llm4brain.evaluation.metrics import TextScorer
 from llm4brain.experiments import run_ablations, score_decodes
-from llm4brain.training.stage2 import read_decodes, save_decodes, stage2_results_dir
+from llm4brain.evaluation.stage2_results import read_decodes, save_decodes, stage2_results_dir
 from llm4brain.training.vlpretrain import load_video_llm, video_features
 torch.set_num_threads(2)
 cfg = load_config("default")

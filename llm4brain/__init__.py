@@ -2,11 +2,14 @@
 
 Subpackages
 -----------
-config      profiles (YAML) -> frozen dataclasses
-data        HAD-layout simulator, BIDS loaders, trial and frame caches, splits
-models      fMRI tokenizers, SC-MBM encoder, adaptors, video branch, LLM backends
-training    losses (paper eq. 1-6), the training loop, Stage I / Stage II
-evaluation  text metrics, retrieval, baselines, chance, noise ceiling, tables
+Lowest layer first: each imports only the ones listed before it (``tests/test_layering.py``).
+
+config      profiles (YAML) -> frozen dataclasses; run identity (``identity``, ``run_key``)
+data        BIDS loaders of the HAD layout, trial and frame caches, splits
+sim         the simulator of the embedded dataset (clips, descriptions, BOLD, oracle)
+models      fMRI tokenizers, SC-MBM encoder, adaptors, video branch, LLMs, Stage I / II models
+training    losses (paper eq. 1-6), the training loop, the leakage guard, the trainers
+evaluation  retrieval, decoding, baselines, text metrics, chance, noise ceiling, tables, report
 """
 __version__ = "0.1.0"
 __all__ = ["__version__"]

@@ -22,6 +22,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .config import config_hash, to_dict
+from .data import discover_runs, load_stimuli, read_events
+from .evaluation.metrics import TextScorer
+from .training.vlpretrain import load_video_llm, video_features, video_llm_id
+
 __all__ = ["CAPTION_COLUMNS", "clip_records", "draw_instructions", "caption_key",
            "caption_path", "generate_captions", "load_captions", "random_other",
            "caption_agreement", "agreement_summary"]
@@ -46,8 +51,6 @@ def clip_records(cfg, stim: pd.DataFrame | None = None,
     -------
     DataFrame with ``subject``, ``stim_file``, ``clip_id``, ``description`` (may be empty).
     """
-    from .data import discover_runs, read_events
-
     subjects = list(subjects) if subjects is not None else list(cfg.captions.subjects)
     rows = []
     for rf in discover_runs(cfg.data_root, cfg.data):
@@ -84,9 +87,6 @@ def draw_instructions(n: int, instructions: Sequence[str], seed: int) -> list[st
 
 def caption_key(cfg, records: pd.DataFrame) -> str:
     """Hash of the settings and records that determine the caption table."""
-    from .config import config_hash, to_dict
-    from .training.vlpretrain import video_llm_id
-
     gen = {k: getattr(cfg.llm, k) for k in ("max_new_tokens", "do_sample", "temperature",
                                             "top_p", "batch_size")}
     return config_hash(dict(model=video_llm_id(cfg), gen=gen,
@@ -126,10 +126,7 @@ def generate_captions(cfg, *, vlm=None, features=None, stim: pd.DataFrame | None
     DataFrame with columns :data:`CAPTION_COLUMNS` (+ ``description`` when known), also
     written to :func:`caption_path` (with a ``.json`` of the settings beside it).
     """
-    from .config import to_dict
-
     if stim is None:
-        from .data import load_stimuli
         stim = load_stimuli(cfg)
     rec = clip_records(cfg, stim)
     key = caption_key(cfg, rec)
@@ -137,10 +134,8 @@ def generate_captions(cfg, *, vlm=None, features=None, stim: pd.DataFrame | None
     if path.is_file() and not rebuild:
         return _read(path)
     if vlm is None:
-        from .training.vlpretrain import load_video_llm
         vlm = load_video_llm(cfg)
     if features is None:
-        from .training.vlpretrain import video_features
         features = video_features(cfg, stim, progress)
     ins = draw_instructions(len(rec), list(cfg.captions.instructions), cfg.captions.seed)
     files = rec["stim_file"].tolist()
@@ -174,7 +169,6 @@ def load_captions(cfg, stim: pd.DataFrame | None = None) -> pd.DataFrame:
         When it was not generated with these settings (run notebook 04).
     """
     if stim is None:
-        from .data import load_stimuli
         stim = load_stimuli(cfg)
     rec = clip_records(cfg, stim)
     path = caption_path(cfg, caption_key(cfg, rec))
@@ -236,8 +230,6 @@ def caption_agreement(captions: pd.DataFrame, cfg, *, scorer=None,
     ValueError
         When no true descriptions exist (real data: nothing to compare with).
     """
-    from .evaluation.metrics import TextScorer
-
     refs = list(references) if references is not None else (
         captions["description"].astype(str).tolist() if "description" in captions else [])
     if not refs or not any(r.strip() for r in refs):

@@ -11,7 +11,7 @@ __all__ = ["main"]
 
 def _simulate(args) -> int:
     from .config import load_config, save_config
-    from .data import simulate_dataset
+    from .sim import simulate_dataset
 
     cfg = load_config(args.profile)
     out = Path(args.out) if args.out else cfg.data_root

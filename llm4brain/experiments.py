@@ -2,8 +2,7 @@
 
 Drivers that train and score many runs, used by the notebooks ``tune_pseudo_target`` (``make
 tune``) and ``ablations`` (``make ablations``). They sit above :mod:`llm4brain.training` and
-:mod:`llm4brain.evaluation` and import both; the trainers import neither this module nor the
-evaluation code through it.
+:mod:`llm4brain.evaluation` and import both; neither imports this module.
 
 * :func:`tune_stage1`, :func:`tune_stage2` — candidates (dotted overrides) on the
   **pseudo-target** (:mod:`llm4brain.training.tuning`): the real targets are sealed;
@@ -17,6 +16,13 @@ import time
 
 import pandas as pd
 
+from .evaluation.attributes import AttributeParser, attribute_correct, truth_frame
+from .evaluation.baselines import nearest_training_answers
+from .evaluation.decoding import build_eval_set, chance_decodes, decode_eval_set
+from .evaluation.stage1 import evaluate_stage1
+from .training.mae import load_pretrained_mae
+from .training.stage1 import stage1_run_name, train_stage1
+from .training.stage2 import build_stage2_data, stage2_run_name, train_stage2
 from .training.tuning import pseudo_run_name, pseudo_target_splits, sealed_cache, with_overrides
 
 __all__ = ["tune_stage1", "tune_stage2", "run_ablations", "score_decodes"]
@@ -47,8 +53,6 @@ def tune_stage1(cfg, tc, splits, candidates: dict, *, seeds=(0,), pseudo_target=
         (percent; ``split`` is the training subjects' held-out runs or the pseudo-target,
         ``method`` stage1 or ridge) and the trained Stage I models by ``(candidate, seed)``.
     """
-    from .training.stage1 import evaluate_stage1, stage1_run_name, train_stage1
-
     ps = pseudo_target_splits(tc.trials, splits, cfg, pseudo_target)
     sc = sealed_cache(tc, splits)
     rows, models = [], {}
@@ -66,14 +70,12 @@ def tune_stage1(cfg, tc, splits, candidates: dict, *, seeds=(0,), pseudo_target=
 
 def _pseudo_nn_texts(ev, eval_set, captions) -> list[str]:
     """Ridge + nearest-neighbour captions of the pseudo-target (Stage I's ridge)."""
-    from .training.stage2 import _nearest_training_answers
-
     meta = pd.concat([e["meta"].assign(split=k) for k, e in ev.embeddings.items()],
                      ignore_index=True)
     arrays = {"train_x": ev.embeddings["train"]["x"]}
     pos = {int(r): i for i, r in enumerate(ev.embeddings["eval"]["meta"]["row"])}
     P = ev.embeddings["eval"]["ridge"][[pos[int(r)] for r in eval_set.table["trial_index"]]]
-    return _nearest_training_answers(P, arrays, meta, eval_set, captions, True)
+    return nearest_training_answers(P, arrays, meta, eval_set, captions, True)
 
 
 def tune_stage2(cfg, tc, splits, captions, stim, candidates: dict, *, seeds=(0, 1, 2),
@@ -96,11 +98,6 @@ def tune_stage2(cfg, tc, splits, captions, stim, candidates: dict, *, seeds=(0, 
         Rows ``candidate, seed, condition, metric, value`` and the decoding tables by
         ``(candidate, seed)``.
     """
-    from .evaluation.attributes import AttributeParser, attribute_correct, truth_frame
-    from .training.stage1 import stage1_run_name
-    from .training.stage2 import (build_eval_set, build_stage2_data, chance_decodes,
-                                  decode_eval_set, stage2_run_name, train_stage2)
-
     ps = pseudo_target_splits(tc.trials, splits, cfg, pseudo_target)
     sc = sealed_cache(tc, splits)
     parser = AttributeParser()
@@ -156,9 +153,7 @@ def tune_stage2(cfg, tc, splits, captions, stim, candidates: dict, *, seeds=(0, 
 def score_decodes(df: pd.DataFrame, stim: pd.DataFrame, scorer=None, parser=None) -> dict:
     """BERTScore against Video2Text (when ``scorer`` is given), attribute accuracy (%) against
     the simulator's truth (agent, action, scene, all) and distinct answers of one decoding
-    table (:data:`llm4brain.training.stage2.DECODE_COLUMNS`)."""
-    from .evaluation.attributes import AttributeParser, attribute_correct, truth_frame
-
+    table (:data:`llm4brain.evaluation.stage2_results.DECODE_COLUMNS`)."""
     parser = parser or AttributeParser()
     df = df.sort_values(["subject", "trial_index"]).reset_index(drop=True)
     texts = df["fmri2text"].astype(str).tolist()
@@ -188,10 +183,6 @@ def run_ablations(cfg, tc, splits, captions, rows: dict, *, seeds=(0, 1, 2), vlm
     Finished runs are reloaded (same names as notebooks 03 and 05 for the profile's own
     settings), so the ``full`` row with the profile's seed costs no training.
     """
-    from .training.mae import load_pretrained_mae
-    from .training.stage1 import train_stage1
-    from .training.stage2 import build_eval_set, build_stage2_data, decode_eval_set, train_stage2
-
     maes: dict = {}
 
     def default_mae(kind):

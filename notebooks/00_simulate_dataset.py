@@ -45,12 +45,11 @@ import numpy as np
 import pandas as pd
 
 from llm4brain.config import load_config, save_config
-from llm4brain.data import (REGIONS, canonical_hrf, describe_dataset, load_ground_truth,
-                            load_stimuli, read_events, read_frames, simulate_dataset,
-                            trial_regressors)
-from llm4brain.data._anatomy import region_weights, voxel_coordinates
+from llm4brain.data import describe_dataset, load_stimuli, read_events, read_frames
 from llm4brain.plotting import save_figure
 from llm4brain.plotting_data import (plot_brain_map, plot_clip_montage, plot_design, plot_hrfs)
+from llm4brain.sim import (REGIONS, canonical_hrf, load_ground_truth, region_weights,
+                           simulate_dataset, trial_regressors, voxel_coordinates)
 
 cfg = load_config(PROFILE)
 save_config(cfg)

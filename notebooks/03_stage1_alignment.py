@@ -55,11 +55,12 @@ import torch
 from llm4brain.config import load_config
 from llm4brain.data import load_splits, load_stimuli, load_trial_cache
 from llm4brain.evaluation.retrieval import similarity_matrix
+from llm4brain.evaluation.stage1 import evaluate_stage1, stage1_results_dir
 from llm4brain.models.adaptors import adaptor_table
 from llm4brain.plotting import (plot_embedding_2d, plot_loss_curves, plot_similarity_matrix,
                                 save_figure)
 from llm4brain.training.mae import load_pretrained_mae
-from llm4brain.training.stage1 import evaluate_stage1, stage1_results_dir, train_stage1
+from llm4brain.training.stage1 import train_stage1
 from llm4brain.training.vlpretrain import pretrain_video_llm, video_features
 
 cfg = load_config(PROFILE)

@@ -53,12 +53,14 @@ from llm4brain.captions import load_captions
 from llm4brain.config import load_config
 from llm4brain.data import load_splits, load_trial_cache
 from llm4brain.evaluation.controls import bootstrap_ci
+from llm4brain.evaluation.decoding import build_eval_set
 from llm4brain.evaluation.metrics import METRIC_LABELS, TextScorer
+from llm4brain.evaluation.stage2_outputs import write_stage2_outputs
+from llm4brain.evaluation.stage2_results import read_decodes, stage2_results_dir
 from llm4brain.plotting import plot_embedding_2d, plot_loss_curves, save_figure
 from llm4brain.training.guard import LeakageError
 from llm4brain.training.stage1 import load_stage1
-from llm4brain.training.stage2 import (build_eval_set, build_stage2_data, read_decodes,
-                                       stage2_results_dir, train_stage2, write_stage2_outputs)
+from llm4brain.training.stage2 import build_stage2_data, train_stage2
 from llm4brain.training.vlpretrain import load_video_llm
 
 cfg = load_config(PROFILE)

@@ -49,8 +49,10 @@ from llm4brain.data import load_stimuli
 from llm4brain.evaluation.attributes import attribute_wide, stage2_attribute_tables
 from llm4brain.evaluation.identification import identification_wide, stage2_identification
 from llm4brain.evaluation.metrics import METRIC_LABELS, METRICS, TextScorer
-from llm4brain.evaluation.report import (CONDITION_ORDER, build_report, load_stage2_results,
-                                         score_run, write_report)
+from llm4brain.evaluation.report import build_report
+from llm4brain.evaluation.report_writer import write_report
+from llm4brain.evaluation.scoring import score_run
+from llm4brain.evaluation.stage2_results import CONDITION_ORDER, load_stage2_results
 from llm4brain.plotting import (plot_attribute_bars, plot_metric_distributions,
                                 plot_subject_bars, save_figure)
 

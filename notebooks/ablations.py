@@ -57,10 +57,10 @@ from llm4brain.captions import load_captions
 from llm4brain.config import load_config
 from llm4brain.data import load_splits, load_stimuli, load_trial_cache
 from llm4brain.evaluation.metrics import TextScorer
+from llm4brain.evaluation.stage2_results import read_decodes, save_decodes, stage2_results_dir
 from llm4brain.evaluation.tables import to_markdown
 from llm4brain.experiments import run_ablations, score_decodes
 from llm4brain.plotting import plot_candidate_bars, save_figure
-from llm4brain.training.stage2 import read_decodes, save_decodes, stage2_results_dir
 from llm4brain.training.vlpretrain import load_video_llm, video_features
 
 cfg = load_config(PROFILE)

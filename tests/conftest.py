@@ -32,3 +32,54 @@ def rng():
 def _close_figures():
     yield
     plt.close("all")
+
+
+# --------------------------------------------------------------- builders of tiny test inputs
+# (llm4brain.testing; not part of the library's public API). Session-scoped factories, so
+# module-scoped fixtures can call them too.
+@pytest.fixture(scope="session")
+def make_tiny_bids():
+    """``make_tiny_bids(root, ...)``: a few tiny NIfTI files in the HAD layout."""
+    from llm4brain.testing import make_tiny_bids
+
+    return make_tiny_bids
+
+
+@pytest.fixture(scope="session")
+def truncate_mp4():
+    """``truncate_mp4(path, keep_frames)``: an mp4 cut after its first frames."""
+    from llm4brain.testing import truncate_mp4
+
+    return truncate_mp4
+
+
+@pytest.fixture(scope="session")
+def make_tiny_llm():
+    """``make_tiny_llm(texts, hidden=..., layers=...)``: a tiny random Llama, no files."""
+    from llm4brain.testing import make_tiny_llm
+
+    return make_tiny_llm
+
+
+@pytest.fixture(scope="session")
+def tiny_world():
+    """``tiny_world(tmp_path, seed=0, **sections)``: the random Stage I / II world (a dict)."""
+    from llm4brain.testing import make_tiny_world
+
+    return make_tiny_world
+
+
+@pytest.fixture(scope="session")
+def tiny_stage_config():
+    """``tiny_stage_config(tmp_path, **sections)``: the smoke profile shrunk to that world."""
+    from llm4brain.testing import tiny_stage_config
+
+    return tiny_stage_config
+
+
+@pytest.fixture(scope="session")
+def fit_tiny_stage1():
+    """``fit_tiny_stage1(world, steps=2)``: Stage I trained on it, ``(model, video, result)``."""
+    from llm4brain.testing import fit_tiny_stage1
+
+    return fit_tiny_stage1

@@ -37,7 +37,8 @@ def main(steps: list[str]) -> None:
     from llm4brain import captions as cap_mod
     from llm4brain.config import load_config
     from llm4brain.data import (_cache, build_trial_cache, iter_run_volumes, load_splits,
-                                load_stimuli, make_splits, simulate_dataset)
+                                load_stimuli, make_splits)
+    from llm4brain.sim import simulate_dataset
     from llm4brain.models.frame_encoders import FrameFeatureCache
     from llm4brain.training import stage1 as s1
     from llm4brain.training.mae import load_pretrained_mae, pretrain_mae, volume_windows

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm4brain.data._stimuli import CLASS_CATALOGUE, describe_clip, sample_clip_specs
+from llm4brain.sim import CLASS_CATALOGUE, describe_clip, sample_clip_specs
 from llm4brain.evaluation.attributes import (ATTRIBUTES, AttributeParser, attribute_accuracy,
                                              attribute_chance, attribute_correct,
                                              attribute_summary, distinct_share, load_lexicon,

@@ -11,7 +11,6 @@ import torch
 from llm4brain.captions import (caption_agreement, caption_path, draw_instructions,
                                 generate_captions, load_captions, random_other)
 from llm4brain.config import load_config
-from llm4brain.models.llm import make_tiny_llm
 from llm4brain.training.vlpretrain import (align_loss_fn, answer_choices, build_video_llm,
                                            check_corpus_disjoint, load_video_llm,
                                            make_align_sampler, make_vl_sampler, pretrain_rows,
@@ -25,7 +24,8 @@ TINY_SIM = dict(n_subjects=2, n_target_subjects=1, n_classes=2, n_runs=1, clips_
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     """A tiny simulated dataset (2 subjects x 4 clips + 4 pretraining clips), ~5 s."""
-    from llm4brain.data import load_stimuli, simulate_dataset
+    from llm4brain.data import load_stimuli
+    from llm4brain.sim import simulate_dataset
     run = tmp_path_factory.mktemp("run")
     cfg = load_config("smoke", overrides={
         "run": {"run_dir": str(run)}, "sim": TINY_SIM,
@@ -40,7 +40,7 @@ def sim(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny(sim):
+def tiny(make_tiny_llm, sim):
     cfg, stim = sim
     texts = stim["description"].tolist() + [p for s in stim["paraphrases"] for p in s.split("|")]
     return make_tiny_llm(texts, hidden=32, layers=1, seed=0)

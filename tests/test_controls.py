@@ -9,7 +9,8 @@ from llm4brain.config import EvalConfig
 from llm4brain.evaluation.controls import (ChanceResult, Interval, bootstrap_by_group,
                                            bootstrap_ci, chance_scores, derangements,
                                            permutation_pairing_chance, summary_table)
-from llm4brain.evaluation.metrics import METRICS, TextScorer, aggregate_scores, total_scores
+from llm4brain.evaluation.metrics import METRICS, TextScorer
+from llm4brain.evaluation.scores import aggregate_scores, total_scores
 from llm4brain.evaluation.tables import subject_table
 
 WORDS = "a man woman dog plays runs squash court hair cut salon park ball in the with".split()

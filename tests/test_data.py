@@ -10,9 +10,9 @@ import pytest
 
 from llm4brain.config import ConfigError, load_config
 from llm4brain.data import (DataError, build_frame_cache, build_trial_cache, describe_dataset,
-                            discover_runs, make_splits, make_tiny_bids, read_events, read_frames,
+                            discover_runs, make_splits, read_events, read_frames,
                             write_mp4)
-from llm4brain.data._simulate import SPACE, bids_name
+from llm4brain.sim import SPACE, bids_name
 
 
 def _cfg(tmp_path, **data):
@@ -21,7 +21,7 @@ def _cfg(tmp_path, **data):
 
 
 @pytest.fixture
-def tiny(tmp_path):
+def tiny(make_tiny_bids, tmp_path):
     make_tiny_bids(tmp_path / "ds", plant={"voxel": (2, 3, 2), "volume": 10, "amplitude": 8.0},
                    noise=0.05)
     return tmp_path

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from llm4brain.config import load_config
 from llm4brain.models.llm import (LLM_BACKENDS, load_hf_local, load_llm, load_smollm2,
-                                  make_tiny_llm, resolve_model_path)
+                                  resolve_model_path)
 from llm4brain.models.qformer import build_video_branch
 from llm4brain.models.video_llm import (IGNORE_INDEX, VideoLLM, caption_loss, format_prompt,
                                         generate_from_prefix, splice_prefix)
@@ -23,7 +23,7 @@ PH = "<video>"
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny(make_tiny_llm):
     return make_tiny_llm(TEXTS, hidden=32, layers=2, seed=0)
 
 

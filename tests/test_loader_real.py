@@ -17,9 +17,8 @@ import pytest
 from llm4brain.cli import main
 from llm4brain.config import load_config
 from llm4brain.data import (DataError, build_frame_cache, build_trial_cache, describe_dataset,
-                            discover_runs, make_tiny_bids, read_frames, write_mp4)
-from llm4brain.data._simulate import SPACE, bids_name
-from llm4brain.data._testing import truncate_mp4
+                            discover_runs, read_frames, write_mp4)
+from llm4brain.sim import SPACE, bids_name
 
 
 def _cfg(tmp_path, **data):
@@ -45,7 +44,7 @@ def _messages(caplog, capsys):
 
 
 # --------------------------------------------------------------------------- 1. mixed TRs
-def test_mixed_trs_are_refused_naming_both_files(tmp_path):
+def test_mixed_trs_are_refused_naming_both_files(make_tiny_bids, tmp_path):
     make_tiny_bids(tmp_path / "ds", tr=(2.0, 1.5), sidecar="run", write_clips=False)
     cfg = _cfg(tmp_path)
     with pytest.raises(DataError) as e:
@@ -59,7 +58,7 @@ def test_mixed_trs_are_refused_naming_both_files(tmp_path):
 
 
 # --------------------------------------------------------------------------- 2. TR source
-def test_derivative_tr_comes_from_the_raw_sidecar_not_the_header(tmp_path):
+def test_derivative_tr_comes_from_the_raw_sidecar_not_the_header(make_tiny_bids, tmp_path):
     # fMRIPrep BOLD without its own JSON; the raw run's sidecar says 1.5, the header 1.0
     make_tiny_bids(tmp_path / "ds", tr=1.5, sidecar="run", header_tr=1.0, write_clips=False)
     runs = discover_runs(tmp_path / "ds", _cfg(tmp_path).data)
@@ -67,7 +66,7 @@ def test_derivative_tr_comes_from_the_raw_sidecar_not_the_header(tmp_path):
     assert all(r.tr_source.endswith(bids_name(r.subject, r.run, "bold.json")) for r in runs)
 
 
-def test_tr_from_header_is_a_warning_naming_the_file(tmp_path, caplog, capsys):
+def test_tr_from_header_is_a_warning_naming_the_file(make_tiny_bids, tmp_path, caplog, capsys):
     make_tiny_bids(tmp_path / "ds", n_subjects=1, n_runs=1, sidecar="none", header_tr=2.0,
                    write_clips=False)
     # a sidecar of another task must not be inherited
@@ -78,7 +77,7 @@ def test_tr_from_header_is_a_warning_naming_the_file(tmp_path, caplog, capsys):
     assert "WARNING" in out and runs[0].bold.name in out and "RepetitionTime" in out
 
 
-def test_unset_header_tr_is_an_error_naming_the_file_and_fix(tmp_path):
+def test_unset_header_tr_is_an_error_naming_the_file_and_fix(make_tiny_bids, tmp_path):
     make_tiny_bids(tmp_path / "ds", n_subjects=1, n_runs=1, sidecar="none", header_tr=1.0,
                    write_clips=False)
     with pytest.raises(DataError, match=r"no RepetitionTime for .*desc-preproc_bold.nii.gz.*"
@@ -100,7 +99,7 @@ def test_block_start_is_the_first_volume_at_or_after_onset_plus_lag():
                                   np.floor((on + 4.0) / 2.0 + 1e-6).astype(int))
 
 
-def test_blocks_at_tr_1p5_start_at_or_after_onset_plus_lag(tmp_path):
+def test_blocks_at_tr_1p5_start_at_or_after_onset_plus_lag(make_tiny_bids, tmp_path):
     # planted at volume 10 (15 s); trial at 10 s + lag 4 s = 14 s -> first volume 10 (not 9)
     make_tiny_bids(tmp_path / "ds", n_subjects=1, tr=1.5, onsets=(3.0, 10.0, 17.5, 25.0),
                    plant={"voxel": (2, 3, 2), "volume": 10, "amplitude": 8.0}, noise=0.05)
@@ -121,7 +120,7 @@ def _noise_clip(path, n=96, fps=24, seed=0):
     return write_mp4(fr, path, fps=fps)
 
 
-def test_truncated_clip_is_reported_not_sampled_from_its_first_part(tmp_path):
+def test_truncated_clip_is_reported_not_sampled_from_its_first_part(truncate_mp4, tmp_path):
     import decord
 
     good = _noise_clip(tmp_path / "ds" / "stimuli" / "A" / "good.mp4")
@@ -157,7 +156,7 @@ def test_clip_shorter_than_its_events_is_reported(tmp_path):
 
 
 # --------------------------------------------------------------------------- 5. raw masks
-def test_raw_mask_is_the_intersection_over_all_runs(tmp_path, caplog):
+def test_raw_mask_is_the_intersection_over_all_runs(make_tiny_bids, tmp_path, caplog):
     make_tiny_bids(tmp_path / "ds", write_clips=False)
     cfg = _cfg(tmp_path, source="raw")
     # sub-01 run-02 lost voxel (2, 3, 2) (signal dropout): the first run alone would keep it
@@ -173,7 +172,7 @@ def test_raw_mask_is_the_intersection_over_all_runs(tmp_path, caplog):
     assert np.all(np.asarray(tc.blocks[s1])[(slice(None), slice(None)) + vox] == 0)
 
 
-def test_raw_nan_in_background_voxels_does_not_stop_the_build(tmp_path, caplog):
+def test_raw_nan_in_background_voxels_does_not_stop_the_build(make_tiny_bids, tmp_path, caplog):
     make_tiny_bids(tmp_path / "ds", write_clips=False)
     cfg = _cfg(tmp_path, source="raw")
     # a NaN in the background of sub-01's first run
@@ -188,7 +187,7 @@ def test_raw_nan_in_background_voxels_does_not_stop_the_build(tmp_path, caplog):
     assert "NaN/inf values excluded" in caplog.text
 
 
-def test_nan_inside_a_mask_file_names_the_file_count_and_a_real_fix(tmp_path):
+def test_nan_inside_a_mask_file_names_the_file_count_and_a_real_fix(make_tiny_bids, tmp_path):
     make_tiny_bids(tmp_path / "ds", write_clips=False)
     cfg = _cfg(tmp_path)
     p = cfg.data_root / "derivatives/fmriprep/sub-01/ses-action01/func" / bids_name(
@@ -202,7 +201,7 @@ def test_nan_inside_a_mask_file_names_the_file_count_and_a_real_fix(tmp_path):
 
 
 # --------------------------------------------------------------------------- 6. grid advice
-def test_grid_error_gives_advice_that_works(tmp_path):
+def test_grid_error_gives_advice_that_works(make_tiny_bids, tmp_path):
     make_tiny_bids(tmp_path / "ds", write_clips=False)
     cfg = _cfg(tmp_path)
     p = cfg.data_root / "derivatives/fmriprep/sub-02/ses-action01/func" / bids_name(
@@ -225,7 +224,7 @@ def test_grid_error_gives_advice_that_works(tmp_path):
 
 
 # --------------------------------------------------------------------------- 7. derivatives
-def test_derivatives_folder_is_a_setting(tmp_path):
+def test_derivatives_folder_is_a_setting(make_tiny_bids, tmp_path):
     # nilearn's fake BIDS generator writes the derivatives directly under derivatives/
     make_tiny_bids(tmp_path / "ds", derivatives="derivatives", write_clips=False)
     with pytest.raises(DataError, match=r"derivatives/fmriprep \(data.derivatives: "
@@ -240,7 +239,7 @@ def test_derivatives_folder_is_a_setting(tmp_path):
 
 
 # --------------------------------------------------------------------------- 8. describe
-def test_describe_reports_every_tr_and_grid_and_lists_problems(tmp_path, capsys):
+def test_describe_reports_every_tr_and_grid_and_lists_problems(make_tiny_bids, tmp_path, capsys):
     make_tiny_bids(tmp_path / "ds", n_subjects=3, tr=(2.0, 2.0, 1.5), sidecar="run")
     cfg = _cfg(tmp_path)
     raw = cfg.data_root / "sub-03/ses-action01/func"
@@ -271,7 +270,7 @@ def test_describe_reports_every_tr_and_grid_and_lists_problems(tmp_path, capsys)
     assert main(["describe", "--profile", str(prof), "--strict"]) == 3
 
 
-def test_describe_on_a_clean_dataset_has_no_problems(tmp_path, capsys):
+def test_describe_on_a_clean_dataset_has_no_problems(make_tiny_bids, tmp_path, capsys):
     make_tiny_bids(tmp_path / "ds")
     d = describe_dataset(tmp_path / "ds")
     assert d["problems"] == [] and d["tr"] == 2.0 and d["trs"][0]["n_runs"] == 4
@@ -283,7 +282,7 @@ def _events(cfg, sub, run):
     return _raw(cfg, sub, run, "events.tsv")
 
 
-def test_onset_offset_auto_is_decided_per_run_and_logged(tmp_path, caplog, capsys):
+def test_onset_offset_auto_is_decided_per_run_and_logged(make_tiny_bids, tmp_path, caplog, capsys):
     # run 1 counts onsets from the end of HAD's 12 s lead-in (first onset 0 s), run 2 from
     # the first volume (first onset 12 s): auto adds 12 s to run 1 only
     make_tiny_bids(tmp_path / "ds", n_subjects=1, onsets=(0.0, 8.0, 16.0, 24.0),
@@ -320,7 +319,7 @@ def test_onset_offset_auto_is_decided_per_run_and_logged(tmp_path, caplog, capsy
     assert load_config("smoke").data.onset_offset == 0.0         # the simulation has no lead-in
 
 
-def test_class_is_trial_type_and_unknown_columns_are_ignored(tmp_path):
+def test_class_is_trial_type_and_unknown_columns_are_ignored(make_tiny_bids, tmp_path):
     # trial_type 1 is Zumba_dancing: class ids follow trial_type, not the alphabet, and the
     # underscore in the class name survives
     make_tiny_bids(tmp_path / "ds", classes=("Zumba_dancing", "Archery"), write_clips=False)
@@ -347,7 +346,7 @@ def test_class_is_trial_type_and_unknown_columns_are_ignored(tmp_path):
         build_trial_cache(cfg, progress=False, check_stimuli=False, rebuild=True)
 
 
-def test_invalid_videos_drop_their_trials_with_a_count_per_subject(tmp_path, caplog, capsys):
+def test_invalid_videos_drop_their_trials_with_a_count_per_subject(make_tiny_bids, tmp_path, caplog, capsys):
     make_tiny_bids(tmp_path / "ds", write_clips=False)
     names = ["Ball_bouncing/v_Ball_bouncing_id_s01r1t0_label_1.mp4",   # stim_file
              "v_Car_driving_id_s02r2t1_label_2.mp4",                   # file name
@@ -387,7 +386,7 @@ def test_invalid_videos_drop_their_trials_with_a_count_per_subject(tmp_path, cap
         discover_runs(cfg.data_root, _cfg(tmp_path, invalid_videos="nope.txt").data)
 
 
-def test_run_entities_with_and_without_zero_padding(tmp_path):
+def test_run_entities_with_and_without_zero_padding(make_tiny_bids, tmp_path):
     make_tiny_bids(tmp_path / "ds", n_subjects=1, n_runs=10, n_vols=30, write_clips=False)
     root = tmp_path / "ds"
     # odd runs written run-1, run-3, ... (ciftify style); run 4: only the BOLD and its
@@ -422,7 +421,7 @@ def _profile(tmp_path, **data):
     return str(prof)
 
 
-def test_check_data_on_a_good_dataset_exits_0_with_every_row(tmp_path, capsys):
+def test_check_data_on_a_good_dataset_exits_0_with_every_row(make_tiny_bids, tmp_path, capsys):
     make_tiny_bids(tmp_path / "ds", onsets=(0.0, 8.0, 16.0, 24.0))
     prof = _profile(tmp_path, onset_offset="auto", work_dir=str(tmp_path / "work"),
                     invalid_videos='["v_Car_driving_id_s02r1t1_label_2", "v_typo"]')
@@ -451,7 +450,7 @@ def test_check_data_on_a_good_dataset_exits_0_with_every_row(tmp_path, capsys):
     assert main(["describe", "--profile", prof, "--strict"]) == 0      # describe still works
 
 
-def test_check_data_names_a_missing_clip_and_an_onset_past_the_run(tmp_path, capsys):
+def test_check_data_names_a_missing_clip_and_an_onset_past_the_run(make_tiny_bids, tmp_path, capsys):
     make_tiny_bids(tmp_path / "ds")
     cfg = _cfg(tmp_path)
     gone = sorted((cfg.data_root / "stimuli").rglob("*.mp4"))[0]
@@ -491,7 +490,7 @@ def _regrid(path, affine, shape, interpolation):
                              img.header), str(path))
 
 
-def test_subjects_on_different_grids_are_resampled_with_data_resample_to(tmp_path, caplog,
+def test_subjects_on_different_grids_are_resampled_with_data_resample_to(make_tiny_bids, tmp_path, caplog,
                                                                          capsys):
     # sub-02 on a 2 mm grid nested in the 4 mm one (same origin): resampled back onto sub-01's
     # 4 mm grid it must give the blocks of an untouched copy of the same dataset

@@ -10,9 +10,9 @@ from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
 
 from llm4brain.config import ConfigError, EvalConfig, load_config
-from llm4brain.evaluation.metrics import (BLEU_ORDERS, METRICS, TextScorer, TextScores,
-                                          aggregate_scores, bleu_from_stats,
-                                          resolve_bertscore_model, total_scores)
+from llm4brain.evaluation.metrics import METRICS, TextScorer, resolve_bertscore_model
+from llm4brain.evaluation.scores import (BLEU_ORDERS, TextScores, aggregate_scores,
+                                         bleu_from_stats, total_scores)
 
 CANDS = [
     "In the video, a young man is playing squash in a gym.",

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from llm4brain.config import load_config
-from llm4brain.data import (DataError, build_trial_cache, iter_run_volumes, make_splits,
-                            make_tiny_bids)
+from llm4brain.data import DataError, build_trial_cache, iter_run_volumes, make_splits
 from llm4brain.data._packed import PackedBlocks, PackedVolumes
 from llm4brain.training.guard import source_view, target_evaluation_view
 
@@ -19,7 +18,7 @@ def _cfg(tmp_path, **data):
 
 
 @pytest.fixture
-def tiny(tmp_path):
+def tiny(tmp_path, make_tiny_bids):
     make_tiny_bids(tmp_path / "ds", n_subjects=3, n_runs=2, shape=(7, 8, 6), n_vols=36,
                    plant={"voxel": (3, 3, 2), "volume": 10, "amplitude": 8.0}, noise=0.2,
                    write_clips=False)

@@ -229,7 +229,7 @@ def test_vlpretrain_loss_resolves_auto(monkeypatch, native):
 
 @pytest.mark.parametrize("native", [False, True])
 def test_stage2_model_resolves_auto(monkeypatch, native):
-    from llm4brain.training.stage2 import Stage2Model
+    from llm4brain.models.stage2 import Stage2Model
 
     _cpu(monkeypatch, native=native, speedup=2.0)
     fake = SimpleNamespace(cfg=Stage2Config())          # bf16 = "auto"

@@ -12,10 +12,13 @@ from sacrebleu.metrics import BLEU
 from llm4brain.config import load_config
 from llm4brain.evaluation import metrics as metrics_mod
 from llm4brain.evaluation.metrics import TextScorer
-from llm4brain.evaluation.report import (CONDITION_ORDER, RESULT_COLUMNS, build_report,
-                                         load_stage2_results, read_stage2_tsv,
-                                         reading_paragraph, resolve_stage2_files, score_run,
-                                         stage2_results_dir, write_report)
+from llm4brain.evaluation.reading import reading_paragraph
+from llm4brain.evaluation.report import build_report
+from llm4brain.evaluation.report_writer import write_report
+from llm4brain.evaluation.scoring import score_run
+from llm4brain.evaluation.stage2_results import (CONDITION_ORDER, DECODE_COLUMNS,
+                                                 load_stage2_results, read_decodes,
+                                                 resolve_stage2_files, stage2_results_dir)
 
 AGENTS = ["man", "woman", "dog", "bird", "child", "car"]
 ACTIONS = ["running", "jumping", "waving", "swimming", "eating", "driving"]
@@ -52,7 +55,7 @@ def _perturb(parts, n_changes, rng):
 
 
 def _write(df, path, answers):
-    out = df[list(RESULT_COLUMNS[:5])].copy()
+    out = df[list(DECODE_COLUMNS[:5])].copy()
     out["fmri2text"], out["video2text"] = answers, df["video2text"].to_numpy()
     out.to_csv(path, sep="\t", index=False)
     return out
@@ -156,13 +159,13 @@ def test_read_tsv_errors(tmp_path):
     pd.DataFrame({"subject": ["01"], "trial_index": [1], "fmri2text": ["a"]}).to_csv(
         p, sep="\t", index=False)
     with pytest.raises(ValueError, match=r"x\.tsv lacks columns .*video2text"):
-        read_stage2_tsv(p)
-    full = pd.DataFrame({c: ["01", "01"] for c in RESULT_COLUMNS}).assign(trial_index=[3, 3])
+        read_decodes(p)
+    full = pd.DataFrame({c: ["01", "01"] for c in DECODE_COLUMNS}).assign(trial_index=[3, 3])
     full.to_csv(p, sep="\t", index=False)
     with pytest.raises(ValueError, match="listed twice"):
-        read_stage2_tsv(p)
+        read_decodes(p)
     full.assign(trial_index=[3, 4], fmri2text=["", "NA"]).to_csv(p, sep="\t", index=False)
-    df = read_stage2_tsv(p)
+    df = read_decodes(p)
     assert df["subject"].tolist() == ["01", "01"]  # leading zero kept
     assert df["fmri2text"].tolist() == ["", "NA"]  # empty answers stay text, not NaN
 
@@ -193,7 +196,7 @@ def test_report_tables_summary_examples(cfg, rng, scorer):
         t = rep.tables[name]
         assert list(t.index) == ["sub-05", "sub-06", "Total"] and list(t.columns) == LABELS
     # numbers match direct library calls on the TSVs
-    da = read_stage2_tsv(stage2_results_dir(cfg) / "fmri2text_da.tsv")
+    da = read_decodes(stage2_results_dir(cfg) / "fmri2text_da.tsv")
     sub05 = da[da.subject == "05"]
     assert rep.tables["table1"].loc["sub-05", "SacreBLEU-1"] == pytest.approx(
         _bleu1(sub05.fmri2text, sub05.video2text))
@@ -216,7 +219,7 @@ def test_report_tables_summary_examples(cfg, rng, scorer):
     assert up["candidate"].tolist() == trials["video2text"].tolist()
     assert up["reference"].tolist() == trials["description"].tolist()
     # chance level: the mean over shuffles of each shuffle's Total
-    ch = [read_stage2_tsv(p) for p in resolve_stage2_files(cfg)["chance"]]
+    ch = [read_decodes(p) for p in resolve_stage2_files(cfg)["chance"]]
     assert b1("chance") == pytest.approx(np.mean([_total(c, _bleu1) for c in ch]))
     assert rep.summary.loc[rep.summary.condition == CONDITION_ORDER["chance"], "interval"] \
         .iloc[0] == "over 3 shuffles"
@@ -251,7 +254,7 @@ def test_ordering_reported_as_given(cfg, rng, scorer):
     mod, ch = s.loc[("sacrebleu1", CONDITION_ORDER["model"])], \
         s.loc[("sacrebleu1", CONDITION_ORDER["chance"])]
     assert mod["estimate"] < ch["estimate"]
-    da = read_stage2_tsv(stage2_results_dir(cfg) / "fmri2text_da.tsv")
+    da = read_decodes(stage2_results_dir(cfg) / "fmri2text_da.tsv")
     assert mod["estimate"] == pytest.approx(_total(da, _bleu1))
     assert "**below chance**" in rep.reading
     assert "above chance" not in rep.reading

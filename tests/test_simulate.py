@@ -10,11 +10,10 @@ import pytest
 
 from llm4brain.cli import main as cli_main
 from llm4brain.config import load_config
-from llm4brain.data import (EVENT_COLUMNS, REGIONS, build_trial_cache, canonical_hrf,
-                            describe_dataset, load_ground_truth, load_stimuli, noise_free_bold,
-                            simulate_dataset, trial_regressors)
-from llm4brain.data._anatomy import region_weights, voxel_coordinates
-from llm4brain.data._simulate import SPACE, bids_name
+from llm4brain.data import EVENT_COLUMNS, build_trial_cache, describe_dataset, load_stimuli
+from llm4brain.sim import (REGIONS, SPACE, bids_name, canonical_hrf, load_ground_truth,
+                           noise_free_bold, region_weights, simulate_dataset, trial_regressors,
+                           voxel_coordinates)
 
 
 def _cfg(base):
@@ -139,7 +138,7 @@ def test_trial_cache_on_simulated_data(smoke_ds):
 
 
 def test_noise_free_blocks_follow_the_data(smoke_ds):
-    from llm4brain.data import noise_free_trial_blocks
+    from llm4brain.sim import noise_free_trial_blocks
 
     tc = build_trial_cache(smoke_ds, progress=False)
     idx = np.array([7, 0, 30, 51])

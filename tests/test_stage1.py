@@ -1,126 +1,28 @@
 """Stage I (paper eqs. 1-2): what is trained, batches, reproducibility, retrieval outputs.
 
 Everything runs on a tiny random world: 3 subjects (2 training, 1 target), blocks of shape
-(2, 8, 8, 8), a 2-layer encoder, a 1-layer Q-Former; no file from the pretrained models.
-``tiny_world`` is imported by ``test_stage2.py``.
+(2, 8, 8, 8), a 2-layer encoder, a 1-layer Q-Former; no file from the pretrained models
+(``llm4brain.testing.make_tiny_world``, the ``tiny_world`` fixture).
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from llm4brain.config import load_config
-from llm4brain.data import Splits
-from llm4brain.models.encoder import build_encoder
-from llm4brain.models.qformer import build_video_branch
+from llm4brain.evaluation import stage1 as es1
+from llm4brain.models import stage1 as ms1
+from llm4brain.testing import TINY_BLOCK as BLOCK
+from llm4brain.testing import TINY_FEAT as FEAT
 from llm4brain.training import stage1 as s1
 from llm4brain.training.guard import source_view
 
-BLOCK = (2, 8, 8, 8)
-FEAT = (4, 4, 16)      # frames, patches, channels of the fake frame features
-LLM_DIM = 32
-
-
-class FakeTrialCache:
-    """The two attributes of a TrialCache the guard and Stage I read, plus a mask."""
-
-    def __init__(self, blocks, trials, mask):
-        self.blocks, self.trials, self.mask = blocks, trials, mask
-
-    @property
-    def block_shape(self):
-        return tuple(self.blocks.shape[1:])
-
-
-class FakeFeatures:
-    """A FrameFeatureCache stand-in: deterministic random features per stim file."""
-
-    def __init__(self, files):
-        self.index = pd.DataFrame({"stim_file": list(files)})
-
-    def get(self, files):
-        out = []
-        for f in files:
-            seed = int(hashlib.sha1(str(f).encode()).hexdigest()[:8], 16)
-            out.append(np.random.default_rng(seed).standard_normal(FEAT).astype(np.float32))
-        return torch.from_numpy(np.stack(out))
-
-
-def tiny_cfg(tmp_path, **sections):
-    over = {"run": {"run_dir": str(tmp_path / "run"), "seed": 0, "device": "cpu"},
-            "train": {"checkpoint_every": 0, "log_every": 1, "warmup_fraction": 0.0},
-            "stage1": {"steps": 2, "batch_size": 4, "n_candidates": 3, "n_permutations": 9,
-                       "projector_heads": 2, "eval_batch_size": 5,
-                       "ridge_alphas": [1.0, 100.0]},
-            "stage2": {"steps": 2, "batch_size": 2, "target_batch_size": 3, "bf16": False,
-                       "max_shuffles": 2},
-            "llm": {"max_new_tokens": 3, "batch_size": 4, "max_answer_tokens": 6},
-            "eval": {"n_shuffles": 5}}
-    for sec, vals in sections.items():
-        over.setdefault(sec, {}).update(vals)
-    return load_config("smoke", over)
-
-
-def tiny_world(tmp_path, seed=0, **sections):
-    """cfg, trial cache, splits, encoder, video branch, fake features, captions."""
-    cfg = tiny_cfg(tmp_path, **sections)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for subj in ("01", "02", "03"):
-        for run in (1, 2):
-            for t in range(6):
-                c = (t + run) % 3
-                rows.append(dict(subject=subj, run=run, trial=t, onset=4.0 * t, class_id=c,
-                                 class_name=f"class{c}",
-                                 stim_file=f"class{c}/clip_{subj}_{run}_{t}.mp4",
-                                 clip_id=f"clip_{subj}_{run}_{t}"))
-    trials = pd.DataFrame(rows)
-    sub, run = trials["subject"].to_numpy(), trials["run"].to_numpy()
-    idx = {k: np.flatnonzero(m) for k, m in dict(
-        train=np.isin(sub, ["01", "02"]) & (run == 1), val=np.isin(sub, ["01", "02"]) & (run == 2),
-        adapt=(sub == "03") & (run == 1), eval=(sub == "03") & (run == 2)).items()}
-    splits = Splits(("01", "02"), ("03",), idx["train"], idx["val"], idx["adapt"], idx["eval"])
-    blocks = rng.standard_normal((len(trials),) + BLOCK).astype(np.float32)
-    mask = np.ones(BLOCK[1:], bool)
-    mask[0] = False
-    tc = FakeTrialCache(blocks, trials, mask)
-    encoder = build_encoder(cfg, BLOCK, mask)
-    torch.manual_seed(1)
-    branch = build_video_branch(cfg, FEAT[-1], LLM_DIM).eval()
-    features = FakeFeatures(trials["stim_file"])
-    captions = pd.DataFrame(dict(
-        clip_id=trials["clip_id"], stim_file=trials["stim_file"], subject=trials["subject"],
-        instruction=[("Describe the video briefly." if i % 2 else
-                      "What is the main thing happening in the video?") for i in range(len(trials))],
-        answer=[f"a {n} moves" for n in trials["class_name"]]))
-    return dict(cfg=cfg, tc=tc, splits=splits, encoder=encoder, branch=branch,
-                features=features, captions=captions)
-
-
-def _fit_stage1(w, steps=2):
-    from llm4brain.training.loop import fit
-
-    cfg = w["cfg"]
-    model = s1.build_stage1_model(cfg, w["encoder"], w["branch"])
-    video = s1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
-    view = source_view(w["tc"], w["splits"], "train")
-    model.train()
-    res = fit(model, s1.stage1_loss_fn(cfg.stage1),
-              s1.make_stage1_sampler(view, video, cfg.stage1.batch_size), run_dir=cfg.run_dir,
-              name=s1.stage1_run_name(cfg), steps=steps, lr=1e-2, loop_cfg=cfg.train,
-              seed=cfg.run.seed, progress=False, device="cpu")
-    return res.model.eval(), video, res
-
 
 # ----------------------------------------------------------------------------- tests
-def test_trainable_set_is_the_papers(tmp_path):
+def test_trainable_set_is_the_papers(tiny_world, tmp_path):
     w = tiny_world(tmp_path)
-    model = s1.build_stage1_model(w["cfg"], w["encoder"], w["branch"])
-    names = s1.trainable_names(model)
+    model = ms1.build_stage1_model(w["cfg"], w["encoder"], w["branch"])
+    names = ms1.trainable_names(model)
     assert any(n.startswith("encoder.tokenizer.") for n in names)
     assert any(n.startswith("encoder.blocks.") and "lora_" in n for n in names)
     assert any(n.startswith("branch.video_qformer.") and "lora_" in n for n in names)
@@ -137,13 +39,13 @@ def test_trainable_set_is_the_papers(tmp_path):
     assert not any("lora_" in n for n, _ in w["branch"].named_parameters())
 
 
-def test_one_step_changes_only_trainable_parameters(tmp_path):
+def test_one_step_changes_only_trainable_parameters(tiny_world, tmp_path):
     w = tiny_world(tmp_path)
     cfg = w["cfg"]
-    model = s1.build_stage1_model(cfg, w["encoder"], w["branch"])
+    model = ms1.build_stage1_model(cfg, w["encoder"], w["branch"])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainable = set(s1.trainable_names(model))
-    video = s1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
+    trainable = set(ms1.trainable_names(model))
+    video = ms1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
     batch = s1.make_stage1_sampler(source_view(w["tc"], w["splits"]), video, 4)(
         0, np.random.default_rng(0))
     model.train()
@@ -163,10 +65,10 @@ def test_one_step_changes_only_trainable_parameters(tmp_path):
     assert not any(n.startswith(("branch.frame_qformer.", "branch.proj.")) for n in changed)
 
 
-def test_sampler_draws_distinct_clips_from_training_trials_only(tmp_path):
+def test_sampler_draws_distinct_clips_from_training_trials_only(tiny_world, tmp_path):
     w = tiny_world(tmp_path)
-    model = s1.build_stage1_model(w["cfg"], w["encoder"], w["branch"])
-    video = s1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
+    model = ms1.build_stage1_model(w["cfg"], w["encoder"], w["branch"])
+    video = ms1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
     view = source_view(w["tc"], w["splits"], "train")
     sample = s1.make_stage1_sampler(view, video, 5)
     b1 = sample(3, np.random.default_rng((0, 3)))
@@ -180,23 +82,23 @@ def test_sampler_draws_distinct_clips_from_training_trials_only(tmp_path):
     assert len({v.numpy().tobytes() for v in b1["video"]}) == 5   # distinct clips
 
 
-def test_seeds_reproduce_and_differ(tmp_path):
-    m1, _, r1 = _fit_stage1(tiny_world(tmp_path / "a"))
-    m2, _, _ = _fit_stage1(tiny_world(tmp_path / "b"))
-    m3, _, _ = _fit_stage1(tiny_world(tmp_path / "c", run={"seed": 5}))
+def test_seeds_reproduce_and_differ(fit_tiny_stage1, tiny_world, tmp_path):
+    m1, _, r1 = fit_tiny_stage1(tiny_world(tmp_path / "a"))
+    m2, _, _ = fit_tiny_stage1(tiny_world(tmp_path / "b"))
+    m3, _, _ = fit_tiny_stage1(tiny_world(tmp_path / "c", run={"seed": 5}))
     sd1, sd2, sd3 = m1.state_dict(), m2.state_dict(), m3.state_dict()
     assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
-    assert any(not torch.equal(sd1[k], sd3[k]) for k in s1.trainable_names(m1))
+    assert any(not torch.equal(sd1[k], sd3[k]) for k in ms1.trainable_names(m1))
     assert {"step", "loss", "clip", "l2l1"} <= set(r1.log.columns)
 
 
-def test_qformer_adaptors_both_trains_frame_qformer(tmp_path):
+def test_qformer_adaptors_both_trains_frame_qformer(tiny_world, tmp_path):
     w = tiny_world(tmp_path, stage1={"qformer_adaptors": "both"})
-    model = s1.build_stage1_model(w["cfg"], w["encoder"], w["branch"])
+    model = ms1.build_stage1_model(w["cfg"], w["encoder"], w["branch"])
     assert model.video_input == "features"
     assert any(n.startswith("branch.frame_qformer.") and "lora_" in n
-               for n in s1.trainable_names(model))
-    video = s1.VideoInputs(model, w["features"])
+               for n in ms1.trainable_names(model))
+    video = ms1.VideoInputs(model, w["features"])
     batch = s1.make_stage1_sampler(source_view(w["tc"], w["splits"]), video, 3)(
         0, np.random.default_rng(0))
     assert batch["video"].shape == (3,) + FEAT
@@ -204,10 +106,10 @@ def test_qformer_adaptors_both_trains_frame_qformer(tmp_path):
     assert z.shape == x.shape == (3, model.n_tokens, w["branch"].proj.in_features)
 
 
-def test_projectors_registry_shapes(tmp_path):
+def test_projectors_registry_shapes(tiny_stage_config, tmp_path):
     from llm4brain.models.bridge import PROJECTORS, build_projector
 
-    cfg = tiny_cfg(tmp_path)
+    cfg = tiny_stage_config(tmp_path)
     for name in PROJECTORS:
         p = build_projector(cfg.replace(stage1__projector=name), 12, 16, 5, n_input_tokens=7)
         assert p(torch.randn(3, 7, 12)).shape == (3, 5, 16)
@@ -225,10 +127,10 @@ def test_projectors_registry_shapes(tmp_path):
         build_projector(cfg.replace(stage1__projector="nope"), 12, 16, 5)
 
 
-def test_evaluate_writes_retrieval_and_embeddings(tmp_path):
+def test_evaluate_writes_retrieval_and_embeddings(fit_tiny_stage1, tiny_world, tmp_path):
     w = tiny_world(tmp_path)
-    model, video, _ = _fit_stage1(w)
-    ev = s1.evaluate_stage1(w["cfg"], model, w["tc"], w["splits"], video, progress=False)
+    model, video, _ = fit_tiny_stage1(w)
+    ev = es1.evaluate_stage1(w["cfg"], model, w["tc"], w["splits"], video, progress=False)
     t = ev.retrieval
     assert set(t["split"]) == {"val", "eval"} and set(t["method"]) == {"stage1", "ridge"}
     assert {"top1", "top5", "chance_top1", "p_value", "n_trials", "n_candidates"} <= set(t.columns)
@@ -236,10 +138,10 @@ def test_evaluate_writes_retrieval_and_embeddings(tmp_path):
     ev_all = t[(t.split == "eval") & (t.subject == "all")]
     assert (ev_all["n_trials"] == len(w["splits"].eval_idx)).all()
     assert set(t[t.split == "eval"]["subject"]) == {"all", "03"}
-    d = s1.stage1_results_dir(w["cfg"])
+    d = es1.stage1_results_dir(w["cfg"])
     for f in ("retrieval.csv", "embeddings.npz", "embeddings_meta.tsv", "summary.json"):
         assert (d / f).is_file(), f
-    arrays, meta = s1.load_stage1_results(w["cfg"])
+    arrays, meta = es1.load_stage1_results(w["cfg"])
     assert np.array_equal(np.sort(arrays["eval_rows"]), np.sort(w["splits"].eval_idx))
     assert arrays["eval_ridge"].shape == arrays["eval_x"].shape
     assert set(meta["split"]) == {"train", "val", "eval"}
@@ -248,28 +150,28 @@ def test_evaluate_writes_retrieval_and_embeddings(tmp_path):
 def test_voxel_features_reference(rng):
     blocks = rng.standard_normal((5, 3, 4, 4, 4)).astype(np.float32)
     mask = rng.random((4, 4, 4)) > 0.5
-    got = s1.voxel_features(lambda p: blocks[p], 5, mask, batch_size=2)
+    got = es1.voxel_features(lambda p: blocks[p], 5, mask, batch_size=2)
     ref = np.stack([b[:, mask].mean(0) for b in blocks])
     np.testing.assert_allclose(got, ref, rtol=1e-6)
-    flat = s1.voxel_features(lambda p: blocks[p], 5, mask, how="flat")
+    flat = es1.voxel_features(lambda p: blocks[p], 5, mask, how="flat")
     assert flat.shape == (5, 3 * mask.sum())
     with pytest.raises(ValueError, match="mean"):
-        s1.voxel_features(lambda p: blocks[p], 5, mask, how="max")
+        es1.voxel_features(lambda p: blocks[p], 5, mask, how="max")
 
 
-def test_load_stage1_without_run_names_notebook(tmp_path):
+def test_load_stage1_without_run_names_notebook(tiny_world, tmp_path):
     w = tiny_world(tmp_path)
     with pytest.raises(FileNotFoundError, match="notebook 03"):
         s1.load_stage1(w["cfg"], w["tc"])
 
 
-def test_loss_value_is_eq2_and_l2l1_does_not_move_video_side(tmp_path):
+def test_loss_value_is_eq2_and_l2l1_does_not_move_video_side(tiny_world, tmp_path):
     from llm4brain.training.losses import stage1_loss
 
     w = tiny_world(tmp_path)
     cfg = w["cfg"]
-    model = s1.build_stage1_model(cfg, w["encoder"], w["branch"])
-    video = s1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
+    model = ms1.build_stage1_model(cfg, w["encoder"], w["branch"])
+    video = ms1.VideoInputs(model, w["features"], w["tc"].trials["stim_file"])
     batch = s1.make_stage1_sampler(source_view(w["tc"], w["splits"]), video, 4)(
         0, np.random.default_rng(0))
     # make the video adaptors non-trivial so gradients reach lora_A too
@@ -298,7 +200,7 @@ def test_loss_value_is_eq2_and_l2l1_does_not_move_video_side(tmp_path):
                model.named_parameters() if n.startswith("branch.video_qformer."))
 
 
-def test_ablation_switches_change_what_stage1_trains(tmp_path):
+def test_ablation_switches_change_what_stage1_trains(tiny_world, tmp_path):
     """stage1.align off trains nothing (the saved model is the initial one);
     stage1.encoder_adaptors off leaves the encoder without adaptors; mae.pretrained off
     starts from a random encoder; settings at their defaults keep the run name."""
@@ -316,11 +218,11 @@ def test_ablation_switches_change_what_stage1_trains(tmp_path):
     parts = dict(mae=SimpleNamespace(encoder=w["encoder"]), vlm=SimpleNamespace(branch=w["branch"]))
     c = cfg.replace(stage1__align=False, stage1__steps=3)
     res = s1.train_stage1(c, w["tc"], w["splits"], features=w["features"], progress=False, **parts)
-    init = s1.build_stage1_model(c, w["encoder"], w["branch"])
+    init = ms1.build_stage1_model(c, w["encoder"], w["branch"])
     for (n, p), (_, q) in zip(res.model.named_parameters(), init.named_parameters()):
         assert torch.equal(p, q), n
     assert len(res.log) == 1
-    noad = s1.build_stage1_model(cfg.replace(stage1__encoder_adaptors=False), w["encoder"],
+    noad = ms1.build_stage1_model(cfg.replace(stage1__encoder_adaptors=False), w["encoder"],
                                  w["branch"])
     assert not any("lora_" in n for n, _ in noad.encoder.named_parameters())
     assert any("lora_" in n for n, _ in init.encoder.named_parameters())

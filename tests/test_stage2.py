@@ -1,6 +1,6 @@
 """Stage II (paper eqs. 3-6): leakage guard on the data path, DA switch, decoding outputs.
 
-Tiny world of ``test_stage1`` plus a tiny random Llama (``make_tiny_llm``): no SmolLM2.
+Tiny world of ``llm4brain.testing.make_tiny_world`` plus a tiny random Llama (``make_tiny_llm``): no SmolLM2.
 """
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ import pandas as pd
 import pytest
 import torch
 
+from llm4brain.evaluation import baselines as bl2
+from llm4brain.evaluation import decoding as dec2
+from llm4brain.evaluation import stage1 as es1
+from llm4brain.evaluation import stage2_outputs as out2
+from llm4brain.evaluation import stage2_results as res2
+from llm4brain.models import stage1 as ms1
+from llm4brain.models import stage2 as ms2
 from llm4brain.models.bridge import LLMBridge
-from llm4brain.models.llm import make_tiny_llm
-from llm4brain.training import stage1 as s1
 from llm4brain.training import stage2 as s2
 from llm4brain.training.guard import LeakageError, target_adaptation_view
 
-from test_stage1 import _fit_stage1, tiny_world  # noqa: E402  (tests/ is on sys.path)
 
 
 def _poison_targets(w):
@@ -31,11 +35,11 @@ def _poison_targets(w):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(fit_tiny_stage1, tiny_world, make_tiny_llm, tmp_path_factory):
     """A trained tiny Stage I model and its Stage I results (shared by the tests)."""
     w = _poison_targets(tiny_world(tmp_path_factory.mktemp("s2")))
-    model, video, _ = _fit_stage1(w)
-    s1.evaluate_stage1(w["cfg"], model, w["tc"], w["splits"], video, progress=False)
+    model, video, _ = fit_tiny_stage1(w)
+    es1.evaluate_stage1(w["cfg"], model, w["tc"], w["splits"], video, progress=False)
     texts = list(w["captions"]["answer"]) + ["The video shows a ball"]
     w.update(stage1=model, video=video, llm=make_tiny_llm(texts, hidden=32, layers=1, heads=2))
     return w
@@ -52,7 +56,7 @@ def test_stage2_data_never_holds_target_labels_captions_or_eval_trials(world):
     # target side: adaptation fMRI only, in opaque order; nothing else can be read
     tc, sp = w["tc"], w["splits"]
     assert len(data.target) == len(sp.adapt_idx)
-    emb = lambda rows: s1.embed_fmri(w["stage1"], lambda p: tc.blocks[rows[p]], len(rows))  # noqa
+    emb = lambda rows: ms1.embed_fmri(w["stage1"], lambda p: tc.blocks[rows[p]], len(rows))  # noqa
     adapt, evals = emb(sp.adapt_idx), emb(sp.eval_idx)
     for z in data.target.z:
         assert any(torch.allclose(z, a, atol=1e-5) for a in adapt)
@@ -82,17 +86,17 @@ def test_da_switch_removes_da_terms(world, tmp_path):
     w = world
     data = s2.build_stage2_data(w["cfg"], w["stage1"], w["tc"], w["splits"], w["captions"])
     proj = w["branch"].proj
-    off = s2.build_stage2_model(w["cfg"], proj, w["llm"], domain_adaptation=False)
+    off = ms2.build_stage2_model(w["cfg"], proj, w["llm"], domain_adaptation=False)
     assert off.classifier is None and off.bank is None
     assert not any(n.startswith(("classifier", "bank")) for n in off.state_dict())
     b_off = s2.make_stage2_sampler(data, 2, 3, False)(0, np.random.default_rng(0))
     assert "tz" not in b_off and "tidx" not in b_off
-    loss, terms = off(b_off)
+    loss, terms = s2.stage2_loss_fn(off, b_off)
     assert set(terms) == {"ce"} and torch.isclose(loss, torch.tensor(terms["ce"]))
-    on = s2.build_stage2_model(w["cfg"], proj, w["llm"], n_classes=data.n_classes,
-                               n_target=len(data.target), domain_adaptation=True)
+    on = ms2.build_stage2_model(w["cfg"], proj, w["llm"], n_classes=data.n_classes,
+                                n_target=len(data.target), domain_adaptation=True)
     b_on = s2.make_stage2_sampler(data, 2, 3, True)(0, np.random.default_rng(0))
-    loss_on, t_on = on(b_on)
+    loss_on, t_on = s2.stage2_loss_fn(on, b_on)
     assert set(t_on) == {"ce", "cls", "nc", "es", "da"}
     lam = w["cfg"].stage2.lam
     assert loss_on.item() == pytest.approx(lam * t_on["ce"] + (1 - lam) * t_on["da"], rel=1e-5)
@@ -114,36 +118,36 @@ def test_two_step_stage2_writes_decodes_of_eval_trials_only(world):
     assert not ({"cls", "nc", "es", "da"} & set(res[False].log.columns))
     assert res[True].run_name != res[False].run_name
     assert len(res[True].log) == len(res[False].log) == cfg.stage2.steps
-    ev = s2.build_eval_set(cfg, w["stage1"], w["tc"], w["splits"], w["captions"])
-    man = s2.write_stage2_outputs(cfg, {"da": res[True].model, "noda": res[False].model}, ev,
+    ev = dec2.build_eval_set(cfg, w["stage1"], w["tc"], w["splits"], w["captions"])
+    man = out2.write_stage2_outputs(cfg, {"da": res[True].model, "noda": res[False].model}, ev,
                                   w["captions"], tc=w["tc"],
                                   train_subjects=w["splits"].train_subjects, progress=False)
-    d = s2.stage2_results_dir(cfg)
+    d = res2.stage2_results_dir(cfg)
     files = list(man["fmri2text"].values()) + man["chance"] + [man["baseline"],
                                                                man["no_brain"], man["constant"]]
-    assert len(man["chance"]) == s2.n_chance_decodes(cfg) == 2     # eval.n_shuffles capped
+    assert len(man["chance"]) == dec2.n_chance_decodes(cfg) == 2     # eval.n_shuffles capped
     assert man["ceiling"] is None and "ground truth" in man["ceiling_note"]
     for f in files:
-        df = s2.read_decodes(d / f)
-        assert list(df.columns) == list(s2.DECODE_COLUMNS), f
+        df = res2.read_decodes(d / f)
+        assert list(df.columns) == list(res2.DECODE_COLUMNS), f
         assert sorted(df["trial_index"]) == sorted(w["splits"].eval_idx.tolist()), f
         assert set(df["subject"]) == {"03"}
-    da = s2.read_decodes(d / "fmri2text_da.tsv")
+    da = res2.read_decodes(d / "fmri2text_da.tsv")
     assert (da["video2text"] == "LEAKED ANSWER").all()          # references: scoring only
     # the baseline returns training clips' surrogate answers
-    base = s2.read_decodes(d / "baseline_nn.tsv")
+    base = res2.read_decodes(d / "baseline_nn.tsv")
     train_answers = set(w["captions"].loc[w["captions"]["subject"] != "03", "answer"])
     assert set(base["fmri2text"]) <= train_answers
     # the constant control gives the most frequent training answer to every trial
-    const = s2.read_decodes(d / "constant.tsv")
+    const = res2.read_decodes(d / "constant.tsv")
     tr = w["captions"].loc[w["captions"]["subject"].isin(w["splits"].train_subjects), "answer"]
     assert const["fmri2text"].nunique() == 1
     assert tr.value_counts()[const["fmri2text"].iloc[0]] == tr.value_counts().max()
     # the no-brain control ignores the fMRI: one answer per instruction
-    nob = s2.read_decodes(d / "no_brain.tsv")
+    nob = res2.read_decodes(d / "no_brain.tsv")
     assert (nob.groupby("instruction")["fmri2text"].nunique() == 1).all()
     # the report reads both controls as conditions of their own
-    from llm4brain.evaluation.report import load_stage2_results
+    from llm4brain.evaluation.stage2_results import load_stage2_results
     r = load_stage2_results(cfg, descriptions=None)
     assert r.no_brain is not None and r.constant is not None
     assert r.available().set_index("condition").loc["LLM without brain tokens", "n_trials"] == len(ev)
@@ -169,20 +173,20 @@ def test_stage2_seeds_reproduce(world, tmp_path):
 
 def test_chance_shuffles_permute_within_subject(world):
     w = world
-    ev = s2.build_eval_set(w["cfg"], w["stage1"], w["tc"], w["splits"], w["captions"])
-    model = s2.build_stage2_model(w["cfg"], w["branch"].proj, w["llm"], domain_adaptation=False)
+    ev = dec2.build_eval_set(w["cfg"], w["stage1"], w["tc"], w["splits"], w["captions"])
+    model = ms2.build_stage2_model(w["cfg"], w["branch"].proj, w["llm"], domain_adaptation=False)
     seen = []
-    orig = s2.decode_eval_set
+    orig = dec2.decode_eval_set
 
     def spy(m, e, *, z=None, **kw):
         seen.append(z)
         return orig(m, e, z=z, **kw)
 
-    s2.decode_eval_set = spy
+    dec2.decode_eval_set = spy
     try:
-        out = s2.chance_decodes(model, ev, 2, seed=0)
+        out = dec2.chance_decodes(model, ev, 2, seed=0)
     finally:
-        s2.decode_eval_set = orig
+        dec2.decode_eval_set = orig
     assert len(out) == 2 and all(len(o) == len(ev) for o in out)
     for z in seen:     # same rows, another order
         assert sorted(map(lambda t: t.numpy().tobytes(), z)) == \
@@ -205,11 +209,11 @@ def test_bridge_from_linear_and_rank_zero():
 def test_ceiling_is_ridge_nn_on_noise_free_responses(world, monkeypatch):
     """With noise-free blocks that code the class (as the simulator's ground truth does), the
     oracle retrieves training answers of the trial's class; evaluation trials only, no leak."""
-    import llm4brain.data as data_mod
+    import llm4brain.sim as sim_mod
 
     w = world
     tc = w["tc"]
-    ev = s2.build_eval_set(w["cfg"], w["stage1"], tc, w["splits"], w["captions"])
+    ev = dec2.build_eval_set(w["cfg"], w["stage1"], tc, w["splits"], w["captions"])
     n_cls = int(tc.trials["class_id"].max()) + 1
     codes = np.random.default_rng(0).normal(size=(n_cls,) + tuple(tc.block_shape))
     true_cls = {}     # class of every row from the source of truth, not the poisoned table
@@ -219,7 +223,7 @@ def test_ceiling_is_ridge_nn_on_noise_free_responses(world, monkeypatch):
     def oracle(cfg, tc_, idx):
         return np.stack([codes[true_cls[int(i)]] for i in idx]).astype(np.float32)
 
-    real = s1.load_stage1_results
+    real = es1.load_stage1_results
 
     def class_coded_results(cfg):       # video embeddings that carry the class, as real ones do
         arrays, meta = real(cfg)
@@ -230,16 +234,16 @@ def test_ceiling_is_ridge_nn_on_noise_free_responses(world, monkeypatch):
                              + 0.1 * np.random.default_rng(2).normal(size=(len(rows), emb.shape[1])))
         return arrays, meta
 
-    monkeypatch.setattr(data_mod, "noise_free_trial_blocks", oracle)
-    monkeypatch.setattr(s1, "load_stage1_results", class_coded_results)
-    monkeypatch.setattr(s2, "has_ground_truth", lambda cfg: True)
-    out = s2.ceiling_decodes(w["cfg"], tc, ev, w["captions"], same_instruction=False)
-    assert list(out.columns)[:len(s2.DECODE_COLUMNS)] == list(s2.DECODE_COLUMNS)
+    monkeypatch.setattr(sim_mod, "noise_free_trial_blocks", oracle)
+    monkeypatch.setattr(bl2, "load_stage1_results", class_coded_results)
+    monkeypatch.setattr(bl2, "has_ground_truth", lambda cfg: True)
+    out = bl2.ceiling_decodes(w["cfg"], tc, ev, w["captions"], same_instruction=False)
+    assert list(out.columns)[:len(res2.DECODE_COLUMNS)] == list(res2.DECODE_COLUMNS)
     assert sorted(out["trial_index"]) == sorted(w["splits"].eval_idx.tolist())
     assert not any("LEAKED" in t for t in out["fmri2text"])
     want = [f"a class{true_cls[int(r)]} moves" for r in out["trial_index"]]
     hit = np.mean([a == b for a, b in zip(out["fmri2text"], want)])
     assert hit >= 0.8, hit
     # real data: no ceiling
-    monkeypatch.setattr(s2, "has_ground_truth", lambda cfg: False)
-    assert s2.ceiling_decodes(w["cfg"], tc, ev, w["captions"]) is None
+    monkeypatch.setattr(bl2, "has_ground_truth", lambda cfg: False)
+    assert bl2.ceiling_decodes(w["cfg"], tc, ev, w["captions"]) is None

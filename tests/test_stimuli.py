@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from llm4brain.data._stimuli import (
+from llm4brain.sim import (
     ACTION_SYNONYMS, AGENT_SYNONYMS, CLASS_CATALOGUE, COLOURS, LOWLEVEL_NAMES, MOTION_NAMES,
     SCENES, ActionClass, ClipSpec, class_index, clip_features, describe_clip, render_clip,
     sample_clip_specs, stim_file_name,

@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 
 from llm4brain.data import Splits
+from llm4brain.evaluation import stage1 as es1
+from llm4brain.models import stage1 as ms1
 from llm4brain.training import stage1 as s1
 from llm4brain.training.guard import LeakageError, target_evaluation_view
 from llm4brain.training.tuning import (SEALED_COLUMNS, default_pseudo_target, pseudo_run_name,
                                        pseudo_target_splits, sealed_cache)
 
-from test_stage1 import tiny_world
 
 
-def test_pseudo_target_splits_hold_no_real_target_row(tmp_path):
+def test_pseudo_target_splits_hold_no_real_target_row(tiny_world, tmp_path):
     w = tiny_world(tmp_path)
     tc, splits = w["tc"], w["splits"]
     ps = pseudo_target_splits(tc.trials, splits, w["cfg"])
@@ -33,7 +34,7 @@ def test_pseudo_target_splits_hold_no_real_target_row(tmp_path):
     assert pseudo_run_name("stage1-abc", ps) == "stage1-abc-pt02"
 
 
-def test_pseudo_target_refuses_a_real_target_and_a_lone_training_subject(tmp_path):
+def test_pseudo_target_refuses_a_real_target_and_a_lone_training_subject(tiny_world, tmp_path):
     w = tiny_world(tmp_path)
     with pytest.raises(LeakageError, match="real target subject"):
         pseudo_target_splits(w["tc"].trials, w["splits"], w["cfg"], "03")
@@ -46,7 +47,7 @@ def test_pseudo_target_refuses_a_real_target_and_a_lone_training_subject(tmp_pat
         pseudo_target_splits(w["tc"].trials, one, w["cfg"])
 
 
-def test_sealed_cache_refuses_every_read_of_target_blocks(tmp_path):
+def test_sealed_cache_refuses_every_read_of_target_blocks(tiny_world, tmp_path):
     w = tiny_world(tmp_path)
     tc, splits = w["tc"], w["splits"]
     sc = sealed_cache(tc, splits)
@@ -67,7 +68,7 @@ def test_sealed_cache_refuses_every_read_of_target_blocks(tmp_path):
     assert (t.loc[~rows, "stim_file"] == tc.trials.loc[~rows, "stim_file"]).all()
 
 
-def test_stage1_tuning_run_never_touches_the_targets(tmp_path):
+def test_stage1_tuning_run_never_touches_the_targets(tiny_world, tmp_path):
     """Train and score Stage I on the pseudo-target through the sealed cache: any read of a
     real target's block or label would raise; the scored trials are the pseudo-target's."""
     w = tiny_world(tmp_path)
@@ -80,23 +81,22 @@ def test_stage1_tuning_run_never_touches_the_targets(tmp_path):
                           **parts)
     assert res.run_name == name and (cfg.run_dir / "checkpoints" / name).is_dir()
     assert not (cfg.run_dir / "checkpoints" / s1.stage1_run_name(cfg)).exists()
-    ev = s1.evaluate_stage1(cfg, res.model, sc, ps, res.video, save=False, progress=False)
+    ev = es1.evaluate_stage1(cfg, res.model, sc, ps, res.video, save=False, progress=False)
     t = ev.retrieval
     assert set(t[t.split == "eval"]["subject"]) == {"all", "02"}
     assert set(ev.embeddings["eval"]["meta"]["subject"]) == {"02"}
     # scoring the real targets through the sealed cache is impossible
     view = target_evaluation_view(sc, splits)
     with pytest.raises(LeakageError, match="real target subject"):
-        s1.embed_fmri(res.model, view.blocks, len(view))
+        ms1.embed_fmri(res.model, view.blocks, len(view))
 
 
-def test_stage2_tuning_over_seeds_reads_training_subjects_only(tmp_path):
+def test_stage2_tuning_over_seeds_reads_training_subjects_only(tiny_world, make_tiny_llm, tmp_path):
     """DA on/off over two seeds on the pseudo-target: the targets' blocks are sealed and their
     labels/captions poisoned; nothing of them may appear, every decode is the pseudo-target's."""
     import pandas as pd
 
     from llm4brain.evaluation.attributes import ATTRIBUTES
-    from llm4brain.models.llm import make_tiny_llm
     from llm4brain.experiments import tune_stage2
 
     w = tiny_world(tmp_path)

@@ -11,7 +11,6 @@ wrong types raise :class:`ConfigError` naming the key.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from ..atomic import write_text
 from ._data import DataConfig, SimConfig
 from ._encoder import AdaptorConfig, EncoderConfig, MAEConfig, TokenizerConfig
 from ._eval import EvalConfig
+from ._identity import IDENTITY_OFF_DEFAULT, NOT_IDENTITY, config_hash, identity, run_key
 from ._loader import ConfigError, from_dict, read_yaml, to_dict
 from ._run import RunConfig
 from ._train import Stage1Config, Stage2Config, TrainLoopConfig
@@ -30,7 +30,8 @@ from ._video import CaptionConfig, LLMConfig, VideoConfig, VLPretrainConfig
 
 __all__ = [
     "Config", "ConfigError", "load_config", "save_config", "config_hash", "git_revision",
-    "repo_root", "configs_dir", "PROFILES",
+    "repo_root", "configs_dir", "PROFILES", "identity", "run_key", "NOT_IDENTITY",
+    "IDENTITY_OFF_DEFAULT",
     "RunConfig", "SimConfig", "DataConfig", "TokenizerConfig", "EncoderConfig",
     "AdaptorConfig", "MAEConfig", "VideoConfig", "LLMConfig", "VLPretrainConfig",
     "CaptionConfig", "TrainLoopConfig", "Stage1Config", "Stage2Config", "EvalConfig",
@@ -239,13 +240,6 @@ def load_config(profile: str | os.PathLike = "default", overrides: dict | None =
     if overrides:
         data = _merge(data, overrides)
     return from_dict(Config, data, source=str(path))
-
-
-def config_hash(obj) -> str:
-    """Short stable hash of a dataclass / dict (used to key caches)."""
-    import hashlib
-    d = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def git_revision() -> str:

@@ -4,14 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ._bids import (DataError, check_same_tr, derivatives_dir, discover_runs, grid_mismatch,
                     read_events)
-from ._cache import block_start_index, read_run_events
+from ._cache import read_run_events
+from ..config import DataConfig
 
-__all__ = ["describe_dataset", "split_half_reliability", "trial_responses", "directory_size_mb",
-           "lag_profile"]
+__all__ = ["describe_dataset", "split_half_reliability", "trial_responses", "directory_size_mb"]
 
 
 def _subjects_str(subs) -> str:
@@ -48,8 +47,6 @@ def describe_dataset(root: str | Path, data_cfg=None) -> dict:
     onto that target when read).
     """
     import nibabel as nib
-
-    from ..config import DataConfig
 
     root = Path(root)
     if data_cfg is None:
@@ -200,49 +197,3 @@ def split_half_reliability(tc, subject: str) -> dict:
 def directory_size_mb(path: str | Path) -> float:
     """Total size in MiB of the files under ``path``."""
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2 ** 20
-
-
-def lag_profile(cfg, tc, subject: str, lags_s=(0, 2, 4, 6, 8, 10, 12, 14), regions=None):
-    """How well the measured BOLD at ``onset + lag`` follows each trial's true amplitude.
-
-    For every lag and region: the Pearson correlation across the subject's trials between
-    the cleaned BOLD at the volume ``lag`` seconds after onset and the simulator's noise-free
-    trial amplitude, averaged over the region's voxels. It peaks where the HRF peaks (4-6 s)
-    and shows why ``data.lag_s`` and ``data.block_trs`` are set as they are. Simulated data only.
-
-    Returns
-    -------
-    DataFrame with columns lag_s, region, r.
-    """
-    from ._anatomy import REGIONS, region_weights, voxel_coordinates
-    from ._simulate import load_ground_truth
-
-    regions = regions or REGIONS
-    if tc.volumes is None:
-        raise ValueError("lag_profile needs a trial cache built with keep_volumes=True")
-    gt = load_ground_truth(cfg.data_root, subject)
-    sel = np.flatnonzero((tc.trials["subject"].astype(str) == str(subject)).to_numpy())
-    t = tc.trials.iloc[sel]
-    amp = np.stack([gt["amplitudes"][r - 1, j] for r, j in zip(t["run"], t["trial"])])
-    memb = region_weights(voxel_coordinates(tc.mask, tc.affine), regions)
-    tr = float(tc.meta["tr"])
-    onsets = t["onset"].to_numpy()
-    run_start = t["vol_index"].to_numpy() - block_start_index(onsets, cfg.data.lag_s, tr)
-    vt = tc.volume_table
-    run_end = {}
-    for (s, r), g in vt.reset_index().groupby(["subject", "run"]):
-        run_end[(str(s), int(r))] = int(g["index"].max())
-    ends = np.array([run_end[(str(s), int(r))] for s, r in zip(t["subject"], t["run"])])
-    rows = []
-    for lag in lags_s:
-        idx = run_start + block_start_index(onsets, lag, tr)
-        ok = idx <= ends
-        Y = np.asarray(tc.volumes[idx[ok]])[:, tc.mask]
-        A = amp[ok]
-        Yc, Ac = Y - Y.mean(0), A - A.mean(0)
-        r = (Yc * Ac).sum(0) / (np.sqrt((Yc ** 2).sum(0) * (Ac ** 2).sum(0)) + 1e-12)
-        for i, reg in enumerate(regions):
-            v = memb[i] > 0.5
-            if v.any():
-                rows.append(dict(lag_s=lag, region=reg.name, r=float(np.nanmean(r[v]))))
-    return pd.DataFrame(rows)

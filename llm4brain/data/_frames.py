@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..config import config_hash
 from ._bids import DataError, _say, fresh_build_dir
+from ._video_io import read_frames
 
 __all__ = ["FrameCache", "build_frame_cache"]
 
@@ -109,9 +111,6 @@ def build_frame_cache(cfg, stim_files, *, n_frames: int | None = None, size: int
     FrameCache under ``run_dir/cache/frames-<key>``; the key hashes the clip list, their sizes
     and mtimes, ``n_frames`` and ``size`` (and ``on_bad`` when ``"skip"``).
     """
-    from ..config import config_hash
-    from ._video_io import read_frames
-
     if on_bad not in ("raise", "skip"):
         raise ValueError(f"build_frame_cache: on_bad must be 'raise' or 'skip', got {on_bad!r}")
     n_frames = n_frames or cfg.data.n_frames

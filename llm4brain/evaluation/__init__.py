@@ -1,7 +1,9 @@
-"""Evaluation: retrieval, ridge baseline, text metrics, controls (chance, ceiling), tables."""
+"""Evaluation: Stage I retrieval (+ ridge baseline), Stage II decoding, baselines and ceiling,
+text metrics, controls (chance), the Stage II results format, scoring, tables and the report."""
 from .controls import (bootstrap_ci, chance_scores, permutation_pairing_chance,
                        summary_table)
-from .metrics import TextScorer, TextScores
+from .metrics import TextScorer
+from .scores import TextScores
 from .retrieval import permutation_test, retrieval_accuracy, similarity_matrix
 from .ridge import RidgeCV, ridge_fit
 from .tables import subject_table, write_table

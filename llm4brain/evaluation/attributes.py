@@ -6,7 +6,7 @@ truth is known (``stimuli/descriptions.tsv``: agent, action, colour, size, direc
 scene), so any text (Video2Text, fMRI2Text, a control) can be read back onto those attributes
 and scored per attribute.
 
-A text is read with the simulator's lexicon (:func:`llm4brain.data._stimuli.description_lexicon`,
+A text is read with the simulator's lexicon (:func:`llm4brain.sim.description_lexicon`,
 written to ``stimuli/lexicon.json``): every word or phrase the descriptions and paraphrases use
 for each value ("automobile" -> car, "puppy" -> dog, "among the trees in the woods" -> forest,
 "from right to left" -> left). Matching is on lower-cased words with punctuation removed;
@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..sim import description_lexicon
 from .controls import bootstrap_ci
 
 __all__ = ["ATTRIBUTES", "COMBINED", "AttributeParser", "load_lexicon", "attribute_frame",
@@ -66,7 +67,6 @@ def load_lexicon(source: str | os.PathLike | Mapping | None = None) -> dict:
         A lexicon without an ``attributes`` mapping.
     """
     if source is None:
-        from ..data._stimuli import description_lexicon
         return description_lexicon()
     if isinstance(source, Mapping):
         lex = dict(source)
@@ -355,7 +355,7 @@ def stage2_attribute_tables(results, stim: pd.DataFrame, *, n_boot: int = 1000,
     Parameters
     ----------
     results : Stage2Results
-        :func:`llm4brain.evaluation.report.load_stage2_results` of the run.
+        :func:`llm4brain.evaluation.stage2_results.load_stage2_results` of the run.
     stim : DataFrame
         The stimulus table with the true attributes (:func:`llm4brain.data.load_stimuli`).
 

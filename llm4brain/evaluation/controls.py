@@ -35,7 +35,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..atomic import write_csv, write_json
-from .metrics import METRICS, TOTALS, TextScorer, TextScores, _arrays, _total_arrays
+from .metrics import METRICS, TextScorer
+from .scores import TOTALS, TextScores, _arrays, _total_arrays
+from .stage2_results import CONDITION_ORDER
+from .tables import subject_label
 
 __all__ = [
     "Interval", "ChanceResult", "bootstrap_ci", "bootstrap_by_group", "derangements",
@@ -43,15 +46,10 @@ __all__ = [
     "permutation_pairing_chance", "summary_table", "CONDITIONS",
 ]
 
-#: Default condition names of the summary table, in column order.
-CONDITIONS = {
-    "chance": "chance (fMRI shuffled)",
-    "pairing_chance": "chance (re-paired)",
-    "baseline": "baseline (ridge + NN)",
-    "model": "llm4brain",
-    "ceiling": "noise ceiling",
-    "upper": "Video2Text vs truth",
-}
+#: Default condition names of the summary table (labels of
+#: :data:`llm4brain.evaluation.stage2_results.CONDITION_ORDER`), in column order.
+CONDITIONS = {k: CONDITION_ORDER[k] for k in ("chance", "pairing_chance", "baseline", "model",
+                                              "ceiling", "upper")}
 
 
 @dataclass(frozen=True)
@@ -193,7 +191,6 @@ def bootstrap_by_group(scores: TextScores | pd.DataFrame, *, n_boot: int = 1000,
         :func:`~llm4brain.evaluation.tables.subject_table`), ``metric``, ``estimate``,
         ``low``, ``high``, ``std``. ``plot_subject_bars(..., ci=this)`` picks its metric.
     """
-    from .tables import subject_label
     frame = scores.per_trial if isinstance(scores, TextScores) else scores
     if group_col not in frame.columns:
         raise KeyError(f"per-trial scores have no {group_col!r} column; score with meta=")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .attributes import ATTRIBUTES
+from .attributes import ATTRIBUTES, ATTRIBUTE_CONDITIONS, AttributeParser, _aligned, truth_frame
 from .controls import bootstrap_ci
 
 __all__ = ["nway_identification", "attribute_similarity", "stage2_identification",
@@ -95,8 +95,6 @@ def stage2_identification(results, scorer=None, *, stim: pd.DataFrame | None = N
     DataFrame
         ``condition, similarity, accuracy, ci_low, ci_high, chance, n_way, n`` (percent).
     """
-    from .attributes import ATTRIBUTE_CONDITIONS, AttributeParser, _aligned, truth_frame
-
     labels = ATTRIBUTE_CONDITIONS
     model = results.model
     n_way = min(n_way, len(model))

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_csv, write_text
-from .metrics import METRIC_LABELS, METRICS, TextScores, _arrays, _total_arrays, metric_key
+from .metrics import METRIC_LABELS, METRICS, metric_key
+from .scores import TextScores, _arrays, _total_arrays
 
 __all__ = [
     "subject_label", "subject_table", "to_markdown", "to_latex", "write_table", "read_table",

@@ -30,6 +30,10 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model,
 from peft.tuners.lora.layer import Linear as _LoraLinear
 from peft.tuners.lora.layer import LoraLayer
 
+from ..config import AdaptorConfig
+from .encoder import FMRIEncoder, MaskedBrainModel
+from ..atomic import write_json
+
 __all__ = ["NonlinearLowRankAdaptor", "ACTIVATIONS", "ENCODER_TARGETS", "QFORMER_TARGETS",
            "adaptor_layer_class", "make_lora_config", "target_modules_for", "add_adaptors",
            "count_parameters", "adaptor_table", "save_adaptor", "load_adaptor", "adapted_layers"]
@@ -146,8 +150,6 @@ def make_lora_config(cfg, target_modules) -> LoraConfig:
 
 def target_modules_for(model: nn.Module, target: str = "query_mlp") -> str:
     """The target-module regex for our encoder or a ``Blip2QFormerModel`` (``adaptor.target``)."""
-    from .encoder import FMRIEncoder, MaskedBrainModel
-
     names = [n for n, _ in model.named_modules()]
     if isinstance(model, (FMRIEncoder, MaskedBrainModel)) or any(n.endswith("attn.q_proj") for n in names):
         table = ENCODER_TARGETS
@@ -247,7 +249,7 @@ def save_adaptor(model: nn.Module, directory, *, adapter_name: str = "default",
                  if p.requires_grad and "lora_" not in n}
         save_file(extra, str(d / "trainable.safetensors"))
         meta["trainable_tensors"] = len(extra)
-    (d / "adaptor_config.json").write_text(json.dumps(meta, indent=2))
+    write_json(d / "adaptor_config.json", meta, indent=2)
     return d
 
 
@@ -262,8 +264,6 @@ def load_adaptor(model: nn.Module, directory, *, adapter_name: str | None = None
         The saved adaptor does not fit the model (missing or unexpected adaptor keys).
     """
     from safetensors.torch import load_file
-
-    from ..config import AdaptorConfig
 
     d = Path(directory)
     if not (d / "adaptor.safetensors").is_file() or not (d / "adaptor_config.json").is_file():

@@ -28,6 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import write_csv
+from ..config import config_hash
+from ..data import build_frame_cache
+from .llm import default_device, freeze, resolve_model_path
+from .precision import resolve_bf16
+
 __all__ = ["FrameEncoder", "EfficientNetLite0Encoder", "Blip2VisionEncoder", "FRAME_ENCODERS",
            "build_frame_encoder", "encode_frames", "FrameFeatureCache",
            "build_frame_feature_cache", "frame_feature_key", "subsample_frames",
@@ -119,8 +125,7 @@ class EfficientNetLite0Encoder(FrameEncoder):
         net = EfficientNet.from_name("efficientnet-lite0", image_size=self.image_size)
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         self.net = net.to(memory_format=torch.channels_last)
-        for p in self.net.parameters():
-            p.requires_grad_(False)
+        freeze(self.net)
         self.eval()
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -136,8 +141,6 @@ class Blip2VisionEncoder(FrameEncoder):
                  std=(0.26862954, 0.26130258, 0.27577711), bf16: bool | str = False):
         super().__init__(image_size, mean, std, bf16)
         from transformers import Blip2VisionConfig, Blip2VisionModel
-
-        from .llm import resolve_model_path
 
         folder = resolve_model_path(path, "video.frame_encoder_path",
                                     what="BLIP-2 model (transformers folder)",
@@ -165,8 +168,7 @@ class Blip2VisionEncoder(FrameEncoder):
             model = Blip2VisionModel.from_pretrained(str(folder))
         self.net = model
         self.feature_dim = int(model.config.hidden_size)
-        for p in self.net.parameters():
-            p.requires_grad_(False)
+        freeze(self.net)
         self.eval()
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -178,7 +180,6 @@ def _resolve(setting, device) -> bool:
     """``video.encoder_bf16`` (bool or ``"auto"``) -> bool for ``device``."""
     if isinstance(setting, bool):
         return setting
-    from .precision import resolve_bf16
 
     return resolve_bf16(setting, device, name="video.encoder_bf16")
 
@@ -208,8 +209,6 @@ def frame_feature_dim(cfg) -> int:
     if name == "efficientnet-lite0":
         return EfficientNetLite0Encoder.feature_dim
     if name == "blip2-vision":
-        from .llm import resolve_model_path
-
         folder = resolve_model_path(cfg.video.frame_encoder_path, "video.frame_encoder_path",
                                     what="BLIP-2 model (transformers folder)",
                                     must_contain="config.json")
@@ -319,8 +318,6 @@ def frame_feature_key(cfg, frame_cache_id: str, frame_idx) -> str:
     ``video.encoder_bf16`` enters as written (``auto``, not the machine's decision), so the
     key is the same on every machine.
     """
-    from ..config import config_hash
-
     v = cfg.video
     return config_hash(dict(frames=frame_cache_id, idx=[int(i) for i in frame_idx],
                             encoder=v.frame_encoder, path=v.frame_encoder_path,
@@ -355,8 +352,6 @@ def build_frame_feature_cache(cfg, stim, *, frame_cache=None, encoder: FrameEnco
     settings, so changing any of them builds a new cache.
     """
     if frame_cache is None:
-        from ..data import build_frame_cache
-
         frame_cache = build_frame_cache(cfg, stim, progress=progress)   # notebook 01's
     frames = frame_cache.frames
     idx = subsample_frames(frames.shape[1], cfg.video.n_frames)
@@ -369,8 +364,6 @@ def build_frame_feature_cache(cfg, stim, *, frame_cache=None, encoder: FrameEnco
                                  pd.read_csv(tsv, sep="\t", keep_default_na=False), npy)
     cache_dir.mkdir(parents=True, exist_ok=True)
     if encoder is None:
-        from .llm import default_device
-
         encoder = build_frame_encoder(cfg, device=default_device(cfg))
     sel = frames if len(idx) == frames.shape[1] else _FrameView(frames, idx)
     n_p = encoder.n_patches()
@@ -382,7 +375,7 @@ def build_frame_feature_cache(cfg, stim, *, frame_cache=None, encoder: FrameEnco
     out.flush()
     del out
     os.replace(tmp, npy)
-    frame_cache.index.to_csv(tsv, sep="\t", index=False)
+    write_csv(frame_cache.index, tsv, sep="\t", index=False)
     return FrameFeatureCache(np.load(npy, mmap_mode="r"),
                              pd.read_csv(tsv, sep="\t", keep_default_na=False), npy)
 

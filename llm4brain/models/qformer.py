@@ -24,6 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoints import load_torch_file
+from .llm import resolve_model_path
+
 __all__ = ["FrameQFormer", "VideoQFormer", "VideoBranch", "build_video_branch",
            "qformer_config", "map_videollama_state_dict", "load_branch_checkpoint"]
 
@@ -293,7 +296,6 @@ def _read_state_dict(path: Path) -> dict:
                     if map_videollama_state_dict({k: None}):
                         sd[k] = h.get_tensor(k)
         return sd
-    from .checkpoints import load_torch_file
 
     obj = load_torch_file(path)
     for key in ("model", "state_dict", "module"):
@@ -330,8 +332,6 @@ def load_branch_checkpoint(branch: VideoBranch, value: str, key: str,
     ValueError
         Required parts are absent or shapes disagree with ``cfg.video``.
     """
-    from .llm import resolve_model_path
-
     path = resolve_model_path(value, key, what="Video-LLaMA / BLIP-2 checkpoint")
     mapped = map_videollama_state_dict(_read_state_dict(path))
     own = branch.state_dict()

@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import random

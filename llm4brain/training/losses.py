@@ -4,20 +4,22 @@ Every function takes torch tensors and returns a scalar tensor (differentiable) 
 state. The equation numbers are those of the paper (``seeds/001``); the paper numbers both the
 CLIP loss and the weighted L2/L1 loss "(1)", we call the latter **eq. 1b**.
 
-========================================  =========================================
-function                                  equation
-========================================  =========================================
-:func:`clip_loss`                         eq. 1  (CLIP / InfoNCE, both directions)
-:func:`l2l1_loss`                         eq. 1b (weighted L2 / L1 over tokens)
-:func:`stage1_loss`                       eq. 2  (beta * CLIP + (1 - beta) * L2L1)
-:func:`token_cross_entropy`               eq. 3  (next-token cross-entropy)
-:func:`neighbourhood_clustering_loss`     eq. 4  (DANCE NC)
-:func:`entropy_separation_loss`           eq. 5  (DANCE ES)
-:func:`stage2_loss`                       eq. 6  (lambda * CE + (1 - lambda) * DA)
-========================================  =========================================
+=================================================  =========================================
+function                                           equation
+=================================================  =========================================
+:func:`clip_loss`                                  eq. 1  (CLIP / InfoNCE, both directions)
+:func:`l2l1_loss`                                  eq. 1b (weighted L2 / L1 over tokens)
+:func:`stage1_loss`                                eq. 2  (beta * CLIP + (1 - beta) * L2L1)
+:func:`~llm4brain.models.video_llm.caption_loss`   eq. 3  (answer-token cross-entropy)
+:func:`neighbourhood_clustering_loss`              eq. 4  (DANCE NC)
+:func:`entropy_separation_loss`                    eq. 5  (DANCE ES)
+:func:`stage2_loss`                                eq. 6  (lambda * CE + (1 - lambda) * DA)
+=================================================  =========================================
 
-The stateful helpers of domain adaptation (memory bank, cosine classifier) live in
-:mod:`llm4brain.training.da`.
+Eq. 3 needs the LLM (only the answer positions go through its LM head), so it lives beside
+the prompt splicing in :mod:`llm4brain.models.video_llm`. The stateful helpers of domain
+adaptation (memory bank, cosine classifier) live in :mod:`llm4brain.models.dance`, the DANCE
+loss on them in :mod:`llm4brain.training.da`.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "clip_loss", "l2l1_loss", "pool_tokens", "stage1_loss", "token_cross_entropy",
+    "clip_loss", "l2l1_loss", "pool_tokens", "stage1_loss",
     "neighbourhood_clustering_loss", "entropy_separation_loss", "entropy", "default_rho",
     "stage2_loss", "POOLINGS",
 ]
@@ -189,46 +191,6 @@ def stage1_loss(z_tok: torch.Tensor, x_tok: torch.Tensor, beta: float = 0.5, alp
 
 
 # ----------------------------------------------------------------------------- Stage II
-@_full_precision
-def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100,
-                        reduction: str = "mean") -> torch.Tensor:
-    """Next-token cross-entropy of the LLM on the surrogate answers (paper eq. 3).
-
-    Position ``t`` of ``logits`` predicts ``labels[:, t + 1]`` (the shift is done here);
-    positions whose label is ``ignore_index`` (prompt, fMRI tokens, padding) are skipped.
-
-    Parameters
-    ----------
-    logits : tensor of shape (B, T, V)
-    labels : tensor of shape (B, T), int
-    ignore_index : int
-    reduction : {"mean", "sequence"}
-        ``mean``: average over the counted tokens (what Video-LLaMA / transformers compute);
-        ``sequence``: eq. 3 literally, the sum over tokens averaged over the B sequences.
-        They differ by the number of answer tokens per sequence (a scale absorbed by lambda).
-
-    Returns
-    -------
-    tensor of shape ()
-        0 (still differentiable) when no token is counted.
-    """
-    _check(logits.ndim == 3 and labels.ndim == 2 and logits.shape[:2] == labels.shape,
-           f"token_cross_entropy expects logits (B, T, V) and labels (B, T); got "
-           f"{tuple(logits.shape)} and {tuple(labels.shape)}")
-    if reduction not in ("mean", "sequence"):
-        raise ValueError(f"token_cross_entropy: reduction must be 'mean' or 'sequence', "
-                         f"got '{reduction}'")
-    lg = _up(logits[:, :-1])
-    tg = labels[:, 1:].long()
-    nll = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), tg.reshape(-1),
-                          ignore_index=ignore_index, reduction="none")
-    valid = (tg.reshape(-1) != ignore_index)
-    total = (nll * valid).sum()
-    if reduction == "sequence":
-        return total / labels.shape[0]
-    return total / valid.sum().clamp(min=1)
-
-
 @_full_precision
 def entropy(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Entropy (nats) of ``softmax(logits)`` along ``dim``; masked logits (-1e9) contribute 0."""

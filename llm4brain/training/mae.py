@@ -16,6 +16,10 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from ..config import identity, run_key
+from ..models.encoder import build_mae
+from .loop import checkpoint_path, fit, load_checkpoint
+
 __all__ = ["mae_loss", "mae_loss_fn", "VolumeWindows", "volume_windows", "pretrain_mae", "mae_run_name",
            "load_pretrained_mae", "mae_reconstruction"]
 
@@ -165,13 +169,11 @@ def mae_run_name(cfg) -> str:
     ``cfg.run.seed`` and the loop settings ``cfg.train``. Changing any of them starts a new run
     instead of silently loading a stale checkpoint.
     """
-    from ..config import config_hash, to_dict
-
-    mae = {k: v for k, v in to_dict(cfg.mae).items() if k != "pretrained"}  # Stage I's switch
-    key = dict(mae=mae, encoder=to_dict(cfg.encoder), tokenizer=to_dict(cfg.tokenizer),
-               data=to_dict(cfg.data), sim=to_dict(cfg.sim), seed=cfg.run.seed,
-               loop=to_dict(cfg.train))
-    return f"mae_{cfg.tokenizer.kind}-{config_hash(key)}"
+    key = dict(mae=identity(cfg, "mae", drop=("pretrained",)),    # Stage I's switch
+               encoder=identity(cfg, "encoder"), tokenizer=identity(cfg, "tokenizer"),
+               data=identity(cfg, "data"), sim=identity(cfg, "sim"), seed=cfg.run.seed,
+               loop=identity(cfg, "train"))
+    return run_key(f"mae_{cfg.tokenizer.kind}", key)
 
 
 def pretrain_mae(cfg, data, *, model=None, mask=None, affine=None, run_dir=None, name: str | None = None,
@@ -209,9 +211,6 @@ def pretrain_mae(cfg, data, *, model=None, mask=None, affine=None, run_dir=None,
     An NVL tokenizer that is not fitted yet learns its active patches from ``data`` (the
     training subjects) first; the mask is then frozen and saved with the model.
     """
-    from ..models.encoder import build_mae
-    from .loop import fit
-
     if not hasattr(data, "shape"):
         data = volume_windows(data, cfg.data.block_trs, cfg.mae.block_stride, cfg.mae.max_blocks)
     if len(data.shape) != 5:
@@ -260,9 +259,6 @@ def load_pretrained_mae(cfg, block_shape, mask=None, affine=None, *, run_dir=Non
     FileNotFoundError
         No such run: run notebook 02 (or :func:`pretrain_mae`) first.
     """
-    from ..models.encoder import build_mae
-    from .loop import checkpoint_path, load_checkpoint
-
     path = checkpoint_path(run_dir if run_dir is not None else cfg.run_dir, name or mae_run_name(cfg))
     if not path.is_file():
         raise FileNotFoundError(f"no MAE pretraining checkpoint {path}: run notebook 02_tokenizer_design "

@@ -23,6 +23,7 @@ import pandas as pd
 from ..data import Splits
 from ..data._cache import TrialBlocks
 from .guard import LeakageError, check_splits
+from ..data._splits import _split_runs
 
 __all__ = ["pseudo_target_splits", "sealed_cache", "SealedBlocks", "SealedCache",
            "pseudo_run_name", "default_pseudo_target", "SEALED_COLUMNS", "with_overrides"]
@@ -60,8 +61,6 @@ def pseudo_target_splits(trials: pd.DataFrame, splits: Splits, cfg, subject: str
         adaptation trials, the rest as evaluation trials. No row of a real target subject
         appears anywhere.
     """
-    from ..data._splits import _split_runs
-
     subject = default_pseudo_target(splits) if subject is None else str(subject)
     if subject in splits.target_subjects:
         raise LeakageError(f"pseudo-target {subject} is a real target subject; the pseudo-"

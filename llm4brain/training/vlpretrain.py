@@ -33,6 +33,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..config import identity, run_key
+from ..data import load_stimuli
+from ..models.frame_encoders import build_frame_feature_cache, frame_feature_dim
+from ..models.llm import freeze, load_llm
+from ..models.precision import resolve_bf16
+from ..models.qformer import build_video_branch, load_branch_checkpoint
+from ..models.video_llm import VideoLLM
+from .loop import checkpoint_path, fit, load_checkpoint
+from .losses import clip_loss
+
 __all__ = ["VLPretrainResult", "pretrain_rows", "check_corpus_disjoint", "answer_choices",
            "make_vl_sampler", "vl_loss", "vl_loss_fn", "text_embeddings", "make_align_sampler",
            "align_loss_fn", "caption_vocabulary", "make_ground_sampler", "ground_loss_fn", "build_video_llm", "pretrain_video_llm",
@@ -165,8 +175,6 @@ def vl_loss(model, batch: dict, bf16: bool | str = False,
     ``bf16``: bool or ``"auto"`` (``vlpretrain.bf16``; decided once per process for the
     model's device by :func:`llm4brain.models.precision.resolve_bf16`).
     """
-    from ..models.precision import resolve_bf16
-
     dev = next(model.parameters()).device
     use = resolve_bf16(bf16, dev, name="vlpretrain.bf16")
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use):
@@ -225,9 +233,6 @@ def align_loss_fn(tau: float = 0.07, bf16: bool | str = False) -> Callable:
     """``loss_fn`` of the alignment stage: contrastive loss (paper eq. 1 form, as BLIP-2's
     image-text contrastive stage) between the mean video token and the caption embedding.
     ``bf16`` as in :func:`vl_loss`."""
-    from ..models.precision import resolve_bf16
-    from .losses import clip_loss
-
     def loss_fn(model, batch):
         dev = next(model.parameters()).device
         use = resolve_bf16(bf16, dev, name="vlpretrain.bf16")
@@ -315,17 +320,12 @@ def ground_loss_fn(vocab_embeddings: torch.Tensor, tau: float = 0.05) -> Callabl
 # ----------------------------------------------------------------------------- model
 def video_llm_id(cfg) -> str:
     """Short hash of every setting that determines the trained video-LLM."""
-    from ..config import config_hash, to_dict
-
-    llm = to_dict(cfg.llm)
-    for k in ("max_new_tokens", "do_sample", "temperature", "top_p", "batch_size"):
-        llm.pop(k, None)           # generation-only settings
-    video = to_dict(cfg.video)
-    video.pop("encoder_batch_size", None)
     data = dict(root=cfg.data.root, n_frames=cfg.data.n_frames, frame_size=cfg.data.frame_size)
-    return config_hash(dict(video=video, llm=llm, vl=to_dict(cfg.vlpretrain),
-                            instructions=list(cfg.captions.instructions), sim=to_dict(cfg.sim),
-                            data=data, seed=cfg.run.seed, loop=to_dict(cfg.train)))
+    return run_key("", dict(video=identity(cfg, "video"), llm=identity(cfg, "llm"),
+                            vl=identity(cfg, "vlpretrain"),
+                            instructions=list(cfg.captions.instructions),
+                            sim=identity(cfg, "sim"), data=data, seed=cfg.run.seed,
+                            loop=identity(cfg, "train")))
 
 
 def build_video_llm(cfg, llm=None, encoder_dim: int | None = None):
@@ -334,11 +334,6 @@ def build_video_llm(cfg, llm=None, encoder_dim: int | None = None):
     The branch is randomly initialised, then ``video.qformer_checkpoint`` (BLIP-2 frame
     Q-Former) and ``video.checkpoint`` (Video-LLaMA VL branch) are loaded when set.
     """
-    from ..models.frame_encoders import frame_feature_dim
-    from ..models.llm import load_llm
-    from ..models.qformer import build_video_branch, load_branch_checkpoint
-    from ..models.video_llm import VideoLLM
-
     llm = llm if llm is not None else load_llm(cfg)
     dim = encoder_dim if encoder_dim is not None else frame_feature_dim(cfg)
     with torch.random.fork_rng():      # seeded init without touching the global RNG
@@ -355,9 +350,6 @@ def build_video_llm(cfg, llm=None, encoder_dim: int | None = None):
 
 def video_features(cfg, stim: pd.DataFrame | None = None, progress: bool = True):
     """Frame-feature cache of every clip of the stimulus table (subjects + pretraining)."""
-    from ..data import load_stimuli
-    from ..models.frame_encoders import build_frame_feature_cache
-
     stim = load_stimuli(cfg) if stim is None else stim
     return build_frame_feature_cache(cfg, stim, progress=progress)
 
@@ -389,15 +381,12 @@ def pretrain_video_llm(cfg, *, llm=None, stim: pd.DataFrame | None = None, featu
         The run ``vlpretrain-<video_llm_id>`` logs to ``<run_dir>/logs`` and checkpoints to
         ``<run_dir>/checkpoints``; a finished run is loaded, not retrained.
     """
-    from .loop import fit
-
     name = f"{RUN_PREFIX}-{video_llm_id(cfg)}"
     if cfg.video.checkpoint:
         vlm = build_video_llm(cfg, llm)
         vlm.branch.eval()
         return VLPretrainResult(vlm, pd.DataFrame(), name, False, features)
     if stim is None:
-        from ..data import load_stimuli
         stim = load_stimuli(cfg)
     check_corpus_disjoint(stim)
     pre = pretrain_rows(stim)
@@ -406,9 +395,8 @@ def pretrain_video_llm(cfg, *, llm=None, stim: pd.DataFrame | None = None, featu
     pre = pre.iloc[np.argsort(features.rows(pre["stim_file"]))].reset_index(drop=True)
     vlm = build_video_llm(cfg, llm, encoder_dim=int(feats.shape[-1]))
     if not cfg.vlpretrain.train_frame_qformer:
-        br = vlm.branch
-        for p in list(br.frame_qformer.parameters()) + list(br.ln_vision.parameters()):
-            p.requires_grad_(False)
+        freeze(vlm.branch.frame_qformer)
+        freeze(vlm.branch.ln_vision)
     vlm.branch.train()
     vp = cfg.vlpretrain
     targets = answer_choices(pre, vp.use_paraphrases)
@@ -462,8 +450,6 @@ def load_video_llm(cfg, llm=None):
         When the pretraining run of these settings has not finished (run notebook 04 or
         :func:`pretrain_video_llm`), naming the expected checkpoint.
     """
-    from .loop import checkpoint_path, load_checkpoint
-
     vlm = build_video_llm(cfg, llm)
     if not cfg.video.checkpoint:
         path = checkpoint_path(cfg.run_dir, f"{RUN_PREFIX}-{video_llm_id(cfg)}")

@@ -25,7 +25,12 @@ import pandas as pd
 from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
+from ..data._video_io import write_mp4_batch
 from ._anatomy import REGIONS, SmoothField, load_brain_mask, region_weights, voxel_coordinates
+from ._catalogue import CLASS_CATALOGUE, sample_clip_specs, stim_file_name
+from ._features import clip_features
+from ._render import render_clip
+from ._text import describe_clip, description_lexicon
 
 __all__ = ["simulate_dataset", "simulate_subject_bold", "canonical_hrf", "trial_regressors",
            "SESSION", "TASK", "bids_name", "subject_label", "FEATURE_GROUPS", "noise_free_bold",
@@ -232,8 +237,6 @@ def _save_nifti(data: np.ndarray, affine: np.ndarray, path: Path, tr: float | No
 
 def _render_chunk(args):
     """Render, write (one ffmpeg process per chunk) and measure clips (in a worker process)."""
-    from ._stimuli import clip_features, render_clip, stim_file_name
-    from ._video_io import write_mp4_batch
 
     specs, frame_size, n_frames, fps, out_root, classes = args
     clips = [render_clip(sp, frame_size, n_frames) for sp in specs]
@@ -252,7 +255,6 @@ def _render_all(specs, sim, out_root: Path, corpus: str, rng, classes, progress=
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from ._stimuli import describe_clip
 
     n_frames = int(round(sim.clip_duration * sim.fps))
     jobs = [(specs[i:i + chunk], sim.frame_size, n_frames, sim.fps, out_root, classes)
@@ -296,7 +298,6 @@ def simulate_dataset(cfg, out_dir: str | Path | None = None, *, seed: int | None
     -------
     Path of the BIDS root.
     """
-    from ._stimuli import CLASS_CATALOGUE, description_lexicon, sample_clip_specs
 
     sim = cfg.sim
     seed = cfg.run.seed if seed is None else seed

@@ -1,0 +1,193 @@
+"""Evaluation of Stage I: identification of each trial's clip, beside a ridge baseline.
+
+Top-1 / top-5 identification of each trial's clip among ``N`` candidates (chance k/N,
+permutation p-value) on held-out runs of training subjects and on the **evaluation** trials of
+target subjects (read through :func:`llm4brain.training.guard.target_evaluation_view`: their
+clips are used for scoring only), beside a ridge baseline (mask voxels averaged over the
+block's volumes -> pooled video embedding, alpha by leave-one-out CV on training trials).
+Results go to ``<run_dir>/results/stage1`` (:func:`stage1_results_dir`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ..atomic import save_npz, write_csv, write_json
+from ..config import save_config
+from ..models.stage1 import Stage1Model, VideoInputs, embed_clips, embed_fmri
+from ..training.guard import source_view, target_evaluation_view
+from ..training.losses import pool_tokens
+from ..training.stage1 import stage1_run_name
+from .retrieval import permutation_test, retrieval_accuracy
+from .ridge import RidgeCV
+
+__all__ = ["voxel_features", "stage1_results_dir", "Stage1Evaluation", "evaluate_stage1",
+           "load_stage1_results"]
+
+
+def voxel_features(get_blocks: Callable[[np.ndarray], np.ndarray], n: int, mask: np.ndarray,
+                   how: str = "mean", batch_size: int = 64) -> np.ndarray:
+    """Ridge inputs: brain-mask voxels of each block, averaged over its T volumes.
+
+    Parameters
+    ----------
+    get_blocks : callable ``positions -> (b, T, X, Y, Z)``
+    n : int
+    mask : bool array (X, Y, Z)
+    how : ``mean`` (average the T volumes: (n, V)) or ``flat`` (all volumes: (n, T * V))
+
+    Returns
+    -------
+    float32 array
+    """
+    if how not in ("mean", "flat"):
+        raise ValueError(f"voxel_features: how must be 'mean' or 'flat', got {how!r}")
+    m = np.asarray(mask, bool)
+    out = []
+    for s in range(0, n, batch_size):
+        b = np.asarray(get_blocks(np.arange(s, min(n, s + batch_size))), np.float32)[:, :, m]
+        out.append(b.mean(1) if how == "mean" else b.reshape(len(b), -1))
+    return np.concatenate(out) if out else np.zeros((0, int(m.sum())), np.float32)
+
+
+def stage1_results_dir(cfg) -> Path:
+    """``<run_dir>/results/stage1``."""
+    return Path(cfg.run_dir) / "results" / "stage1"
+
+
+@dataclass
+class Stage1Evaluation:
+    """Retrieval of Stage I and of the ridge baseline.
+
+    Attributes
+    ----------
+    retrieval : DataFrame
+        One row per (split, subject or ``all``, method): top1, top5, chance_top1,
+        chance_top5, p_value (top-1 permutation test), n_trials, n_candidates.
+    embeddings : dict of split -> dict
+        ``z`` (n, H) pooled fMRI embedding, ``x`` (n, H) pooled video embedding, ``ridge``
+        (n, H) ridge prediction (val / eval), ``meta`` DataFrame (subject, class_id,
+        class_name, stim_file, clip_id, row).
+    ridge_alpha : float
+        Alpha chosen by cross-validation.
+    paths : dict of str -> Path
+        Files written.
+    """
+
+    retrieval: pd.DataFrame
+    embeddings: dict
+    ridge_alpha: float
+    paths: dict = field(default_factory=dict)
+
+
+def _meta(view) -> pd.DataFrame:
+    return pd.DataFrame(dict(subject=view.subject, class_id=view.class_id,
+                             class_name=view.class_name, stim_file=view.stim_file,
+                             clip_id=view.clip_id, row=view.rows))
+
+
+def _retrieval_rows(split: str, method: str, pred: np.ndarray, cand: np.ndarray,
+                    meta: pd.DataFrame, n_candidates: int, n_perm: int, seed: int) -> list[dict]:
+    rows = []
+    groups = [("all", np.arange(len(meta)))] + [
+        (str(s), np.flatnonzero(meta["subject"].astype(str).to_numpy() == s))
+        for s in sorted(meta["subject"].astype(str).unique())]
+    for who, idx in groups:
+        n_cand = min(n_candidates, len(np.unique(meta["stim_file"].to_numpy()[idx])))
+        if n_cand < 2:
+            continue
+        ks = tuple(sorted({1, min(5, n_cand)}))
+        clips = meta["stim_file"].to_numpy()[idx]
+        acc = retrieval_accuracy(pred[idx], cand[idx], n_cand, k=ks, rng=seed, groups=clips)
+        perm = permutation_test(pred[idx], cand[idx], n_cand, k=1, n_permutations=n_perm,
+                                rng=seed, groups=clips)
+        rows.append(dict(split=split, subject=who, method=method, top1=acc["top1"],
+                         top5=acc.get("top5", acc[f"top{ks[-1]}"]),
+                         chance_top1=acc["chance_top1"],
+                         chance_top5=acc.get("chance_top5", acc[f"chance_top{ks[-1]}"]),
+                         p_value=perm["p_value"], n_trials=len(idx), n_candidates=n_cand))
+    return rows
+
+
+def evaluate_stage1(cfg, model: Stage1Model, tc, splits, video: VideoInputs, *,
+                    save: bool = True, progress: bool = True) -> Stage1Evaluation:
+    """Retrieval of Stage I and of the ridge baseline; results written to ``results/stage1``.
+
+    Splits scored: ``val`` (held-out runs of training subjects) and ``eval`` (target
+    subjects' evaluation trials, :func:`~llm4brain.training.guard.target_evaluation_view`).
+    Both methods are scored against the same candidates (pooled Stage I video embeddings)
+    with the same distractors (seed ``cfg.run.seed``).
+
+    Files: ``retrieval.csv``, ``summary.json`` (settings, ridge alpha, target numbers),
+    ``embeddings.npz`` (per split: ``<split>_z``, ``<split>_x``, ``<split>_ridge``,
+    ``<split>_rows``) and ``embeddings_meta.tsv``.
+    """
+    s = cfg.stage1
+    views = {"train": source_view(tc, splits, "train"), "val": source_view(tc, splits, "val"),
+             "eval": target_evaluation_view(tc, splits)}
+    emb: dict[str, dict] = {}
+    for split, view in views.items():
+        z = embed_fmri(model, view.blocks, len(view), s.eval_batch_size, progress)
+        x = embed_clips(model, video, view.stim_file, s.eval_batch_size)
+        emb[split] = dict(z=pool_tokens(z, s.pool).numpy(), x=pool_tokens(x, s.pool).numpy(),
+                          meta=_meta(view))
+    # ridge baseline: voxels -> pooled video embedding, alpha by CV on training trials
+    X = {k: voxel_features(v.blocks, len(v), tc.mask) for k, v in views.items()}
+    ridge = RidgeCV(alphas=s.ridge_alphas, cv=s.ridge_cv).fit(X["train"], emb["train"]["x"])
+    for split in ("val", "eval"):
+        emb[split]["ridge"] = ridge.predict(X[split]).astype(np.float32)
+    rows = []
+    for split in ("val", "eval"):
+        e = emb[split]
+        for method, pred in (("stage1", e["z"]), ("ridge", e["ridge"])):
+            rows += _retrieval_rows(split, method, pred, e["x"], e["meta"], s.n_candidates,
+                                    s.n_permutations, cfg.run.seed)
+    table = pd.DataFrame(rows)
+    out = Stage1Evaluation(table, emb, float(np.atleast_1d(ridge.alpha_)[0]))
+    if save:
+        d = stage1_results_dir(cfg)
+        d.mkdir(parents=True, exist_ok=True)
+        write_csv(table, d / "retrieval.csv", index=False)
+        arrays = {}
+        for split, e in emb.items():
+            for key in ("z", "x", "ridge"):
+                if key in e:
+                    arrays[f"{split}_{key}"] = e[key]
+            arrays[f"{split}_rows"] = e["meta"]["row"].to_numpy()
+        save_npz(d / "embeddings.npz", **arrays)
+        write_csv(pd.concat([e["meta"].assign(split=k) for k, e in emb.items()]),
+                  d / "embeddings_meta.tsv", sep="\t", index=False)
+        tgt = table[(table.split == "eval") & (table.subject == "all")].set_index("method")
+        summary = dict(run_name=stage1_run_name(cfg), ridge_alpha=out.ridge_alpha,
+                       n_candidates=s.n_candidates, n_permutations=s.n_permutations,
+                       target=tgt[["top1", "top5", "chance_top1", "p_value", "n_trials"]]
+                       .to_dict(orient="index"))
+        write_json(d / "summary.json", summary, indent=1, default=float)
+        save_config(cfg, d)
+        out.paths = {k: d / f for k, f in (("retrieval", "retrieval.csv"),
+                                           ("embeddings", "embeddings.npz"),
+                                           ("meta", "embeddings_meta.tsv"),
+                                           ("summary", "summary.json"))}
+    return out
+
+
+def load_stage1_results(cfg) -> tuple[dict, pd.DataFrame]:
+    """``(arrays, meta)`` saved by :func:`evaluate_stage1` (``embeddings.npz`` and its TSV).
+
+    Raises
+    ------
+    FileNotFoundError
+        When notebook 03 has not written them for this profile.
+    """
+    d = stage1_results_dir(cfg)
+    if not (d / "embeddings.npz").is_file():
+        raise FileNotFoundError(f"no Stage I results in {d}: run notebook 03_stage1_alignment")
+    with np.load(d / "embeddings.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = pd.read_csv(d / "embeddings_meta.tsv", sep="\t", dtype={"subject": str},
+                       keep_default_na=False)
+    return arrays, meta

@@ -1,0 +1,90 @@
+"""Writing Stage II's outputs: every model's fMRI2Text and the controls notebook 06 scores.
+
+:func:`write_stage2_outputs` decodes the evaluation trials with each trained model and writes,
+under ``<run_dir>/results/stage2`` (:mod:`llm4brain.evaluation.stage2_results`), the chance
+decodes, the LLM without brain tokens, the constant answer, the ridge + nearest-neighbour
+baseline, the noise ceiling (simulated data) and ``manifest.json`` naming each file's role.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+
+from ..atomic import write_json
+from ..config import save_config
+from ..training.stage2 import stage2_run_name
+from ..models.stage2 import stage2_seed
+from .baselines import ceiling_decodes, has_ground_truth, nn_baseline
+from .decoding import (EvalSet, chance_decodes, constant_decodes, decode_eval_set,
+                       n_chance_decodes, no_brain_decodes)
+from .stage2_results import DECODE_COLUMNS, save_decodes, stage2_results_dir
+
+__all__ = ["write_stage2_outputs"]
+
+
+def write_stage2_outputs(cfg, models: dict, eval_set: EvalSet, captions: pd.DataFrame, *,
+                         tc=None, main: str | None = None, train_subjects: Sequence[str] = (),
+                         progress: bool = True) -> dict:
+    """Decode the evaluation trials with every model and write the controls of notebook 06.
+
+    Parameters
+    ----------
+    cfg : Config
+    models : dict name -> Stage2Model
+        E.g. ``{"da": ..., "noda": ...}``; each writes ``fmri2text_<name>.tsv``.
+    eval_set : EvalSet
+    captions : DataFrame (surrogate answers; training clips' ones for the baseline)
+    tc : TrialCache, needed for the noise ceiling (simulated data; :func:`ceiling_decodes`)
+    main : str, optional
+        Model used for the chance decodes and the ceiling (default ``da`` when
+        ``stage2.domain_adaptation`` else ``noda``).
+    train_subjects : list of str
+        The training subjects (``splits.train_subjects``), for the constant-answer control
+        (skipped when empty).
+
+    Returns
+    -------
+    dict
+        The manifest (also ``results/stage2/manifest.json``): file names per role.
+    """
+    d = stage2_results_dir(cfg)
+    d.mkdir(parents=True, exist_ok=True)
+    main = main or ("da" if cfg.stage2.domain_adaptation else "noda")
+    if main not in models:
+        raise KeyError(f"main model {main!r} not in {sorted(models)}")
+    seed = stage2_seed(cfg)
+    manifest: dict = dict(columns=list(DECODE_COLUMNS), n_trials=len(eval_set), main=main,
+                          fmri2text={}, chance=[], baseline="baseline_nn.tsv", ceiling=None,
+                          ceiling_note="", run_names={})
+    for name, model in models.items():
+        f = f"fmri2text_{name}.tsv"
+        save_decodes(decode_eval_set(model, eval_set, seed=seed, progress=progress,
+                                     desc=f"fMRI2Text {name}"), d / f)
+        manifest["fmri2text"][name] = f
+        manifest["run_names"][name] = stage2_run_name(cfg, model.domain_adaptation)
+    n_sh = n_chance_decodes(cfg)
+    for k, df in enumerate(chance_decodes(models[main], eval_set, n_sh, seed=seed,
+                                          progress=progress)):
+        f = f"chance_shuffle_{k}.tsv"
+        save_decodes(df, d / f)
+        manifest["chance"].append(f)
+    manifest["n_shuffles"] = n_sh
+    manifest["n_shuffles_requested"] = int(cfg.eval.n_shuffles)
+    save_decodes(nn_baseline(cfg, eval_set, captions), d / "baseline_nn.tsv")
+    save_decodes(no_brain_decodes(models[main], eval_set, seed=seed, progress=progress),
+                 d / "no_brain.tsv")
+    manifest["no_brain"] = "no_brain.tsv"
+    if train_subjects:
+        save_decodes(constant_decodes(eval_set, captions, train_subjects), d / "constant.tsv")
+        manifest["constant"] = "constant.tsv"
+    if tc is not None and has_ground_truth(cfg):
+        save_decodes(ceiling_decodes(cfg, tc, eval_set, captions), d / "ceiling.tsv")
+        manifest["ceiling"] = "ceiling.tsv"
+    else:
+        manifest["ceiling_note"] = ("no noise ceiling: the dataset has no simulator ground truth "
+                                    "(real data)" if not has_ground_truth(cfg) else
+                                    "no noise ceiling: tc (the trial cache) not given")
+    write_json(d / "manifest.json", manifest, indent=1)
+    save_config(cfg, d)
+    return manifest

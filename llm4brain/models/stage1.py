@@ -1,0 +1,226 @@
+"""Stage I model (paper 3.2, Fig. 1): the fMRI side and the adapted video side, and their tokens.
+
+:class:`Stage1Model` joins the 3D-CNN tokenizer, the SC-MBM encoder with adaptors and the
+projection adaptor (fMRI tokens ``z``, (B, L, H)) with the pretrained video branch's adapted
+Q-Formers (video tokens ``x``, (B, L, H)); :class:`VideoInputs` holds what the video side
+reads per clip; :func:`embed_fmri` and :func:`embed_clips` compute the tokens of many trials
+or clips. Training is :mod:`llm4brain.training.stage1`, retrieval scoring
+:mod:`llm4brain.evaluation.stage1`.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .adaptors import add_adaptors
+from .bridge import build_projector
+from .llm import freeze
+
+__all__ = ["ENCODER_TRAINABLE", "Stage1Model", "build_stage1_model", "trainable_names",
+           "VideoInputs", "embed_fmri", "embed_clips"]
+
+
+#: Encoder parameters trained besides the adaptors (name prefixes inside ``FMRIEncoder``).
+ENCODER_TRAINABLE = ("tokenizer.", "embed_proj.")
+
+
+class Stage1Model(nn.Module):
+    """fMRI side (tokenizer + adapted SC-MBM encoder + projection) and video side (adapted
+    Q-Formers) of Stage I.
+
+    Parameters
+    ----------
+    encoder : FMRIEncoder
+        With adaptors (:func:`llm4brain.models.adaptors.add_adaptors`).
+    branch : VideoBranch
+        The pretrained video branch, with adaptors in its video (and frame) Q-Former.
+    projector : nn.Module
+        ``(B, N, De) -> (B, L, H)`` (:func:`llm4brain.models.bridge.build_projector`).
+    qformer_adaptors : {"video", "both", "none"}
+        ``video``/``none``: the video input of :meth:`forward` is the frozen frame Q-Former's
+        output (B, F, Nq, H); ``both``: frame features (B, F, P, C).
+
+    Notes
+    -----
+    :meth:`train` keeps the frozen parts (encoder blocks, video branch) in eval mode, so
+    their dropout never fires; only the tokenizer and the projector switch to train mode.
+    """
+
+    def __init__(self, encoder: nn.Module, branch: nn.Module, projector: nn.Module,
+                 qformer_adaptors: str = "video"):
+        super().__init__()
+        if qformer_adaptors not in ("video", "both", "none"):
+            raise ValueError(f"stage1.qformer_adaptors = {qformer_adaptors!r}: use video, both "
+                             f"or none")
+        self.encoder = encoder
+        self.branch = branch
+        self.projector = projector
+        self.qformer_adaptors = qformer_adaptors
+
+    @property
+    def n_tokens(self) -> int:
+        """L, the number of video (and fMRI) tokens."""
+        return int(self.branch.num_tokens)
+
+    @property
+    def video_input(self) -> str:
+        """``frame_tokens`` or ``features``: what :meth:`video_tokens` expects."""
+        return "features" if self.qformer_adaptors == "both" else "frame_tokens"
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            self.encoder.eval()
+            self.branch.eval()
+            self.encoder.tokenizer.train()
+        return self
+
+    def fmri_tokens(self, blocks: torch.Tensor) -> torch.Tensor:
+        """fMRI tokens z of blocks (B, T, X, Y, Z): shape (B, L, H)."""
+        return self.projector(self.encoder(blocks))
+
+    def video_tokens(self, video: torch.Tensor) -> torch.Tensor:
+        """Video tokens x (B, L, H) from frame-Q-Former outputs (B, F, Nq, H) or, with
+        ``qformer_adaptors='both'``, from frame features (B, F, P, C)."""
+        if self.video_input == "features":
+            video = self.branch.frame_tokens(video)
+        return self.branch.video_qformer(video.float())
+
+    def forward(self, blocks: torch.Tensor, video: torch.Tensor):
+        """``(z, x)``, each (B, L, H)."""
+        return self.fmri_tokens(blocks), self.video_tokens(video)
+
+
+def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module) -> Stage1Model:
+    """Stage I model from a pretrained encoder and video branch (both deep-copied).
+
+    Parameters
+    ----------
+    cfg : Config
+        ``cfg.adaptor`` (rank, alpha, non-linearity, targets), ``cfg.stage1`` (projector,
+        ``qformer_adaptors``), ``cfg.run.seed``.
+    encoder : FMRIEncoder
+        MAE-pretrained (``load_pretrained_mae(...).encoder``).
+    branch : VideoBranch
+        Pretrained (``load_video_llm(cfg).branch``).
+
+    Returns
+    -------
+    Stage1Model
+        Trainable: tokenizer (+ width projection), encoder adaptors, Q-Former adaptors,
+        projector. Everything else has ``requires_grad=False``.
+    """
+    enc = freeze(copy.deepcopy(encoder))
+    br = freeze(copy.deepcopy(branch))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.run.seed + 7)
+        if cfg.stage1.encoder_adaptors:
+            add_adaptors(enc, cfg, trainable=ENCODER_TRAINABLE)
+        where = cfg.stage1.qformer_adaptors
+        if where == "video":
+            add_adaptors(br.video_qformer, cfg)
+        elif where == "both":
+            add_adaptors(br, cfg)
+    for name, p in enc.named_parameters():           # pos_embed / cls token stay frozen
+        if name.startswith(ENCODER_TRAINABLE) or "lora_" in name:
+            p.requires_grad_(True)
+    hidden = int(br.proj.in_features)
+    proj = build_projector(cfg, int(enc.embed_dim), hidden, int(br.num_tokens),
+                           n_input_tokens=int(enc.n_tokens))
+    return Stage1Model(enc, br, proj, cfg.stage1.qformer_adaptors)
+
+
+def trainable_names(model: nn.Module) -> list[str]:
+    """Names of the parameters with ``requires_grad``."""
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+class VideoInputs:
+    """What the video side of Stage I reads per clip, addressed by ``stim_file``.
+
+    With ``qformer_adaptors`` ``video``/``none`` the frozen frame Q-Former's outputs
+    (F, Nq, H) of every needed clip are computed once and kept (float16); with ``both``
+    frame features (F, P, C) are read from the frame-feature cache on demand.
+
+    Parameters
+    ----------
+    model : Stage1Model
+    features : FrameFeatureCache
+        :func:`llm4brain.training.vlpretrain.video_features`.
+    stim_files : sequence of str
+        Clips that will be asked for (ignored with ``both``).
+    batch_size : int
+    progress : bool
+    """
+
+    def __init__(self, model: Stage1Model, features, stim_files: Sequence[str] = (),
+                 batch_size: int = 64, progress: bool = False):
+        self.features = features
+        self.kind = model.video_input
+        self._rows: dict[str, int] = {}
+        self._store = None
+        if self.kind == "frame_tokens":
+            files = list(dict.fromkeys(str(s) for s in stim_files))
+            self._rows = {s: i for i, s in enumerate(files)}
+            out = []
+            dev = next(model.branch.parameters()).device
+            with torch.no_grad():
+                for s in tqdm(range(0, len(files), batch_size), desc="frame Q-Former",
+                              disable=not progress):
+                    x = features.get(files[s:s + batch_size]).to(dev)
+                    out.append(model.branch.frame_tokens(x).to(torch.float16).cpu())
+            self._store = torch.cat(out) if out else None
+
+    def __len__(self) -> int:
+        return len(self._rows) if self.kind == "frame_tokens" else len(self.features.index)
+
+    def get(self, stim_files: Sequence[str]) -> torch.Tensor:
+        """float32 tensor (n, F, Nq, H) (frame tokens) or (n, F, P, C) (features)."""
+        files = [str(s) for s in stim_files]
+        if self.kind == "features":
+            return self.features.get(files)
+        try:
+            idx = torch.as_tensor([self._rows[s] for s in files], dtype=torch.long)
+        except KeyError as exc:
+            raise KeyError(f"clip {exc.args[0]} was not prepared in VideoInputs; pass it in "
+                           f"stim_files when building them") from None
+        return self._store[idx].float()
+
+
+@torch.no_grad()
+def embed_fmri(model: Stage1Model, get_blocks: Callable[[np.ndarray], np.ndarray], n: int,
+               batch_size: int = 64, progress: bool = False) -> torch.Tensor:
+    """fMRI tokens of ``n`` trials: float32 tensor (n, L, H) on the CPU.
+
+    Parameters
+    ----------
+    model : Stage1Model
+    get_blocks : callable ``positions -> array (b, T, X, Y, Z)``
+        E.g. ``view.blocks`` of a guard view.
+    n : int
+    """
+    model.eval()
+    dev = next(model.projector.parameters()).device
+    out = []
+    for s in tqdm(range(0, n, batch_size), desc="fMRI tokens", disable=not progress):
+        b = torch.from_numpy(np.asarray(get_blocks(np.arange(s, min(n, s + batch_size))),
+                                        dtype=np.float32))
+        out.append(model.fmri_tokens(b.to(dev)).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+@torch.no_grad()
+def embed_clips(model: Stage1Model, video: VideoInputs, stim_files: Sequence[str],
+                batch_size: int = 64) -> torch.Tensor:
+    """Video tokens (n, L, H) of clips (float32, CPU)."""
+    model.eval()
+    dev = next(model.projector.parameters()).device
+    files = list(stim_files)
+    out = [model.video_tokens(video.get(files[s:s + batch_size]).to(dev)).float().cpu()
+           for s in range(0, len(files), batch_size)]
+    return torch.cat(out) if out else torch.empty(0)
