@@ -41,13 +41,18 @@ class Turn:
     question : str
     answer : str (special tokens removed, stripped)
     answer_ids : list of int (the generated ids, without the end-of-turn token)
-    n_fed : int (tokens fed to the LLM for this turn, the cached ones not counted)
+    n_prompt : int (tokens before the answer: the history and this question's turn)
+    n_fed : int (tokens fed to the LLM for this prompt, the cached ones not counted)
+    stopped : bool (the LLM ended the answer with its end-of-turn token, rather than
+        running into ``max_new_tokens``)
     """
 
     question: str
     answer: str
     answer_ids: list = field(default_factory=list)
+    n_prompt: int = 0
     n_fed: int = 0
+    stopped: bool = False
 
 
 def render_chat(tokenizer, messages: list[dict], *, system_prompt: str = "",
@@ -174,6 +179,11 @@ class Conversation:
         """Tokens of the history so far (prefix and the last answer included)."""
         return len(self._ids) + (len(self.turns[-1].answer_ids) if self.turns else 0)
 
+    def token_ids(self) -> list[int]:
+        """The conversation's token ids so far, the last answer included (-1 marks the
+        prefix's positions); turn ``k``'s prompt is the first ``turns[k].n_prompt``."""
+        return list(self._ids) + (list(self.turns[-1].answer_ids) if self.turns else [])
+
     @property
     def n_cached(self) -> int:
         """Tokens whose keys and values the cache holds."""
@@ -290,9 +300,11 @@ class Conversation:
             if tok in self._stop or len(new) >= max_new:
                 break
             logits = self._forward([tok], self._n_cached)
-        answer_ids = new[:-1] if new[-1] in self._stop else new
+        stopped = new[-1] in self._stop
+        answer_ids = new[:-1] if stopped else new
         answer = self.tokenizer.decode(answer_ids, skip_special_tokens=True).strip()
-        self.turns.append(Turn(question, answer, answer_ids, len(ids) - start))
+        self.turns.append(Turn(question, answer, answer_ids, len(ids), len(ids) - start,
+                               stopped))
         return answer
 
     def chat(self, questions) -> list[tuple[str, str]]:

@@ -180,7 +180,8 @@ def qa_truth(truth: pd.DataFrame, questions: Sequence[Question] = QUESTIONS) -> 
         raise ValueError(f"the truth table lacks {missing}: question answering needs the "
                          f"simulator's attributes (stimuli/descriptions.tsv; real data has no "
                          f"truth)")
-    return pd.DataFrame({q.name: [q.truth(v) for v in truth[q.attribute]] for q in questions})
+    return pd.DataFrame({q.name: pd.Series([q.truth(v) for v in truth[q.attribute]],
+                                           dtype=object) for q in questions})
 
 
 @torch.no_grad()
@@ -278,6 +279,7 @@ def qa_answers(llm, brain: torch.Tensor, trials: pd.DataFrame, truth: pd.DataFra
                             batch_size=batch_size)
             for i, t in enumerate(texts):
                 ans, tr = parser.parse(q, t), right[q.name].iloc[i]
+                tr = None if pd.isna(tr) else str(tr)
                 rows.append((cond, k, q.name, subj[i], int(tidx[i]),
                              str(trials["stim_file"].iloc[i]), int(tidx[src[i]]), t, ans,
                              tr, np.nan if tr is None else float(ans == tr)))
