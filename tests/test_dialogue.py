@@ -281,7 +281,7 @@ def test_history_round_trips_through_the_chat_template(smoke_run):
     ids = conv.token_ids()[:conv.turns[-1].n_prompt]
     a = ids.index(-1)
     b = a + ids.count(-1)
-    assert ids[a:b] == [-1] * b and b - a == len(conv.prefix)           # one contiguous block
+    assert ids[a:b] == [-1] * (b - a) and b - a == len(conv.prefix)     # one contiguous block
     decoded = (tok.decode(ids[:a], skip_special_tokens=False) + c.placeholder
                + tok.decode(ids[b:], skip_special_tokens=False))
     assert decoded == expected
