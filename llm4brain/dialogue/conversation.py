@@ -190,9 +190,9 @@ class Conversation:
         return self._n_cached
 
     def prompt_text(self) -> str:
-        """The text of the conversation's tokens: the chat template of :attr:`messages`
-        with a generation prompt after the last question (the placeholder where the
-        prefix is)."""
+        """The text of the last prompt's tokens: the chat template of :attr:`messages` up to
+        the last question (its answer left out), with the generation prompt, the
+        placeholder where the prefix is."""
         return self._text
 
     def _raw(self, ids) -> str:
