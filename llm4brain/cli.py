@@ -64,6 +64,10 @@ def _chat(args) -> int:
     from .dialogue import ContextTooLongError, load_chat_models
 
     cfg = load_config(args.profile)
+    if cfg.run.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.run.num_threads)
     models = load_chat_models(cfg, domain_adaptation=False if args.no_da else None)
     if args.list_trials:
         rows = models.trials if args.subject is None else \
