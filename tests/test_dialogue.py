@@ -124,6 +124,7 @@ Q = {q.name: q for q in QUESTIONS}
     ("agent", "A man is waving.", "person"),
     ("agent", "A beach ball bounces.", "object"),               # not the scene "beach"
     ("agent", "It is an animal.", "animal"),
+    ("agent", "The main thing in the video is a person, specifically a", "person"),
     ("colour", "A small red ball on a green field.", "red"),    # "green field" is a scene
     ("colour", "It is red and blue.", NONE),
     ("size", "A big dog.", "large"),

@@ -96,7 +96,7 @@ def _agent_kind_phrases(lexicon: Mapping | None = None) -> dict:
     agents = load_lexicon(lexicon)["attributes"]["agent"]
     out = {"animal": ["animal", "animals", "creature", "pet"],
            "person": ["human", "someone", "somebody"],
-           "object": ["object", "objects", "thing", "toy", "item"]}
+           "object": ["object", "objects", "toy", "item"]}   # not "thing": the question says it
     for agent, phrases in agents.items():
         out[_AGENT_KIND[agent]] += [agent] + list(phrases)
     return out
