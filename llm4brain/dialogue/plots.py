@@ -49,9 +49,9 @@ def plot_qa_accuracy(table: pd.DataFrame, *, ax=None, title: str | None = None) 
             ax.fill_between([i - 0.45, i + 0.45], r.shuffled_low, r.shuffled_high,
                             color="0.6", alpha=0.35, lw=0,
                             label="shuffled fMRI (interval)" if i == 0 else None)
-            ax.hlines(r.shuffled_mean, i - 0.45, i + 0.45, color="0.35", lw=1.2,
+            ax.hlines(r.shuffled_mean, i - 0.45, i + 0.45, color="0.35", lw=1.6, zorder=3,
                       label="shuffled fMRI (mean)" if i == 0 else None)
-        ax.hlines(r.chance, i - 0.45, i + 0.45, color="k", ls="--", lw=1,
+        ax.hlines(r.chance, i - 0.45, i + 0.45, color="k", ls="--", lw=1, zorder=4,
                   label="chance 1/k" if i == 0 else None)
     ax.set_xticks(x, [f"{q}\n(k={k}, n={n})" for q, k, n in
                       zip(table["question"], table["k"], table["n"])])
