@@ -1,4 +1,5 @@
-"""Command line: ``llm4brain simulate``, ``describe``, ``check-data`` and ``provenance``."""
+"""Command line: ``llm4brain simulate``, ``describe``, ``check-data``, ``provenance`` and
+``chat``."""
 from __future__ import annotations
 
 import argparse
@@ -83,6 +84,57 @@ def _check_data(args) -> int:
     print(f"llm4brain check-data: {root} ({head}source {data_cfg.source})")
     print(format_check_table(rows))
     return 1 if any(r.status == "ERROR" for r in rows) else 0
+def _chat(args) -> int:
+    from .config import load_config
+    from .dialogue import ContextTooLongError, load_chat_models
+
+    cfg = load_config(args.profile)
+    if cfg.run.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.run.num_threads)
+    models = load_chat_models(cfg, domain_adaptation=False if args.no_da else None)
+    if args.list_trials:
+        rows = models.trials if args.subject is None else \
+            models.trials[models.trials["subject"] == models.trial(args.subject, 0)["subject"]]
+        print(rows.drop(columns=["position"]).to_string(index=False))
+        return 0
+    if args.subject is None or args.trial is None:
+        print("llm4brain chat: error: give --subject and --trial (or --list-trials); target "
+              f"subjects: {', '.join('sub-' + s for s in models.subjects)}", file=sys.stderr)
+        return 2
+    opts = {} if args.max_new_tokens is None else dict(max_new_tokens=args.max_new_tokens)
+    conv = models.conversation(args.subject, args.trial, video=args.video, **opts)
+    src = conv.source
+    print(f"# {src['subject']}, evaluation trial {src['trial']} (clip {src['clip']}), "
+          f"{src['tokens']} tokens, profile {src['profile']}", flush=True)
+    if args.ask:
+        for q in args.ask:
+            print(f"Q: {q}\nA: {conv.ask(q)}", flush=True)
+        return 0
+    tty = sys.stdin.isatty()
+    if tty:
+        print("# ask a question; an empty line or Ctrl-D ends, /reset forgets the history",
+              flush=True)
+    while True:
+        try:
+            q = input("you> " if tty else "")
+        except EOFError:
+            break
+        q = q.strip()
+        if not q:
+            break
+        if q == "/reset":
+            conv.reset()
+            print("# history cleared", flush=True)
+            continue
+        try:
+            a = conv.ask(q)
+        except ContextTooLongError as exc:
+            print(f"llm4brain chat: {exc}", file=sys.stderr, flush=True)
+            continue
+        print(f"llm> {a}" if tty else f"Q: {q}\nA: {a}", flush=True)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -127,6 +179,30 @@ def main(argv=None) -> int:
                    help="check the stim files' presence and declared durations without "
                         "decoding them (faster on 21,600 HAD clips)")
     c.set_defaults(fn=_check_data)
+    c = sub.add_parser("chat", help="talk to a recording: the frozen LLM answers questions "
+                                    "about a target subject's evaluation trial from its fMRI "
+                                    "(Stage II bridge) or, with --video, its clip")
+    c.add_argument("--profile", default="default",
+                   help="smoke | default | had | urgen | path to a YAML file; its run needs a "
+                        "trained Stage II model (notebook 05; make smoke / make reproduce)")
+    c.add_argument("--subject", default=None, help="a target subject, e.g. 04 or sub-04")
+    c.add_argument("--trial", type=int, default=None,
+                   help="the subject's evaluation trial number N (0-based, in trial-cache "
+                        "order: the order of results/stage2/fmri2text_*.tsv); --list-trials "
+                        "shows them")
+    c.add_argument("--video", action="store_true",
+                   help="bind the clip's video tokens instead of the fMRI (the reference)")
+    c.add_argument("--ask", action="append", default=[], metavar="QUESTION",
+                   help="ask this (repeatable; turns in order) and exit; without --ask an "
+                        "interactive prompt reads questions until an empty line or EOF")
+    c.add_argument("--max-new-tokens", type=int, default=None,
+                   help="longest answer in tokens (default max(llm.max_new_tokens, 40))")
+    c.add_argument("--no-da", action="store_true",
+                   help="use the Stage II run trained without domain adaptation")
+    c.add_argument("--list-trials", action="store_true",
+                   help="print the evaluation trials (of --subject, or of every target "
+                        "subject) and exit")
+    c.set_defaults(fn=_chat)
     args = p.parse_args(argv)
     try:
         return args.fn(args)

@@ -83,3 +83,23 @@ def fit_tiny_stage1():
     from llm4brain.testing import fit_tiny_stage1
 
     return fit_tiny_stage1
+
+
+@pytest.fixture(scope="session")
+def smoke_chain(tmp_path_factory):
+    """A ``LLM4BRAIN_HOME`` holding the smoke chain up to surrogate captions (dataset, trial
+    cache, MAE, video-LLM, Stage I, captions), built once per session by
+    ``tests/fault_chain.py`` in a subprocess. Tests copy it or add runs beside its own; none
+    changes what it holds."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    home = tmp_path_factory.mktemp("smoke_chain")
+    env = dict(os.environ, LLM4BRAIN_HOME=str(home), MPLBACKEND="Agg")
+    env.pop("LLM4BRAIN_FAULT", None)
+    r = subprocess.run([sys.executable, str(Path(__file__).with_name("fault_chain.py")), "data",
+                        "cache", "mae", "stage1", "captions"], env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0 and "fault_chain: done" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
+    return home

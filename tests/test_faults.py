@@ -49,10 +49,9 @@ def _run(home: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("uninterrupted")
-    _ok(_chain(home, "data", "cache", "mae", "stage1", "captions"))
-    return home
+def reference(smoke_chain) -> Path:
+    """The uninterrupted run (conftest's session-wide smoke chain)."""
+    return smoke_chain
 
 
 def _copy_run(src: Path, dst: Path, drop: list[str]) -> None:
@@ -134,6 +133,12 @@ class _FullDisk:
             raise OSError(errno.ENOSPC, "No space left on device")
         self.left -= len(b)
         return self.f.write(b)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
 
     def __getattr__(self, name):
         return getattr(self.f, name)

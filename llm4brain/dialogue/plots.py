@@ -1,0 +1,63 @@
+"""Figure of the question-answering table (house style of :mod:`llm4brain.plotting`)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .. import plotting   # noqa: F401 - sets the house style on import
+
+__all__ = ["plot_qa_accuracy"]
+
+
+def plot_qa_accuracy(table: pd.DataFrame, *, ax=None, title: str | None = None) -> Figure:
+    """Bars of fMRI- and video-grounded accuracy per question, with chance and shuffled fMRI.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`llm4brain.dialogue.qa_table` (columns ``question, fmri, fmri_ci_low,
+        fmri_ci_high, video, chance, shuffled_mean, shuffled_low, shuffled_high, n``).
+    ax : matplotlib Axes, optional
+    title : str, optional
+
+    Returns
+    -------
+    Figure : fMRI bars with their bootstrap 95 % interval, video bars (the reference), the
+    shuffled-fMRI accuracy as a grey band (interval over shuffles) with its mean, and
+    chance (1/k) as a dashed black tick on each question.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(table) + 2), 3.8))
+    fig = ax.figure
+    pal = sns.color_palette()
+    x = np.arange(len(table))
+    w = 0.38
+    f = table["fmri"].to_numpy(float)
+    err = np.vstack([f - table["fmri_ci_low"].to_numpy(float),
+                     table["fmri_ci_high"].to_numpy(float) - f])
+    ax.bar(x - w / 2, f, w, yerr=np.nan_to_num(err).clip(0), capsize=2, color=pal[0],
+           label="fMRI-grounded")
+    if table["video"].notna().any():
+        ax.bar(x + w / 2, table["video"].to_numpy(float), w, color=pal[2],
+               label="video-grounded")
+    for i, r in enumerate(table.itertuples()):
+        if np.isfinite(r.shuffled_mean):
+            ax.fill_between([i - 0.45, i + 0.45], r.shuffled_low, r.shuffled_high,
+                            color="0.6", alpha=0.35, lw=0,
+                            label="shuffled fMRI (interval)" if i == 0 else None)
+            ax.hlines(r.shuffled_mean, i - 0.45, i + 0.45, color="0.35", lw=1.6, zorder=3,
+                      label="shuffled fMRI (mean)" if i == 0 else None)
+        ax.hlines(r.chance, i - 0.45, i + 0.45, color="k", ls="--", lw=1, zorder=4,
+                  label="chance 1/k" if i == 0 else None)
+    ax.set_xticks(x, [f"{q}\n(k={k}, n={n})" for q, k, n in
+                      zip(table["question"], table["k"], table["n"])])
+    ax.set(ylim=(0, 100), ylabel="answers right (%)")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
