@@ -54,7 +54,8 @@ from llm4brain.config import load_config
 from llm4brain.data import load_splits, load_trial_cache
 from llm4brain.evaluation.controls import bootstrap_ci
 from llm4brain.evaluation.decoding import build_eval_set
-from llm4brain.evaluation.metrics import METRIC_LABELS, TextScorer
+from llm4brain.evaluation.metrics import METRIC_LABELS
+from llm4brain.evaluation.scoring import score_run
 from llm4brain.evaluation.stage2_outputs import write_stage2_outputs
 from llm4brain.evaluation.stage2_results import read_decodes, stage2_results_dir
 from llm4brain.plotting import plot_embedding_2d, plot_loss_curves, save_figure
@@ -197,28 +198,25 @@ print(f"decoded in {timing['decode_s']:.0f} s;", {k: manifest[k] for k in
 # %%
 t0 = time.time()
 d = stage2_results_dir(cfg)
-conds = {"DA on": manifest["fmri2text"]["da"], "DA off": manifest["fmri2text"]["noda"],
-         **{f"chance {k}": f for k, f in enumerate(manifest["chance"])},
-         "ridge + NN baseline": manifest["baseline"]}
-if manifest["ceiling"]:
-    conds["noise ceiling"] = manifest["ceiling"]
-tables = {k: read_decodes(d / f) for k, f in conds.items()}
-refs = tables["DA on"]["video2text"].tolist()
-scorer = TextScorer(cfg.eval)
-scores = dict(zip(conds, scorer.score_many([t["fmri2text"].tolist() for t in tables.values()],
-                                           refs, meta=tables["DA on"][["subject"]])))
+scored = score_run(cfg)        # cached under runs/<profile>/eval: notebook 06 reuses these scores
 timing["score_s"] = time.time() - t0
 metrics = ["bertscore", "sacrebleu1", "rougeL_f"]
+named = {"DA on": scored.model, "DA off": scored.noda, "ridge + NN baseline": scored.baseline,
+         "noise ceiling": scored.ceiling}
+scores = {k: v for k, v in named.items() if v is not None}
 rows = []
 for cond, sc in scores.items():
     by = sc.by_group("subject")
     for subj in by.index:
         rows.append(dict(condition=cond, subject=f"sub-{subj}", **{m: by.loc[subj, m] for m in metrics}))
     rows.append(dict(condition=cond, subject="all", **{m: sc.aggregate[m] for m in metrics}))
+per_subject = scored.chance.by_group.groupby("group")[metrics].mean()  # mean over the shuffles
+rows += [dict(condition="chance (mean)", subject=f"sub-{g}", **per_subject.loc[g].to_dict())
+         for g in per_subject.index]
+rows.append(dict(condition="chance (mean)", subject="all",
+                 **scored.chance.draws[metrics].mean().to_dict()))
 table = pd.DataFrame(rows)
-chance = table[table.condition.str.startswith("chance")].groupby("subject")[metrics].mean()
-chance = chance.reset_index().assign(condition="chance (mean)")
-table = pd.concat([table[~table.condition.str.startswith("chance")], chance], ignore_index=True)
+tables = {k: read_decodes(d / manifest["fmri2text"][r]) for k, r in (("DA on", "da"), ("DA off", "noda"))}
 table.to_csv(d / "scores_summary.csv", index=False)
 table.to_csv(cfg.figures_dir / "05_da_ablation.csv", index=False)
 table.pivot(index="condition", columns="subject", values="bertscore").round(2)
