@@ -36,7 +36,7 @@ def main(steps: list[str]) -> None:
     torch.set_num_threads(1)
     from llm4brain import captions as cap_mod
     from llm4brain.config import load_config
-    from llm4brain.data import (_cache, build_trial_cache, iter_run_volumes, load_splits,
+    from llm4brain.data import (_runs, build_trial_cache, iter_run_volumes, load_splits,
                                 load_stimuli, make_splits)
     from llm4brain.sim import simulate_dataset
     from llm4brain.models.frame_encoders import FrameFeatureCache
@@ -48,7 +48,7 @@ def main(steps: list[str]) -> None:
     where, _, n = fault.partition(":")
     n = int(n or 0)
     if where == "cache":
-        _kill_on(_cache, "load_bold", where, n)
+        _kill_on(_runs, "load_bold", where, n)
     elif where == "stage1":
         real_sampler = s1.make_stage1_sampler
 

@@ -28,7 +28,6 @@ its cell (cnn3d: ``T * S^3`` raw values, the input zero-padded at the far end to
 """
 from __future__ import annotations
 
-import abc
 import logging
 import math
 from typing import Callable, Iterable
@@ -39,112 +38,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ._patch1d import Patch1DTokenizer
+from ._tokenizer_base import BrainTokenizer, _as_mask, _as_shape
+
 __all__ = ["BrainTokenizer", "CNN3DTokenizer", "NVLTokenizer", "Patch1DTokenizer", "TOKENIZERS",
            "build_tokenizer"]
 
 log = logging.getLogger(__name__)
-
-
-def _as_shape(volume_shape) -> tuple[int, int, int, int]:
-    shape = tuple(int(s) for s in volume_shape)
-    if len(shape) != 4 or min(shape) < 1:
-        raise ValueError(f"volume_shape must be (T, X, Y, Z) with positive sizes, got {volume_shape}; "
-                         f"pass TrialCache.block_shape")
-    return shape  # type: ignore[return-value]
-
-
-def _as_mask(mask, spatial: tuple[int, int, int]) -> torch.Tensor | None:
-    if mask is None:
-        return None
-    m = torch.as_tensor(np.asarray(mask)).bool()
-    if tuple(m.shape) != tuple(spatial):
-        raise ValueError(f"brain mask shape {tuple(m.shape)} does not match the volume grid {spatial}; "
-                         f"pass the TrialCache.mask of the same cache as the blocks")
-    return m
-
-
-class BrainTokenizer(nn.Module, metaclass=abc.ABCMeta):
-    """Base class: blocks (B, T, X, Y, Z) -> tokens (B, N, D).
-
-    Parameters
-    ----------
-    volume_shape : tuple (T, X, Y, Z)
-        Shape of one block (``TrialCache.block_shape``).
-    embed_dim : int
-        Token width D.
-    grid_shape : tuple (gx, gy, gz)
-        Shape of the full token grid (before dropping inactive cells).
-    """
-
-    kind: str = ""
-
-    def __init__(self, volume_shape, embed_dim: int, grid_shape: tuple[int, int, int]):
-        super().__init__()
-        self.volume_shape = _as_shape(volume_shape)
-        self.embed_dim = int(embed_dim)
-        self.grid_shape = tuple(int(g) for g in grid_shape)
-        self.register_buffer("active", torch.ones(self.n_grid, dtype=torch.bool))
-        coords = torch.stack(torch.meshgrid(*[torch.arange(g) for g in self.grid_shape],
-                                            indexing="ij"), -1).reshape(-1, 3)
-        self.register_buffer("grid_coords", coords.float(), persistent=False)
-
-    # ------------------------------------------------------------------ token bookkeeping
-    @property
-    def n_grid(self) -> int:
-        """Number of cells of the full token grid."""
-        return int(np.prod(self.grid_shape))
-
-    @property
-    def token_index(self) -> torch.Tensor:
-        """Long (N,): grid cells (row-major over ``grid_shape``) that are kept as tokens."""
-        return torch.nonzero(self.active, as_tuple=False).squeeze(1)
-
-    @property
-    def n_tokens(self) -> int:
-        """Number of tokens N per block."""
-        return int(self.active.sum())
-
-    @property
-    def positions(self) -> torch.Tensor:
-        """Float (N, 3): integer grid coordinates (i, j, k) of every token."""
-        return self.grid_coords[self.token_index]
-
-    @property
-    @abc.abstractmethod
-    def patch_dim(self) -> int:
-        """Length P of the reconstruction target of one token (see :meth:`patchify`)."""
-
-    def check_input(self, blocks: torch.Tensor) -> None:
-        """Raise a clear error unless ``blocks`` is float (B, T, X, Y, Z) of this tokenizer."""
-        if not torch.is_tensor(blocks):
-            raise TypeError(f"blocks must be a torch.Tensor (B, T, X, Y, Z), got {type(blocks).__name__}; "
-                            f"use torch.from_numpy(np.asarray(tc.blocks[idx]))")
-        if blocks.ndim != 5 or tuple(blocks.shape[1:]) != self.volume_shape:
-            raise ValueError(f"{self.kind} tokenizer expects blocks of shape (B, {', '.join(map(str, self.volume_shape))}), "
-                             f"got {tuple(blocks.shape)}; rebuild the tokenizer with the block shape of "
-                             f"this trial cache (TrialCache.block_shape)")
-        if not blocks.is_floating_point():
-            raise TypeError(f"blocks must be floating point, got {blocks.dtype}")
-
-    @abc.abstractmethod
-    def forward(self, blocks: torch.Tensor) -> torch.Tensor:
-        """(B, T, X, Y, Z) blocks -> (B, N, D) tokens."""
-
-    @abc.abstractmethod
-    def patchify(self, blocks: torch.Tensor) -> torch.Tensor:
-        """(B, T, X, Y, Z) blocks -> (B, N, P) reconstruction targets."""
-
-    @abc.abstractmethod
-    def patch_weights(self) -> torch.Tensor:
-        """(N, P) weight of each target value (0 outside the brain mask)."""
-
-    @abc.abstractmethod
-    def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
-        """(B, N, P) -> (B, T, X, Y, Z), the inverse of :meth:`patchify`."""
-
-    def extra_repr(self) -> str:
-        return (f"volume_shape={self.volume_shape}, grid_shape={self.grid_shape}, "
-                f"n_tokens={self.n_tokens}, embed_dim={self.embed_dim}")
 
 
 # ====================================================================== cnn3d
@@ -471,94 +371,6 @@ class NVLTokenizer(BrainTokenizer):
         """(N, 3) world coordinates (mm) of each active patch centre."""
         c = self.positions.double() * self.patch_size + (self.patch_size - 1) / 2.0
         return c @ self.target_affine[:3, :3].T + self.target_affine[:3, 3]
-
-
-# ====================================================================== patch1d
-class Patch1DTokenizer(BrainTokenizer):
-    """MinD-Vis's patch embedding: a flat vector of values -> ``Conv1d(kernel = stride = p)``.
-
-    For inputs without a 3-D neighbourhood — CIFTI grayordinates (``data.source: ciftify``,
-    blocks ``(T, n, 1, 1)``) — or to load a published SC-MBM checkpoint whole, its patch
-    embedding included. The block's values are flattened (C order), zero-padded at the end to
-    a multiple of ``p`` and cut into ``ceil(n / p)`` patches; token i covers values
-    ``i*p .. i*p + p - 1`` and sits at grid position (i, 0, 0).
-
-    Parameters
-    ----------
-    volume_shape : tuple (T, X, Y, Z)
-    mask : bool array (X, Y, Z), optional
-        Patches without a mask value are dropped (``drop_outside_mask``).
-    embed_dim : int
-    patch_size : int
-        p (MinD-Vis: 16).
-    in_chans : int
-        ``0`` or T: the T volumes are the Conv1d's input channels; ``1``: their mean is the one
-        channel (MinD-Vis's single-frame input; what its checkpoints expect).
-    """
-
-    kind = "patch1d"
-
-    def __init__(self, volume_shape, mask=None, *, embed_dim: int = 128, patch_size: int = 16,
-                 in_chans: int = 0, drop_outside_mask: bool = True):
-        T, X, Y, Z = _as_shape(volume_shape)
-        p = int(patch_size)
-        if p < 1:
-            raise ValueError(f"tokenizer.patch1d_size must be >= 1, got {patch_size}")
-        if in_chans not in (0, 1, T):
-            raise ValueError(f"tokenizer.in_chans must be 0 (= T = {T}), 1 (mean of the T "
-                             f"volumes) or {T}, got {in_chans}")
-        n = X * Y * Z
-        super().__init__((T, X, Y, Z), embed_dim, (math.ceil(n / p), 1, 1))
-        self.patch_size, self.n_values = p, n
-        self.in_chans = T if in_chans in (0, T) else 1
-        self.proj = nn.Conv1d(self.in_chans, embed_dim, kernel_size=p, stride=p)
-        m = _as_mask(mask, (X, Y, Z))
-        flat = (m if m is not None else torch.ones(X, Y, Z, dtype=torch.bool)).reshape(-1)
-        self.register_buffer("brain_mask", flat, persistent=False)
-        if m is not None and drop_outside_mask:
-            cells = self._pad(flat[None, None].float())[0, 0].reshape(-1, p).amax(1) > 0
-            if not bool(cells.any()):
-                raise ValueError("the brain mask is empty: no token would be kept")
-            self.active.copy_(cells)
-
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x, (0, self.n_grid * self.patch_size - x.shape[-1]))
-
-    def _flat(self, blocks: torch.Tensor) -> torch.Tensor:
-        return self._pad(blocks.reshape(blocks.shape[0], self.volume_shape[0], -1))   # (B, T, L)
-
-    @property
-    def patch_dim(self) -> int:
-        return self.volume_shape[0] * self.patch_size
-
-    def forward(self, blocks: torch.Tensor) -> torch.Tensor:
-        """Tokens (B, N, D) of blocks (B, T, X, Y, Z)."""
-        self.check_input(blocks)
-        x = self._flat(blocks)
-        if self.in_chans == 1 and x.shape[1] > 1:
-            x = x.mean(1, keepdim=True)
-        return self.proj(x).transpose(1, 2)[:, self.token_index]
-
-    def patchify(self, blocks: torch.Tensor) -> torch.Tensor:
-        """Reconstruction target (B, N, T * p): each token's p values of every volume."""
-        self.check_input(blocks)
-        x = self._flat(blocks)
-        B, T, _ = x.shape
-        x = x.reshape(B, T, self.n_grid, self.patch_size).permute(0, 2, 1, 3)
-        return x.reshape(B, self.n_grid, T * self.patch_size)[:, self.token_index]
-
-    def patch_weights(self) -> torch.Tensor:
-        """Float (N, T * p): 1 for values inside the mask, 0 outside / padding."""
-        m = self._pad(self.brain_mask[None, None].float())[0, 0].reshape(self.n_grid, 1, -1)
-        return m.expand(-1, self.volume_shape[0], -1).reshape(self.n_grid, -1)[self.token_index]
-
-    def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`patchify`: (B, N, P) -> blocks (B, T, X, Y, Z); dropped cells are 0."""
-        B, T = patches.shape[0], self.volume_shape[0]
-        full = patches.new_zeros(B, self.n_grid, self.patch_dim)
-        full[:, self.token_index] = patches
-        x = full.reshape(B, self.n_grid, T, self.patch_size).permute(0, 2, 1, 3).reshape(B, T, -1)
-        return x[:, :, :self.n_values].reshape(B, *self.volume_shape)
 
 
 # ====================================================================== registry
