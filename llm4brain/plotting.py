@@ -230,7 +230,7 @@ def plot_subject_bars(df: pd.DataFrame, metric: str = "bertscore", *, chance=Non
     elif ceiling is not None:
         ax.axhline(float(ceiling), color="k", lw=1.5, label="noise ceiling")
     ax.set_xticks(x, labels)
-    ax.set_ylabel(f"{col} (%)")
+    ax.set_ylabel(f"{col} (x100)" if col == "CIDEr-D" else f"{col} (%)")
     ax.set_title(title or col)
     top = ax.get_ylim()[1]
     ax.set_ylim(0, top * 1.15)  # headroom for the legend
@@ -291,7 +291,7 @@ def plot_metric_distributions(data: Mapping[str, object], metric: str = "bertsco
     except KeyError:
         label = str(metric)
     ax.set_xlabel("")
-    ax.set_ylabel(f"{label} (%)")
+    ax.set_ylabel(f"{label} (x100)" if label == "CIDEr-D" else f"{label} (%)")
     ax.set_title(title or f"{label} per trial")
     if chance is not None:
         ax.legend(loc="best", fontsize="small", frameon=False)

@@ -171,7 +171,9 @@ display(Markdown(report.reading))
 # ceiling of that subject.
 
 # %%
-fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+fig, axes = plt.subplots(3, 3, figsize=(14, 11))
+for ax in axes.ravel()[len(METRICS):]:
+    ax.set_visible(False)
 for ax, m in zip(axes.ravel(), METRICS):
     plot_subject_bars(report.tables["table1"], m, ax=ax, ci=report.table_ci["table1"],
                       chance=ev.chance.group_summary(m) if ev.chance is not None else None,
@@ -190,7 +192,9 @@ save_figure(fig, "06_subject_bars", cfg)
 conditions = {"chance": ev.chance_trials, "baseline": ev.baseline, "llm4brain": ev.model,
               "no DA": ev.noda, "ceiling": ev.ceiling, "V2T vs truth": ev.upper}
 conditions = {k: v for k, v in conditions.items() if v is not None}
-fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+fig, axes = plt.subplots(3, 3, figsize=(15, 11))
+for ax in axes.ravel()[len(METRICS):]:
+    ax.set_visible(False)
 for ax, m in zip(axes.ravel(), METRICS):
     plot_metric_distributions(conditions, m, ax=ax)
     ax.tick_params(axis="x", labelrotation=30)
@@ -213,7 +217,7 @@ for j, (ax, m) in enumerate(zip(axes, METRICS)):
     if j == 0:
         ax.set_yticks(y, t["condition"])
     ax.set_title(METRIC_LABELS[m])
-    ax.set_xlabel("%")
+    ax.set_xlabel("x100" if m == "cider" else "%")
     ax.grid(axis="x", alpha=0.3)
 fig.tight_layout()
 save_figure(fig, "06_summary_intervals", cfg)

@@ -25,7 +25,8 @@ ACTIONS = ["running", "jumping", "waving", "swimming", "eating", "driving"]
 COLOURS = ["red", "blue", "green", "yellow", "black", "white"]
 SCENES = ["park", "kitchen", "forest", "street", "beach", "gym"]
 SUBJECTS = ("05", "06")
-LABELS = ["BERTScore", "SacreBLEU-1", "SacreBLEU-2", "ROUGE-L F", "ROUGE-L P", "ROUGE-L R"]
+LABELS = ["BERTScore", "SacreBLEU-1", "SacreBLEU-2", "ROUGE-L F", "ROUGE-L P", "ROUGE-L R",
+          "SacreBLEU-4", "CIDEr-D"]
 
 
 def _v2t(a, b, c, d):

@@ -15,7 +15,8 @@ from llm4brain.evaluation.tables import (examples_markdown, format_summary, read
                                          select_examples, subject_table, to_latex, write_examples,
                                          write_summary_table, write_table)
 
-LABELS = ["BERTScore", "SacreBLEU-1", "SacreBLEU-2", "ROUGE-L F", "ROUGE-L P", "ROUGE-L R"]
+LABELS = ["BERTScore", "SacreBLEU-1", "SacreBLEU-2", "ROUGE-L F", "ROUGE-L P", "ROUGE-L R",
+          "SacreBLEU-4", "CIDEr-D"]
 WORDS = "a man woman dog plays runs squash court hair cut salon park ball in the with".split()
 
 
@@ -94,7 +95,8 @@ def _check_latex(tex: str, n_cols: int):
 def test_latex_booktabs_paper_header(scored):
     *_, res = scored
     tex = to_latex(subject_table(res), caption="Results 100% & more_stuff")
-    _check_latex(tex, 7)
+    _check_latex(tex, 9)
+    assert "BLEU-4 (\\%) & CIDEr-D (x100)" in tex
     assert "\\multicolumn{2}{c}{SacreBLEU (\\%)}" in tex
     assert "\\multicolumn{3}{c}{ROUGE-L (\\%)}" in tex
     assert "\\cmidrule(lr){3-4}" in tex and "\\cmidrule(lr){5-7}" in tex

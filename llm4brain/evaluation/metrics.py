@@ -9,7 +9,7 @@ surrogate answers to the same instruction) :class:`TextScorer` computes, per tri
     the token embeddings of layer ``eval.bertscore_layers`` of ``eval.bertscore_model``;
     no baseline rescaling (none exists for MiniLM, so numbers are raw cosines). With
     ``eval.bertscore_idf`` the idf weights come from the references of the call.
-``sacrebleu1``, ``sacrebleu2``
+``sacrebleu1``, ``sacrebleu2``, ``sacrebleu4``
     *Sentence-level* BLEU-n of sacrebleu: ``BLEU(max_ngram_order=n, effective_order=True)``,
     uniform weights over orders 1..n, ``exp`` smoothing, tokeniser ``eval.bleu_tokenize``
     (``13a`` by default, case-sensitive unless ``eval.bleu_lowercase``). Use these for
@@ -17,9 +17,14 @@ surrogate answers to the same instruction) :class:`TextScorer` computes, per tri
 ``rougeL_f``, ``rougeL_p``, ``rougeL_r``
     ROUGE-L (longest common subsequence) of ``rouge-score`` with the Porter stemmer; P is
     relative to the candidate's length, R to the reference's.
+``cider``
+    CIDEr-D x100 of pycocoevalcap (:mod:`llm4brain.evaluation.cider`): idf from the references
+    of the call (of each list in :meth:`TextScorer.score_many`), our own
+    lower-case + punctuation-stripping tokenisation (COCO's PTB tokenizer needs Java).
+    METEOR is left out (pycocoevalcap's needs Java, nltk's a WordNet download).
 
 The aggregate of a set of trials (:func:`llm4brain.evaluation.scores.aggregate_scores`, used
-by every table) is the mean over trials for BERTScore and ROUGE-L and the **corpus-level** BLEU
+by every table) is the mean over trials for BERTScore, ROUGE-L and CIDEr-D and the **corpus-level** BLEU
 of sacrebleu
 (n-gram statistics summed over trials, then one BLEU: what ``BLEU(max_ngram_order=n)
 .corpus_score(candidates, [references])`` returns). To make that possible from a saved
@@ -42,14 +47,16 @@ from tqdm.auto import tqdm
 
 from ..config import EvalConfig
 from ._bert import BERTSCORE_MODELS, _load_bert, _resolve_device, resolve_bertscore_model
+from .cider import cider_d
 from .scores import _MAXN, _STAT_COLS, BLEU_ORDERS, TextScores, _with_meta, bleu_from_stats
 
 __all__ = ["METRICS", "METRIC_LABELS", "TextScorer", "metric_key", "BERTSCORE_MODELS",
            "resolve_bertscore_model"]
 
 
-#: Metrics of the paper's tables, in table order (keys of every per-trial frame / aggregate).
-METRICS = ("bertscore", "sacrebleu1", "sacrebleu2", "rougeL_f", "rougeL_p", "rougeL_r")
+#: Metrics of the paper's tables, then NVL's BLEU-4 and CIDEr-D, in table order (keys of every per-trial frame / aggregate).
+METRICS = ("bertscore", "sacrebleu1", "sacrebleu2", "rougeL_f", "rougeL_p", "rougeL_r",
+           "sacrebleu4", "cider")
 
 
 #: Column labels used in tables and plots.
@@ -57,6 +64,7 @@ METRIC_LABELS = {
     "bertscore": "BERTScore", "sacrebleu1": "SacreBLEU-1", "sacrebleu2": "SacreBLEU-2",
     "rougeL_f": "ROUGE-L F", "rougeL_p": "ROUGE-L P", "rougeL_r": "ROUGE-L R",
     "bertscore_p": "BERTScore P", "bertscore_r": "BERTScore R",
+    "sacrebleu4": "SacreBLEU-4", "cider": "CIDEr-D",
 }
 
 
@@ -109,7 +117,7 @@ class _CachedTokenizer:
 
 
 class TextScorer:
-    """BERTScore, SacreBLEU-1/2 and ROUGE-L of candidates against references, in percent.
+    """BERTScore, SacreBLEU-1/2/4, ROUGE-L (percent) and CIDEr-D (x100) of candidates.
 
     Parameters
     ----------
@@ -177,6 +185,11 @@ class TextScorer:
             "bleu_signature": sigs,
             "rouge": "rouge-score rougeL, mean over trials of per-trial F/P/R",
             "rouge_stemmer": self.cfg.rouge_stemmer,
+            "cider": ("pycocoevalcap CiderScorer (CIDEr-D, n=4, sigma=6) x100, idf from the "
+                      "references of the call, mean over trials; tokenised by lower-casing "
+                      "and removing punctuation (not COCO's Java PTB tokenizer)"),
+            "pycocoevalcap_version": version("pycocoevalcap"),
+            "meteor": "not computed: pycocoevalcap's METEOR needs Java, nltk's a WordNet download",
             "device": self.device,
         }
 
@@ -336,8 +349,12 @@ class TextScorer:
 
     # ------------------------------------------------------------------ main API
     def score_pairs(self, cands: Sequence[str], refs: Sequence[str], *,
-                    idf_sents: Sequence[str] | None = None) -> pd.DataFrame:
+                    idf_sents: Sequence[str] | None = None, n_blocks: int = 1) -> pd.DataFrame:
         """Per-pair metrics (no aggregate): the core used by :meth:`score`/:meth:`score_many`.
+
+        ``n_blocks`` > 1: the pairs are that many equal consecutive blocks (e.g. K shuffles of
+        the same trials) and CIDEr-D's idf is computed within each block, so each block scores
+        as it would alone.
 
         Returns
         -------
@@ -357,6 +374,11 @@ class TextScorer:
         stats = np.array([r[0] for r in rows], dtype=float).reshape(len(rows), len(_STAT_COLS))
         for j, c in enumerate(_STAT_COLS):
             df[c] = stats[:, j].astype(int)
+        n = len(cands) // n_blocks
+        if n_blocks < 1 or n * n_blocks != len(cands):
+            raise ValueError(f"{len(cands)} pairs do not split into {n_blocks} equal blocks")
+        df["cider"] = np.concatenate([cider_d(cands[k * n:(k + 1) * n], refs[k * n:(k + 1) * n])
+                                      for k in range(n_blocks)])
         return df
 
     def score(self, cands: Sequence[str], refs: Sequence[str], *,
@@ -411,7 +433,7 @@ class TextScorer:
                                  f"each must have one per trial ({len(refs)})")
         flat_c = [t for c in cand_lists for t in c]
         flat_r = [t for r in ref_lists for t in r]
-        df = self.score_pairs(flat_c, flat_r, idf_sents=refs)
+        df = self.score_pairs(flat_c, flat_r, idf_sents=refs, n_blocks=len(cand_lists))
         md = self.metadata
         n = len(refs)
         return [TextScores(_with_meta(df.iloc[k * n:(k + 1) * n].reset_index(drop=True), meta),

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..atomic import write_csv, write_text
 from .attributes import attribute_wide
+from .cider import CIDER_NOTE
 from .identification import identification_wide
 from .metrics import METRIC_LABELS, METRICS
 from .reading import examples_with_questions
@@ -30,11 +31,12 @@ def _settings_md(meta: Mapping) -> str:
         f"{meta.get('bertscore_layers')}, idf {meta.get('bertscore_idf')}, no baseline "
         f"rescaling; mean over trials" + ("" if meta.get("bertscore_enabled", True)
                                           else " (**disabled**: BERTScore not computed)"),
-        f"SacreBLEU-1/2: corpus-level over the trials of a row (n-gram statistics summed), "
+        f"SacreBLEU-1/2/4: corpus-level over the trials of a row (n-gram statistics summed), "
         f"tokeniser `{(sig.get('sacrebleu1') or '').split('tok:')[-1].split('|')[0] or '?'}`, "
         f"uniform weights over orders 1..n; sacrebleu signature "
         f"`{' / '.join(dict.fromkeys(str(v) for v in sig.values())) or '?'}`",
         f"ROUGE-L F/P/R: rouge-score, Porter stemmer {meta.get('rouge_stemmer')}; mean over trials",
+        CIDER_NOTE,
         f"Total row: `{meta.get('total_row')}`; intervals: {meta.get('n_bootstrap')} bootstrap "
         f"resamples of trials (stratified by subject), chance over {meta.get('n_shuffles')} "
         f"shuffles; 1 - alpha = {1 - float(meta.get('ci_alpha', 0.05)):.2f}",
@@ -46,7 +48,7 @@ def summary_markdown(report: Report) -> str:
     """Content of ``summary.md``: reading, summary table, Tables 1-2, settings, examples."""
     out = [f"# llm4brain results: profile `{report.profile}`\n", report.reading + "\n",
            "## Summary: every metric beside its controls\n",
-           "Percent; brackets: 95 % interval (bootstrap over trials for decoders, spread over "
+           "Percent (CIDEr-D x100, the COCO scale); brackets: 95 % interval (bootstrap over trials for decoders, spread over "
            "shuffles for chance).\n", to_markdown(report.summary_wide)]
     for name, (_, caption) in TABLES.items():
         if name in report.tables:
@@ -117,7 +119,7 @@ def write_report(report: Report, cfg_or_dir, *, summary_name: str = "summary.md"
     for name, (_, caption) in TABLES.items():
         if name not in report.tables:
             continue
-        cap = f"{caption} (profile {p}, percent)"
+        cap = f"{caption} (profile {p}, percent; CIDEr-D x100)"
         for fmt, path in write_table(report.tables[name], out_dir, f"{name}_{p}",
                                      caption=cap).items():
             paths[f"{name}.{fmt}"] = path

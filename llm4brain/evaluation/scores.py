@@ -2,7 +2,7 @@
 
 :class:`TextScores` holds the per-trial frame a :class:`~llm4brain.evaluation.metrics.TextScorer`
 returns. Its aggregate over a set of trials (:func:`aggregate_scores`, used by every table) is
-the mean over trials for BERTScore and ROUGE-L and the **corpus-level** BLEU of sacrebleu
+the mean over trials for BERTScore, ROUGE-L and CIDEr-D and the **corpus-level** BLEU of sacrebleu
 (n-gram statistics summed over trials, then one BLEU), computed from the sacrebleu sufficient
 statistics each row carries (``bleu_sys_len``, ``bleu_ref_len``, ``bleu_correct_k``,
 ``bleu_total_k``); :func:`total_scores` gives the Total row (mean of subjects or pooled).
@@ -24,8 +24,8 @@ __all__ = ["BLEU_ORDERS", "TOTALS", "TextScores", "aggregate_scores", "total_sco
            "bleu_from_stats"]
 
 
-#: BLEU orders reported (SacreBLEU-1 and SacreBLEU-2 as in the paper).
-BLEU_ORDERS = (1, 2)
+#: BLEU orders reported (SacreBLEU-1 and SacreBLEU-2 as in the paper, BLEU-4 as in NVL and COCO).
+BLEU_ORDERS = (1, 2, 4)
 
 
 _MAXN = max(BLEU_ORDERS)
@@ -35,7 +35,8 @@ _STAT_COLS = (["bleu_sys_len", "bleu_ref_len"] + [f"bleu_correct_{k}" for k in r
               + [f"bleu_total_{k}" for k in range(1, _MAXN + 1)])
 
 
-_MEAN_METRICS = ("bertscore", "bertscore_p", "bertscore_r", "rougeL_f", "rougeL_p", "rougeL_r")
+_MEAN_METRICS = ("bertscore", "bertscore_p", "bertscore_r", "rougeL_f", "rougeL_p", "rougeL_r",
+                 "cider")
 
 
 def bleu_from_stats(correct: Sequence[int], total: Sequence[int], sys_len: int,
@@ -108,8 +109,8 @@ def aggregate_scores(per_trial: pd.DataFrame, idx: np.ndarray | None = None) -> 
     Returns
     -------
     dict
-        ``bertscore`` (+ ``_p``, ``_r``) and ``rougeL_f/p/r``: means over trials;
-        ``sacrebleu1``, ``sacrebleu2``: corpus-level sacrebleu BLEU; ``sacrebleuN_sentence_mean``:
+        ``bertscore`` (+ ``_p``, ``_r``), ``rougeL_f/p/r`` and ``cider`` (x100): means over
+        trials; ``sacrebleu1``, ``sacrebleu2``, ``sacrebleu4``: corpus-level sacrebleu BLEU; ``sacrebleuN_sentence_mean``:
         mean of sentence-level BLEU (for reference only); ``n_trials``. All in percent.
     """
     return _aggregate_arrays(_arrays(per_trial), None if idx is None else np.asarray(idx))

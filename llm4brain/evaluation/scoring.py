@@ -25,7 +25,7 @@ from .stage2_results import EXTRA_CONTROLS, _TEXT_COLS, Stage2Results, load_stag
 __all__ = ["EvalResults", "score_run"]
 
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: SacreBLEU-4 and CIDEr-D columns
 
 
 def _settings_key(scorer: TextScorer) -> dict:

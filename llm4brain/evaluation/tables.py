@@ -32,6 +32,7 @@ _HEADER = {
     "BERTScore": ("BERTScore (%)", ""), "SacreBLEU-1": ("SacreBLEU (%)", "1"),
     "SacreBLEU-2": ("SacreBLEU (%)", "2"), "ROUGE-L F": ("ROUGE-L (%)", "F"),
     "ROUGE-L P": ("ROUGE-L (%)", "P"), "ROUGE-L R": ("ROUGE-L (%)", "R"),
+    "SacreBLEU-4": ("BLEU-4 (%)", ""), "CIDEr-D": ("CIDEr-D (x100)", ""),
 }
 
 
@@ -241,7 +242,7 @@ def write_summary_table(tidy: pd.DataFrame, out_dir: str | os.PathLike, name: st
     paths = {"csv": out_dir / f"{name}.csv"}
     write_csv(tidy, paths["csv"], index=False)
     wide = format_summary(tidy, decimals)
-    note = ("Values in percent; brackets: 95 % interval (bootstrap over trials for decoders, "
+    note = ("Values in percent (CIDEr-D x100); brackets: 95 % interval (bootstrap over trials for decoders, "
             "spread over shuffles for chance levels).")
     paths.update(write_table(wide, out_dir, name, caption=caption or note, decimals=decimals,
                              formats=("md", "tex")))
