@@ -24,6 +24,7 @@ from ._encoder import AdaptorConfig, EncoderConfig, MAEConfig, TokenizerConfig
 from ._eval import EvalConfig
 from ._identity import IDENTITY_OFF_DEFAULT, NOT_IDENTITY, config_hash, identity, run_key
 from ._loader import ConfigError, from_dict, read_yaml, to_dict
+from ._recon import ReconConfig
 from ._run import RunConfig
 from ._train import Stage1Config, Stage2Config, TrainLoopConfig
 from ._video import CaptionConfig, LLMConfig, VideoConfig, VLPretrainConfig
@@ -35,6 +36,7 @@ __all__ = [
     "RunConfig", "SimConfig", "DataConfig", "TokenizerConfig", "EncoderConfig",
     "AdaptorConfig", "MAEConfig", "VideoConfig", "LLMConfig", "VLPretrainConfig",
     "CaptionConfig", "TrainLoopConfig", "Stage1Config", "Stage2Config", "EvalConfig",
+    "ReconConfig",
 ]
 
 PROFILES = ("smoke", "default", "had", "urgen")
@@ -60,6 +62,7 @@ class Config:
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    recon: ReconConfig = field(default_factory=ReconConfig)
 
     # ------------------------------------------------------------------ paths
     @staticmethod
