@@ -27,7 +27,7 @@ from .training.stage1 import make_stage1_sampler, stage1_loss_fn, stage1_run_nam
 
 __all__ = ["make_tiny_bids", "truncate_mp4", "make_tiny_llm", "CHATML_TEMPLATE", "TINY_BLOCK",
            "TINY_FEAT", "TINY_LLM_DIM", "FakeTrialCache", "FakeFeatures", "tiny_stage_config",
-           "make_tiny_world", "fit_tiny_stage1"]
+           "make_tiny_world", "fit_tiny_stage1", "make_tiny_unclip"]
 
 
 def make_tiny_bids(root: str | Path, n_subjects: int = 2, n_runs: int = 2,
@@ -306,3 +306,37 @@ def fit_tiny_stage1(w, steps=2):
               name=stage1_run_name(cfg), steps=steps, lr=1e-2, loop_cfg=cfg.train,
               seed=cfg.run.seed, progress=False, device="cpu")
     return res.model.eval(), video, res
+
+
+def make_tiny_unclip(path, *, embed_dim: int = 8, seed: int = 0) -> Path:
+    """A tiny randomly initialised Stable unCLIP pipeline (no tokenizer/text encoder) saved
+    to ``path`` (diffusers layout, ~1 MB), built from configs: nothing downloads."""
+    import torch
+    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler,
+                           StableUnCLIPImg2ImgPipeline, UNet2DConditionModel)
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import \
+        StableUnCLIPImageNormalizer
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        enc = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=16, projection_dim=embed_dim, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=16, image_size=32, patch_size=8))
+        unet = UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), block_out_channels=(8, 16),
+            cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4,
+            class_embed_type="projection", projection_class_embeddings_input_dim=2 * embed_dim)
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
+                            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+                            block_out_channels=(8, 16), sample_size=16)
+        pipe = StableUnCLIPImg2ImgPipeline(
+            feature_extractor=CLIPImageProcessor(crop_size=32, size=32), image_encoder=enc,
+            image_normalizer=StableUnCLIPImageNormalizer(embedding_dim=embed_dim),
+            image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
+            tokenizer=None, text_encoder=None, unet=unet, scheduler=DDIMScheduler(), vae=vae)
+    pipe.save_pretrained(str(path))
+    return Path(path)
