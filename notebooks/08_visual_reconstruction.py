@@ -91,12 +91,14 @@ save_figure(fig, "08_recon_losses", cfg)
 # Trials drawn at random (seeded) among each target subject's evaluation trials — not chosen
 # by how well they look. Columns: the seen key frame (at `recon.image_size` px), the
 # reconstruction from that trial's fMRI, the same decoder fed another trial's fMRI (chance),
-# the noise ceiling and the VAE round trip.
+# a ridge from the measured voxels to the latent (baseline without the deep encoder), the
+# noise ceiling and the VAE round trip.
 
 # %%
 rows = grid_trials(res.meta, cfg.recon.n_grid, cfg.run.seed)
 labels = [f"sub-{s}" for s in res.meta["subject"].astype(str).to_numpy()[rows]]
-cols = [c for c in ("seen", "fMRI", "chance", "ceiling", "VAE round trip") if c in res.images]
+cols = [c for c in ("seen", "fMRI", "chance", "ridge baseline", "ceiling", "VAE round trip")
+        if c in res.images]
 fig = plot_reconstruction_grid(res.images, rows, labels, columns=cols)
 save_figure(fig, "08_reconstruction_grid", cfg)
 
@@ -108,13 +110,13 @@ save_figure(fig, "08_reconstruction_grid", cfg)
 # %%
 paths = write_table(res.table, cfg.figures_dir, f"recon_{cfg.profile}",
                     caption=f"Key-frame reconstruction from fMRI (profile {cfg.profile}). "
-                            + RECON_NOTE)
+                            + RECON_NOTE, decimals=3)
 display(Markdown(to_markdown(res.table, 3)))
 print(res.notes)
 
 # %%
-fig = plot_reconstruction_bars(res.table, [c for c in ("fMRI", "chance", "ceiling",
-                                                        "VAE round trip")
+fig = plot_reconstruction_bars(res.table, [c for c in ("fMRI", "chance", "ridge baseline",
+                                                        "ceiling", "VAE round trip")
                                             if f"PixCorr | {c}" in res.table.columns])
 save_figure(fig, "08_reconstruction_metrics", cfg)
 

@@ -53,9 +53,9 @@ class ReconConfig:
     decoder: str = "vae"
     image_size: int = 32
     vae_latent: int = 64
-    vae_channels: int = 32
+    vae_channels: int = 16
     vae_kl_weight: float = 0.5
-    vae_steps: int = 600
+    vae_steps: int = 500
     vae_batch_size: int = 64
     vae_lr: float = 2e-3
     high_weight: float = 0.5

@@ -11,6 +11,10 @@ decodes a key frame for every target-subject evaluation trial and scores it
 ``chance``
     The same with the Stage I embeddings shuffled across the evaluation trials of each target
     subject (``recon.n_shuffles`` shuffles, averaged).
+``ridge baseline``
+    A ridge regression (alpha by cross-validation from ``stage1.ridge_alphas``) from the
+    measured mask voxels (averaged over the block) to the VAE latent, fitted on the training
+    trials: the decoder without any deep fMRI encoder (the Stage I/II baseline's family).
 ``ceiling`` (simulated data only)
     Noise ceiling: a ridge regression (alpha by cross-validation from ``stage1.ridge_alphas``)
     from the simulator's **noise-free** responses (mask voxels averaged over the block, as the
@@ -35,9 +39,10 @@ from tqdm.auto import tqdm
 
 from .. import sim
 from ..atomic import save_npz, write_csv, write_json
-from ..data import build_frame_cache, load_stimuli
+from ..data import build_frame_cache, load_splits, load_stimuli
 from ..models.frame_encoders import build_frame_encoder
 from ..models.vae import key_frames, to_tensor_images, to_uint8_images
+from ..training.guard import source_view, target_evaluation_view
 from ..training.recon import (Standardizer, heads_run_name, train_dual_heads, train_frame_vae,
                               vae_training_frames)
 from .baselines import has_ground_truth
@@ -99,6 +104,20 @@ def _shuffles(subjects: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
             perm[idx] = idx[rng.permutation(len(idx))]
         out.append(perm)
     return out
+
+
+def _ridge_latents(cfg, tc, tr_rows, ev_rows, low_tr: np.ndarray) -> np.ndarray:
+    """Ridge from measured voxels (through the leakage guard's views) to the latent."""
+    splits = load_splits(Path(cfg.run_dir) / "splits.json")
+    tr_view, ev_view = source_view(tc, splits, "train"), target_evaluation_view(tc, splits)
+    for view, rows, what in ((tr_view, tr_rows, "training"), (ev_view, ev_rows, "evaluation")):
+        if not np.array_equal(view.rows, rows):
+            raise ValueError(f"the Stage I results' {what} trials differ from the splits' "
+                             f"({len(rows)} vs {len(view.rows)}): re-run notebook 03")
+    X = {k: voxel_features(v.blocks, len(v), tc.mask) for k, v in (("train", tr_view),
+                                                                    ("eval", ev_view))}
+    ridge = RidgeCV(alphas=cfg.stage1.ridge_alphas, cv=cfg.stage1.ridge_cv).fit(X["train"], low_tr)
+    return np.asarray(ridge.predict(X["eval"]), np.float32)
 
 
 def _noise_free_latents(cfg, tc, tr_rows, ev_rows, low_tr: np.ndarray) -> np.ndarray:
@@ -163,10 +182,13 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
     images["chance"] = chance_imgs[0]
     images["VAE round trip"] = _decode(vae, low["eval"])
     notes = [RECON_NOTE]
+    tr_rows, ev_rows = (np.asarray(arrays[f"{k}_rows"], int) for k in ("train", "eval"))
+    if tc is not None:
+        images["ridge baseline"] = _decode(vae, _ridge_latents(cfg, tc, tr_rows, ev_rows,
+                                                               low["train"]))
     if tc is not None and has_ground_truth(cfg):
-        images["ceiling"] = _decode(vae, _noise_free_latents(
-            cfg, tc, np.asarray(arrays["train_rows"], int), np.asarray(arrays["eval_rows"], int),
-            low["train"]))
+        images["ceiling"] = _decode(vae, _noise_free_latents(cfg, tc, tr_rows, ev_rows,
+                                                             low["train"]))
     else:
         notes.append("No noise ceiling: " + ("the trial cache was not given." if tc is None
                                              else "real data has no noise-free responses."))
@@ -174,7 +196,7 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
     feats_true = frame_encoder_levels(enc, seen)
     mm = ev[["subject", "stim_file"]]
     per_trial = {}
-    for cond in ("fMRI", "ceiling", "VAE round trip"):
+    for cond in ("fMRI", "ridge baseline", "ceiling", "VAE round trip"):
         if cond in images:
             per_trial[cond] = score_reconstructions(images[cond], seen,
                                                     frame_encoder_levels(enc, images[cond]),
@@ -183,7 +205,8 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
         [score_reconstructions(im, seen, frame_encoder_levels(enc, im), feats_true, mm)
          .assign(draw=k) for k, im in enumerate(tqdm(chance_imgs, desc="chance reconstructions",
                                                      disable=not progress))], ignore_index=True)
-    order = [c for c in ("fMRI", "chance", "ceiling", "VAE round trip") if c in per_trial]
+    order = [c for c in ("fMRI", "chance", "ridge baseline", "ceiling", "VAE round trip")
+             if c in per_trial]
     table = reconstruction_table({c: per_trial[c] for c in order})
     h_true = hs(_pooled_late(enc, kf["eval"]))
     hid = {"fMRI": two_way_identification(h_pred, h_true, subj)}
