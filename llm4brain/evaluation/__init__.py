@@ -1,5 +1,7 @@
 """Evaluation: Stage I retrieval (+ ridge baseline), Stage II decoding, baselines and ceiling,
-text metrics, controls (chance), the Stage II results format, scoring, tables and the report."""
+text metrics (CIDEr-D in :mod:`.cider`), controls (chance), the Stage II results format,
+scoring, tables and the report; reconstruction metrics (:mod:`.reconstruction`) and the
+reconstruction of a run (:mod:`.visual`)."""
 from .controls import (bootstrap_ci, chance_scores, permutation_pairing_chance,
                        summary_table)
 from .metrics import TextScorer
