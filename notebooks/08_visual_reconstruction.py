@@ -148,6 +148,10 @@ print(f"fMRI above chance on every metric of the Total row: "
 #   image prior beyond the small pretraining corpus, so a reconstruction drifts towards the
 #   corpus's average frame as the prediction gets uncertain: blur means "unsure", not
 #   "blurry stimulus".
+# * **Pixel metrics alone mislead**: a decoder that returns the corpus's average frame for every
+#   trial (the ridge does when its cross-validation picks the largest alpha) scores a fair
+#   PixCorr and SSIM while identifying nothing (50 %); read them beside identification and
+#   chance.
 # * **Not NVL's numbers**: NVL decodes with an UnCLIP diffusion model and scores with AlexNet,
 #   Inception, CLIP, EfficientNet-B and SwAV; none installs offline, so the frame encoder's
 #   early and late features stand in and the numbers are not comparable with NVL's table. On a

@@ -70,3 +70,18 @@ def test_table_has_subjects_total_and_conditions(imgs):
     assert t.loc["sub-06", "Late id (%) | chance"] == pytest.approx(0.0)
     assert t.loc["sub-05", "PixCorr | chance"] < 0.5
     assert list(t.columns[:2]) == [f"{RECON_LABELS['pixcorr']} | fMRI", "PixCorr | chance"]
+
+
+def test_grid_and_bars_figures(imgs):
+    from llm4brain.plotting_recon import (grid_trials, plot_reconstruction_bars,
+                                          plot_reconstruction_grid)
+    meta = pd.DataFrame({"subject": ["05", "05", "05", "06", "06"]})
+    rows = grid_trials(meta, 2, seed=0)
+    assert len(rows) == 4 and set(meta["subject"].iloc[rows]) == {"05", "06"}
+    assert np.array_equal(rows, grid_trials(meta, 2, seed=0))
+    u8 = (imgs * 255).astype(np.uint8)
+    fig = plot_reconstruction_grid({"seen": u8, "fMRI": u8[::-1]}, rows, ["a", "b", "c", "d"])
+    assert len(fig.axes) == 8
+    feats = {"early": imgs.reshape(5, -1), "late": imgs.reshape(5, -1)}
+    t = reconstruction_table({"fMRI": score_reconstructions(imgs, imgs, feats, feats, meta)})
+    assert len(plot_reconstruction_bars(t, ["fMRI", "chance"]).axes) == 4
