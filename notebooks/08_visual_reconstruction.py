@@ -22,8 +22,8 @@
 #   latent `recon.vae_latent`) trained here on frames of the captioned **pretraining corpus**
 #   (clips no subject saw; a guard refuses any subject clip);
 # * **dual-stream heads** on the pooled Stage I embedding of a trial (notebook 03): the high
-#   head is pulled to the frame encoder's pooled late features of the trial's key frame
-#   (contrastive, eq. 1), the low head regressed to the VAE latent of the key frame; NVL's
+#   head is pulled to the frame encoder's late features of the trial's clip, averaged over
+#   frames and patches (notebook 03's frame-feature cache; contrastive, eq. 1), the low head regressed to the VAE latent of the key frame; NVL's
 #   weighting `L = w·CLIP + (1 − w)·MSE` with `w = recon.high_weight`. Trained on the
 #   **training subjects' training trials** only;
 # * the **reconstruction** of each target-subject evaluation trial is the VAE decode of the
@@ -122,8 +122,9 @@ save_figure(fig, "08_reconstruction_metrics", cfg)
 
 # %% [markdown]
 # ### The high-level stream on its own
-# Two-way identification of the high head's prediction against the frame encoder's pooled
-# late features of the seen key frames (same subject's trials compete; chance 50 %).
+# Two-way identification of the high head's prediction against the frame encoder's late
+# features of the seen clips, averaged over frames and patches (same subject's trials compete;
+# chance 50 %).
 
 # %%
 write_table(res.high_id, cfg.figures_dir, f"recon_high_level_{cfg.profile}",

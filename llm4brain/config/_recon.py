@@ -32,7 +32,7 @@ class ReconConfig:
     high_tau : float
         Temperature of the high-level stream's contrastive loss (both directions, eq. 1).
     head_hidden : int
-        Hidden width of each head's MLP.
+        Width of the heads' shared trunk.
     head_steps, head_batch_size, head_lr, head_weight_decay : int, int, float, float
         Training of the heads on the training subjects' training trials.
     n_shuffles : int
@@ -65,7 +65,7 @@ class ReconConfig:
     head_batch_size: int = 64
     head_lr: float = 1e-3
     head_weight_decay: float = 1e-2
-    n_shuffles: int = 5
+    n_shuffles: int = 3
     n_grid: int = 4
     diffusion_path: str = ""
     diffusion_steps: int = 25

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from .. import sim
 from ..atomic import save_npz, write_csv, write_json
 from ..data import build_frame_cache, load_splits, load_stimuli
-from ..models.frame_encoders import build_frame_encoder
+from ..models.frame_encoders import build_frame_encoder, build_frame_feature_cache
 from ..models.vae import key_frames, to_tensor_images, to_uint8_images
 from ..training.guard import source_view, target_evaluation_view
 from ..training.recon import (Standardizer, heads_run_name, train_dual_heads, train_frame_vae,
@@ -80,13 +80,12 @@ class ReconResult:
     timing: dict = field(default_factory=dict)
 
 
-def _pooled_late(encoder, frames_u8: np.ndarray, batch: int = 64) -> np.ndarray:
-    out = []
-    with torch.no_grad():
-        for b in range(0, len(frames_u8), batch):
-            out.append(encoder(torch.from_numpy(np.ascontiguousarray(frames_u8[b:b + batch])))
-                       .mean(1).numpy())
-    return np.concatenate(out).astype(np.float32)
+def _clip_features(features, stim_files, batch: int = 128) -> np.ndarray:
+    """High-level target of each trial: the frame encoder's patch tokens of its clip (notebook
+    03's frame-feature cache) averaged over frames and patches, (n, C) float32."""
+    stim_files = list(stim_files)
+    return np.concatenate([features.get(stim_files[b:b + batch]).mean((1, 2)).numpy()
+                           for b in range(0, len(stim_files), batch)]).astype(np.float32)
 
 
 def _decode(vae, lat: np.ndarray) -> np.ndarray:
@@ -161,8 +160,8 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
     small = {k: to_tensor_images(v, r.image_size) for k, v in kf.items()}
     with torch.no_grad():
         low = {k: vae.encode(v)[0].numpy() for k, v in small.items()}
-    enc = build_frame_encoder(cfg, "cpu")
-    high_tr = _pooled_late(enc, kf["train"])
+    features = build_frame_feature_cache(cfg, stim, frame_cache=fc, progress=progress)
+    high_tr = _clip_features(features, tr["stim_file"])
     zs, hs, ls = Standardizer(arrays["train_z"]), Standardizer(high_tr), Standardizer(low["train"])
     s1_name = _stage1_name(cfg)
     heads, head_log, heads_trained = train_dual_heads(
@@ -193,6 +192,7 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
         notes.append("No noise ceiling: " + ("the trial cache was not given." if tc is None
                                              else "real data has no noise-free responses."))
     timing["decode_s"] = time.time() - t0 - timing["vae_s"] - timing["heads_s"]
+    enc = build_frame_encoder(cfg, "cpu")
     feats_true = frame_encoder_levels(enc, seen)
     mm = ev[["subject", "stim_file"]]
     per_trial = {}
@@ -208,7 +208,7 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
     order = [c for c in ("fMRI", "chance", "ridge baseline", "ceiling", "VAE round trip")
              if c in per_trial]
     table = reconstruction_table({c: per_trial[c] for c in order})
-    h_true = hs(_pooled_late(enc, kf["eval"]))
+    h_true = hs(_clip_features(features, ev["stim_file"]))
     hid = {"fMRI": two_way_identification(h_pred, h_true, subj)}
     hid["chance"] = np.mean([two_way_identification(s[0].numpy(), h_true, subj) for s in shuf], 0)
     high_id = pd.DataFrame(hid).assign(subject=[f"sub-{s}" for s in subj]).groupby("subject").mean()

@@ -3,7 +3,8 @@
 NVL aligns its fMRI features with two visual embeddings at once: a high-level one (CLIP, by a
 contrastive loss) and a low-level one (the latent of an image VAE, by regression). Here both
 heads read the pooled Stage I fMRI embedding of a trial; the high-level head predicts the frame
-encoder's pooled late features of the trial's key frame, the low-level head the latent of the
+encoder's late features of the trial's clip (averaged over frames and patches), the low-level
+head the latent of the
 embedded VAE (:class:`llm4brain.models.vae.FrameVAE`). Training: :mod:`llm4brain.training.recon`.
 """
 from __future__ import annotations
@@ -14,13 +15,13 @@ from torch import nn
 __all__ = ["DualStreamHeads"]
 
 
-def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, hidden), nn.GELU(),
-                         nn.Dropout(0.1), nn.Linear(hidden, d_out))
-
-
 class DualStreamHeads(nn.Module):
-    """Two MLP heads, ``z (N, in_dim) -> (high (N, high_dim), low (N, low_dim))``.
+    """A shared trunk and two output heads, ``z (N, in_dim) -> (high (N, high_dim), low (N,
+    low_dim))``.
+
+    The trunk (LayerNorm, linear, GELU, dropout) is shared, so NVL's weighting of the two
+    losses (``recon.high_weight``) decides what it keeps: with separate networks Adam would
+    undo any constant weighting of each loss.
 
     Parameters
     ----------
@@ -29,13 +30,16 @@ class DualStreamHeads(nn.Module):
     high_dim, low_dim : int
         Sizes of the high-level target (frame-encoder features) and of the VAE latent.
     hidden : int
-        Hidden width of each head.
+        Width of the shared trunk.
     """
 
     def __init__(self, in_dim: int, high_dim: int, low_dim: int, hidden: int = 256):
         super().__init__()
-        self.high = _mlp(in_dim, hidden, high_dim)
-        self.low = _mlp(in_dim, hidden, low_dim)
+        self.trunk = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.GELU(),
+                                   nn.Dropout(0.1))
+        self.high = nn.Linear(hidden, high_dim)
+        self.low = nn.Linear(hidden, low_dim)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.high(z), self.low(z)
+        h = self.trunk(z)
+        return self.high(h), self.low(h)

@@ -12,7 +12,8 @@ notebook 03) and are trained on the **training subjects' training trials** only:
 .. math::
     L = w \\, L_{CLIP}(\\hat h, h) + (1 - w) \\, \\lVert \\hat l - l \\rVert_2^2
 
-with ``h`` the frame encoder's pooled late features of the trial's key frame (the high-level
+with ``h`` the frame encoder's late features of the trial's clip, averaged over its frames and
+patches (notebook 03's frame-feature cache; the high-level
 embedding; the contrastive loss of paper eq. 1 with ``recon.high_tau``), ``l`` the VAE latent
 (mean) of the key frame (the low-level embedding) and ``w = recon.high_weight``.
 """
