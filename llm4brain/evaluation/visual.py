@@ -135,7 +135,8 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
     ----------
     cfg : Config (``recon`` section; ``stage1.ridge_*`` for the noise ceiling)
     tc : TrialCache, optional
-        Needed for the noise ceiling on simulated data (skipped without it).
+        Needed for the ridge baseline and, on simulated data, the noise ceiling (both skipped
+        without it).
 
     Returns
     -------
