@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # Exact versions the environment is built from (pip constraints); `make lock` rewrites it.
 LOCKFILE := requirements.lock
 
-.PHONY: lock help venv reproduce smoke test test-fast lab bench clean clean-runs notebooks-run tune ablations
+.PHONY: lock help venv reproduce smoke test test-fast lab bench clean clean-runs notebooks-run tune ablations had-dryrun
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -105,6 +105,17 @@ ablations:  ## Table 3: ablations over seeds on the target subjects; after make 
 
 smoke: $(STAMP)  ## run every notebook on the tiny smoke profile (< 5 min)
 	@$(MAKE) --no-print-directory PROFILE=smoke RUN_DIR=$(LLM4BRAIN_HOME)/runs/smoke reproduce
+
+# The had profile's code path on this CPU: a HAD-scale simulated dataset with what real HAD lacks
+# moved out, and random weights of the real architectures in the real file layouts
+# (llm4brain/dryrun.py), then every notebook with configs/had_dryrun.yaml (had + small widths).
+DRYRUN_INPUTS ?= $(LLM4BRAIN_HOME)/runs/had_dryrun_inputs
+had-dryrun: $(STAMP)  ## the had profile from loading to tables on this CPU (HAD-scale data, stand-in weights)
+	@start=$$(date +%s); \
+	$(PY) -m llm4brain.dryrun prepare --out $(DRYRUN_INPUTS) --quiet >/dev/null && \
+	HAD_ROOT=$(DRYRUN_INPUTS)/HAD LLM4BRAIN_MODELS=$(DRYRUN_INPUTS)/models \
+	  $(MAKE) --no-print-directory reproduce PROFILE=had_dryrun && \
+	echo ">> make had-dryrun took $$(( $$(date +%s) - start )) s; tables in $(LLM4BRAIN_HOME)/runs/had_dryrun/figures"
 
 test: $(STAMP)  ## run the test suite (includes every notebook on the smoke profile)
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc

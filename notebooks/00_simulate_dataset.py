@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from llm4brain.config import load_config, save_config
-from llm4brain.data import describe_dataset, load_stimuli, read_events, read_frames
+from llm4brain.data import describe_dataset, discover_runs, load_stimuli, read_events, read_frames
 from llm4brain.plotting import save_figure
 from llm4brain.plotting_data import (plot_brain_map, plot_clip_montage, plot_design, plot_hrfs)
 from llm4brain.sim import (REGIONS, canonical_hrf, load_ground_truth, region_weights,
@@ -62,17 +62,28 @@ cfg.sim
 # writes the BIDS tree. A finished dataset with the same settings is reused (pass
 # `OVERWRITE = True` to rebuild it). The same is available on the command line:
 # `llm4brain simulate --profile default`.
+#
+# On a real profile (`had`, `urgen`: `data.root` outside the run directory) nothing is
+# written: the dataset is described as it is, and the cells that need the simulator's ground
+# truth (regions, noise-free responses, subjects' HRFs) say so and draw what the data allows.
 
 # %%
-root = simulate_dataset(cfg, overwrite=OVERWRITE)
-summary = describe_dataset(root)
+if cfg.simulated_data:
+    root = simulate_dataset(cfg, overwrite=OVERWRITE)
+else:   # a real dataset (had, urgen): nothing is written, only described
+    root = cfg.data_root
+    print(f"data.root = {root} is not the embedded dataset: it is read as it is, nothing simulated")
+summary = describe_dataset(root, cfg.data)
 print(json.dumps({k: v for k, v in summary.items() if k != "classes"}, indent=1))
+# the simulator's ground truth (noise-free responses, regions, HRFs); real data has none
+has_truth = (root / "derivatives" / "simulation" / "generator.json").is_file()
+runs = discover_runs(root, cfg.data)
 
 # %% [markdown]
 # The files follow HAD's naming exactly:
 
 # %%
-for p in sorted(root.rglob("*sub-01*run-01*"))[:8]:
+for p in sorted(root.rglob(f"*sub-{runs[0].subject}*run-*{runs[0].run}_*"))[:8]:
     print(p.relative_to(root))
 
 # %% [markdown]
@@ -97,15 +108,16 @@ subj[["stim_file", "class_name", "description"]].head(6)
 # responses of 4-5 consecutive trials add up in every volume.
 
 # %%
-ev = read_events(root / "sub-01/ses-action01/func/sub-01_ses-action01_task-action_run-01_events.tsv")
+ev = read_events(runs[0].events)
 n_vols = summary["volume_shape"][3]
-gen = json.loads((root / "derivatives/simulation/generator.json").read_text())
-h = canonical_hrf(cfg.sim.tr)
-X = trial_regressors(ev.onset.to_numpy(), cfg.sim.clip_duration, n_vols, cfg.sim.tr, h)
+tr, clip_s = runs[0].tr, float(ev.duration.median())
+X = trial_regressors(ev.onset.to_numpy(), clip_s, n_vols, tr, canonical_hrf(tr))
+gen = json.loads((root / "derivatives/simulation/generator.json").read_text()) if has_truth else None
+hrfs = ({f"sub-{s}": canonical_hrf(tr, peak_shift_s=p["hrf_shift_s"]) for s, p in gen["subjects"].items()}
+        if has_truth else {"canonical": canonical_hrf(tr)})
 fig, axes = plt.subplots(1, 2, figsize=(14, 3), gridspec_kw=dict(width_ratios=[2.5, 1]))
-plot_design(ev.onset.to_numpy(), X, cfg.sim.tr, ax=axes[0])
-plot_hrfs({f"sub-{s}": canonical_hrf(cfg.sim.tr, peak_shift_s=p["hrf_shift_s"])
-           for s, p in gen["subjects"].items()}, 0.1, ax=axes[1])
+plot_design(ev.onset.to_numpy(), X, tr, ax=axes[0])
+plot_hrfs(hrfs, 0.1, ax=axes[1])
 fig.tight_layout()
 save_figure(fig, "00_design_hrf", cfg)
 ev.head()
@@ -117,14 +129,17 @@ ev.head()
 # the agent, EBA/pSTS to the action and PPA to the scene; M1, A1 and dlPFC do not respond.
 
 # %%
-gt = load_ground_truth(root, "01")
-mask, affine = gt["mask"].astype(bool), gt["affine"]
-coords = voxel_coordinates(mask, affine) - np.asarray(gen["subjects"]["01"]["shift_mm"])
-memb = region_weights(coords)
-label = np.where(memb.max(0) > 0.3, memb.argmax(0) + 1, 0).astype(float)
-fig = plot_brain_map(label, mask, affine, title="regions of sub-01 (1=EVC ... 8=dlPFC)",
-                     cmap="tab10", threshold=0.5, cut_coords=(40, -70, 0))
-save_figure(fig, "00_regions", cfg)
+if has_truth:
+    gt = load_ground_truth(root, "01")
+    mask, affine = gt["mask"].astype(bool), gt["affine"]
+    coords = voxel_coordinates(mask, affine) - np.asarray(gen["subjects"]["01"]["shift_mm"])
+    memb = region_weights(coords)
+    label = np.where(memb.max(0) > 0.3, memb.argmax(0) + 1, 0).astype(float)
+    fig = plot_brain_map(label, mask, affine, title="regions of sub-01 (1=EVC ... 8=dlPFC)",
+                         cmap="tab10", threshold=0.5, cut_coords=(40, -70, 0))
+    save_figure(fig, "00_regions", cfg)
+else:
+    print("real data: no simulated regions; the table lists where the simulator puts them")
 pd.DataFrame([dict(region=r.name, centre_mni=r.centre, tuned_to=r.group or "-", drive=r.drive,
                    reference=r.reference) for r in REGIONS])
 
@@ -139,15 +154,18 @@ pd.DataFrame([dict(region=r.name, centre_mni=r.centre, tuned_to=r.group or "-", 
 # 78-88 % on the noise-free responses.)
 
 # %%
-amp = gt["amplitudes"][0]  # (clips, voxels) of run 1
-fig = plot_brain_map(amp[0], mask, affine, title=f"noise-free amplitude, trial 1 ({ev.stim_file[0].split('/')[0]})",
-                     threshold=0.1, cut_coords=(40, -70, 0))
-save_figure(fig, "00_trial_response", cfg)
-resp = memb.max(0) > 0.3
-sig_sd = amp.std(0)
-snr = pd.DataFrame([dict(subject=s, gain=p["gain"], noise_sd_pct=p["noise_sd"],
-                         hrf_peak_shift_s=p["hrf_shift_s"], shift_mm=p["shift_mm"])
-                    for s, p in gen["subjects"].items()])
-print(f"sub-01: across-trial sd of the noise-free amplitude in responsive voxels "
-      f"{sig_sd[resp].mean():.2f} % vs noise sd {gen['subjects']['01']['noise_sd']:.2f} % per volume")
+if has_truth:
+    amp = gt["amplitudes"][0]  # (clips, voxels) of run 1
+    fig = plot_brain_map(amp[0], mask, affine, title=f"noise-free amplitude, trial 1 ({ev.stim_file[0].split('/')[0]})",
+                         threshold=0.1, cut_coords=(40, -70, 0))
+    save_figure(fig, "00_trial_response", cfg)
+    resp = memb.max(0) > 0.3
+    sig_sd = amp.std(0)
+    snr = pd.DataFrame([dict(subject=s, gain=p["gain"], noise_sd_pct=p["noise_sd"],
+                             hrf_peak_shift_s=p["hrf_shift_s"], shift_mm=p["shift_mm"])
+                        for s, p in gen["subjects"].items()])
+    print(f"sub-01: across-trial sd of the noise-free amplitude in responsive voxels "
+          f"{sig_sd[resp].mean():.2f} % vs noise sd {gen['subjects']['01']['noise_sd']:.2f} % per volume")
+else:
+    snr = "real data: no noise-free responses (notebook 01 measures split-half reliability)"
 snr

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from llm4brain.config import load_config
+from llm4brain.dryrun import lavis_key
 from llm4brain.models.frame_encoders import (FRAME_ENCODERS, EfficientNetLite0Encoder,
                                              build_frame_encoder, build_frame_feature_cache,
                                              encode_frames, frame_feature_dim, subsample_frames)
@@ -160,20 +161,9 @@ def test_branch_rejects_more_frames_than_positions(cfg):
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def _to_lavis(key: str) -> str:
-    """Our key -> the Video-LLaMA (LAVIS) name, written independently of the loader."""
-    fixed = {"video_qformer.query_tokens": "video_query_tokens",
-             "video_qformer.frame_position.weight": "video_frame_position_embedding.weight",
-             "frame_qformer.query_tokens": "query_tokens",
-             "proj.weight": "llama_proj.weight", "proj.bias": "llama_proj.bias",
-             "ln_vision.weight": "ln_vision.weight", "ln_vision.bias": "ln_vision.bias"}
-    if key in fixed:
-        return fixed[key]
-    head = "video_Qformer.bert." if key.startswith("video_qformer.") else "Qformer.bert."
-    rest = key.split(".qformer.", 1)[1]
-    rest = rest.replace("layernorm.", "embeddings.LayerNorm.")
-    rest = rest.replace("attention.attention.", "attention.self.")
-    return head + rest
+# Our key -> the Video-LLaMA (LAVIS) name, written independently of the loader
+# (llm4brain.dryrun writes the dry run's Video-LLaMA checkpoint with it).
+_to_lavis = lavis_key
 
 
 def test_videollama_checkpoint_roundtrip(cfg, tmp_path):

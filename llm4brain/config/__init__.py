@@ -94,6 +94,12 @@ class Config:
         return p
 
     @property
+    def simulated_data(self) -> bool:
+        """True when ``data.root`` is the run directory's embedded dataset (``{run_dir}/...``),
+        the one notebook 00 simulates; any other root is read as it is (real data)."""
+        return "{run_dir}" in self.data.root
+
+    @property
     def figures_dir(self) -> Path:
         """Absolute figures directory (``run.figures_dir`` with ``{profile}`` and
         ``{run_dir}`` expanded)."""
