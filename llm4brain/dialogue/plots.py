@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 
 from .. import plotting   # noqa: F401 - sets the house style on import
 
-__all__ = ["plot_qa_accuracy"]
+__all__ = ["plot_qa_accuracy", "plot_concept_maps"]
 
 
 def plot_qa_accuracy(table: pd.DataFrame, *, ax=None, title: str | None = None) -> Figure:
@@ -60,4 +60,59 @@ def plot_qa_accuracy(table: pd.DataFrame, *, ax=None, title: str | None = None) 
     if title:
         ax.set_title(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_concept_maps(result, *, kinds=None, cut_coords=(-12, -2, 8), threshold_pct: float = 90.0,
+                      title: str | None = None) -> Figure:
+    """Concept maps on nilearn's MNI152 template, one row per phrase type.
+
+    Each row is the mean |attribution| of a phrase type over the target trials whose decoded
+    answer has it (:meth:`llm4brain.dialogue.concepts.ConceptResult.volume`), shown above its
+    ``threshold_pct`` percentile, with the contour of the region the simulator tuned to that
+    phrase's feature group and the row's AUC beside chance in the label.
+
+    Parameters
+    ----------
+    result : ConceptResult
+    kinds : phrase types to draw (default those with trials)
+    cut_coords : axial slices (MNI z, mm)
+    threshold_pct : percentile of the map's in-brain values below which it is transparent
+    title : str, optional
+    """
+    import matplotlib.pyplot as plt
+    from nilearn import plotting
+    from nilearn.datasets import load_mni152_template
+
+    from ..sim import REGIONS
+
+    a = result.attributions
+    kinds = [k for k in (kinds or a.phrase_types) if a.n_trials(k)]
+    bg = load_mni152_template(resolution=2)
+    fig, axes = plt.subplots(max(len(kinds), 1), 1, figsize=(7.5, 1.9 * max(len(kinds), 1)),
+                             squeeze=False)
+    if not kinds:
+        axes[0, 0].text(0.5, 0.5, "no decoded answer names any phrase type", ha="center")
+        axes[0, 0].set_axis_off()
+        return fig
+    t = result.table
+    from .attribution import PHRASE_GROUP
+    for ax, k in zip(axes[:, 0], kinds):
+        img = result.volume(k)
+        vals = a.mean_abs(k)
+        thr = float(np.nanpercentile(vals, threshold_pct)) if np.isfinite(vals).any() else 0
+        region = next((r.name for r in REGIONS if r.group == PHRASE_GROUP.get(k)), None)
+        row = t[(t.phrase == k) & (t.region == region)] if region else t.iloc[:0]
+        auc = (f"AUC {row['auc'].iloc[0]:.2f} (chance 0.50, p_spatial "
+               f"{row['p_spatial'].iloc[0]:.2f})" if len(row) else "")
+        disp = plotting.plot_stat_map(img, bg_img=bg, display_mode="z", cut_coords=cut_coords,
+                                      threshold=thr, cmap="hot", axes=ax, colorbar=False,
+                                      annotate=False, draw_cross=False, black_bg=False)
+        if region:
+            disp.add_contours(result.region_volume(region), levels=[0.5], colors="c",
+                              linewidths=1.0)
+        ax.set_title(f"{k} (n={a.n_trials(k)}): {region or '-'} contour; {auc}",
+                     fontsize="x-small", loc="left")
+    if title:
+        fig.suptitle(title, fontsize="small")
     return fig
