@@ -18,9 +18,9 @@ from .attribution import (METHODS, PHRASE_GROUP, PHRASE_TYPES, ConceptAttributio
                           PhraseScorer, attribute, concept_attributions, find_phrases,
                           phrase_token_mask)
 from .concepts import (CONCEPT_TABLE_COLUMNS, ConceptResult, auc_null, concept_localisation,
-                       concept_table, concept_volume, concepts_results_dir, region_labels,
-                       roc_auc, subject_regions, write_concepts)
-from .plots import plot_concept_maps, plot_qa_accuracy
+                       concept_markdown, concept_table, concept_volume, concepts_results_dir,
+                       region_labels, roc_auc, subject_regions, write_concepts)
+from .plots import plot_concept_auc, plot_concept_maps, plot_qa_accuracy
 from .qa import (NONE, QA_ANSWER_COLUMNS, QA_TABLE_COLUMNS, QUESTIONS, AnswerParser,
                  QAResult, Question, ask_all, qa_accuracy, qa_answers, qa_results_dir,
                  qa_table, qa_truth, write_qa)
@@ -35,6 +35,7 @@ __all__ = ["Conversation", "ContextTooLongError", "Turn", "render_chat", "ChatMo
            "PHRASE_TYPES", "PHRASE_GROUP", "METHODS", "Phrase", "find_phrases",
            "phrase_token_mask", "attribute", "PhraseScorer", "ConceptAttributions",
            "concept_attributions", "roc_auc", "auc_null", "region_labels", "subject_regions",
-           "concept_table", "concept_volume", "ConceptResult", "concept_localisation",
+           "concept_table", "concept_markdown", "concept_volume", "ConceptResult",
+           "concept_localisation",
            "concepts_results_dir", "write_concepts", "CONCEPT_TABLE_COLUMNS",
-           "plot_concept_maps"]
+           "plot_concept_maps", "plot_concept_auc"]

@@ -41,7 +41,7 @@ from ..sim import REGIONS, region_weights, voxel_coordinates
 from .attribution import PHRASE_GROUP, ConceptAttributions
 
 __all__ = ["roc_auc", "auc_null", "region_labels", "subject_regions", "concept_table",
-           "concept_volume", "ConceptResult", "concept_localisation", "concepts_results_dir",
+           "concept_volume", "concept_markdown", "ConceptResult", "concept_localisation", "concepts_results_dir",
            "write_concepts", "CONCEPT_TABLE_COLUMNS"]
 
 #: Columns of :func:`concept_table`.
@@ -282,8 +282,9 @@ def concepts_results_dir(cfg) -> Path:
     return Path(cfg.run_dir) / "results" / "dialogue"
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    t = table.copy()
+def concept_markdown(table: pd.DataFrame, *, expected_only: bool = False) -> str:
+    """The concept table as Markdown (all rows, or only each phrase's expected region)."""
+    t = table[table["expected"].astype(bool)] if expected_only else table
     head = ("| phrase | region (group) | expected | trials | AUC (chance 0.5) | p perm | "
             "p spatial |\n|---|---|:-:|---:|---:|---:|---:|\n")
     lines = [f"| {r.phrase} | {r.region} ({r.region_group}) | {'yes' if r.expected else ''} | "
@@ -302,7 +303,8 @@ def write_concepts(result: ConceptResult, cfg, directory=None) -> dict:
     d.mkdir(parents=True, exist_ok=True)
     a = result.attributions
     out = {"concept_table.csv": write_csv(result.table, d / "concept_table.csv", index=False),
-           "concept_table.md": write_text(d / "concept_table.md", _markdown(result.table)),
+           "concept_table.md": write_text(d / "concept_table.md",
+                                              concept_markdown(result.table)),
            "concept_trials.tsv": write_csv(a.trials, d / "concept_trials.tsv", sep="\t",
                                            index=False)}
     subjects = list(result.regions)

@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 
 from .. import plotting   # noqa: F401 - sets the house style on import
 
-__all__ = ["plot_qa_accuracy", "plot_concept_maps"]
+__all__ = ["plot_qa_accuracy", "plot_concept_maps", "plot_concept_auc"]
 
 
 def plot_qa_accuracy(table: pd.DataFrame, *, ax=None, title: str | None = None) -> Figure:
@@ -115,4 +115,48 @@ def plot_concept_maps(result, *, kinds=None, cut_coords=(-12, -2, 8), threshold_
                      fontsize="x-small", loc="left")
     if title:
         fig.suptitle(title, fontsize="small")
+    return fig
+
+
+def plot_concept_auc(table: pd.DataFrame, *, ax=None, title: str | None = None) -> Figure:
+    """Heat map of the concept table: AUC per phrase type (rows) and region (columns).
+
+    Cells hold the AUC (chance 0.5; diverging colours around it) with a star where the
+    spatial permutation p < 0.05; the region the simulator tuned to each phrase's feature
+    group is outlined.
+
+    Parameters
+    ----------
+    table : DataFrame, :func:`llm4brain.dialogue.concept_table`
+    ax : matplotlib Axes, optional
+    title : str, optional
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    phrases = list(dict.fromkeys(table["phrase"]))
+    regions = list(dict.fromkeys(table["region"]))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.0 * len(regions) + 2.2, 0.55 * len(phrases) + 1.6))
+    fig = ax.figure
+    t = table.set_index(["phrase", "region"])
+    A = np.array([[t.loc[(p, r), "auc"] for r in regions] for p in phrases], float)
+    im = ax.imshow(A, cmap="RdBu_r", vmin=0.0, vmax=1.0, aspect="auto")
+    for i, p in enumerate(phrases):
+        for j, r in enumerate(regions):
+            row = t.loc[(p, r)]
+            if np.isfinite(A[i, j]):
+                star = "*" if row["p_spatial"] < 0.05 else ""
+                ax.text(j, i, f"{A[i, j]:.2f}{star}", ha="center", va="center",
+                        fontsize="x-small")
+            if bool(row["expected"]):
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="k"))
+    ax.set_xticks(range(len(regions)), [f"{r}\n({t.loc[(phrases[0], r), 'region_group']})"
+                                        for r in regions], fontsize="x-small")
+    n = {p: int(t.loc[(p, regions[0]), "n_trials"]) for p in phrases}
+    ax.set_yticks(range(len(phrases)), [f"{p} (n={n[p]})" for p in phrases], fontsize="small")
+    fig.colorbar(im, ax=ax, label="ROC-AUC of |attribution| (chance 0.5)", shrink=0.8)
+    ax.set_title(title or "concept maps vs the simulator's regions (box: expected region; "
+                 "* spatial p < 0.05)", fontsize="x-small")
+    fig.tight_layout()
     return fig
