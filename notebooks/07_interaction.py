@@ -39,10 +39,11 @@ TRIAL = 0                    # its evaluation trial number (0-based)
 DIALOGUE = ["What is the main thing happening in the video?",
             "Describe the video in detail.",
             "What might happen next, and why?"]
-QA_MAX_TRIALS = 40           # questions asked about the first N evaluation trials per subject
-QA_MAX_NEW_TOKENS = 12
-QA_SHUFFLES = 2
-CONCEPT_MAX_TRIALS = 40      # concept maps from the first N evaluation trials per subject
+DIALOGUE_MAX_NEW_TOKENS = 24
+QA_MAX_TRIALS = 24           # questions asked about the first N evaluation trials per subject
+QA_MAX_NEW_TOKENS = 8
+QA_SHUFFLES = 1
+CONCEPT_MAX_TRIALS = 24      # concept maps from the first N evaluation trials per subject
 CONCEPT_METHOD = "gradient_x_input"
 N_PERM = 1000
 
@@ -82,7 +83,8 @@ print(f"profile {cfg.profile}: target subjects {models.subjects}, "
 
 # %%
 row = models.trial(subject, TRIAL)
-convs = {kind: models.conversation(subject, TRIAL, video=(kind == "video"))
+convs = {kind: models.conversation(subject, TRIAL, video=(kind == "video"),
+                                   max_new_tokens=DIALOGUE_MAX_NEW_TOKENS)
          for kind in ("fMRI", "video")}
 for conv in convs.values():
     conv.chat(DIALOGUE)
@@ -104,8 +106,9 @@ with pd.option_context("display.max_colwidth", 200):
 # or several is `none`). Beside each accuracy: **chance** 1/k, the **shuffled-fMRI** level
 # (the same decoder given another trial's fMRI of the same subject: what it says whatever
 # the brain did) and the **video-grounded** answers (the ceiling the decoder imitates). The
-# first `QA_MAX_TRIALS` evaluation trials of each subject are asked, to keep the notebook
-# fast; `make reproduce` on a GPU profile can set it to a large number.
+# first `QA_MAX_TRIALS` evaluation trials of each subject are asked, with one shuffle and
+# short answers, to keep the notebook within the CPU budget of `make reproduce`; on a GPU
+# profile raise them (`papermill -p QA_MAX_TRIALS 1000 -p QA_SHUFFLES 5`).
 
 # %%
 qa = qa_accuracy(models, n_shuffles=QA_SHUFFLES, max_new_tokens=QA_MAX_NEW_TOKENS,

@@ -109,8 +109,9 @@ def plot_concept_maps(result, *, kinds=None, cut_coords=(-12, -2, 8), threshold_
                                       threshold=thr, cmap="hot", axes=ax, colorbar=False,
                                       annotate=False, draw_cross=False, black_bg=False)
         if region:
-            disp.add_contours(result.region_volume(region), levels=[0.5], colors="c",
-                              linewidths=1.0)
+            reg = result.region_volume(region)
+            if float(np.asarray(reg.dataobj).max()) > 0.5:
+                disp.add_contours(reg, levels=[0.5], colors="c", linewidths=1.0)
         ax.set_title(f"{k} (n={a.n_trials(k)}): {region or '-'} contour; {auc}",
                      fontsize="x-small", loc="left")
     if title:
