@@ -46,6 +46,8 @@ QA_SHUFFLES = 1
 CONCEPT_MAX_TRIALS = 24      # concept maps from the first N evaluation trials per subject
 CONCEPT_METHOD = "gradient_x_input"
 N_PERM = 1000
+SMOKE_MAX_TRIALS = 4         # the smoke profile (tests, CI) shows the mechanics on 4 trials
+SMOKE_MAX_NEW_TOKENS = 12    # and 12-token dialogue turns
 
 # %%
 import time
@@ -63,6 +65,11 @@ from llm4brain.plotting import save_figure
 
 cfg = load_config(PROFILE)
 t0 = time.time()
+smoke = cfg.profile == "smoke"
+qa_trials = min(QA_MAX_TRIALS, SMOKE_MAX_TRIALS) if smoke else QA_MAX_TRIALS
+concept_trials = min(CONCEPT_MAX_TRIALS, SMOKE_MAX_TRIALS) if smoke else CONCEPT_MAX_TRIALS
+turn_tokens = (min(DIALOGUE_MAX_NEW_TOKENS, SMOKE_MAX_NEW_TOKENS) if smoke
+               else DIALOGUE_MAX_NEW_TOKENS)
 models = load_chat_models(cfg)
 subject = SUBJECT or models.subjects[0]
 print(f"profile {cfg.profile}: target subjects {models.subjects}, "
@@ -84,7 +91,7 @@ print(f"profile {cfg.profile}: target subjects {models.subjects}, "
 # %%
 row = models.trial(subject, TRIAL)
 convs = {kind: models.conversation(subject, TRIAL, video=(kind == "video"),
-                                   max_new_tokens=DIALOGUE_MAX_NEW_TOKENS)
+                                   max_new_tokens=turn_tokens)
          for kind in ("fMRI", "video")}
 for conv in convs.values():
     conv.chat(DIALOGUE)
@@ -108,11 +115,13 @@ with pd.option_context("display.max_colwidth", 200):
 # the brain did) and the **video-grounded** answers (the ceiling the decoder imitates). The
 # first `QA_MAX_TRIALS` evaluation trials of each subject are asked, with one shuffle and
 # short answers, to keep the notebook within the CPU budget of `make reproduce`; on a GPU
-# profile raise them (`papermill -p QA_MAX_TRIALS 1000 -p QA_SHUFFLES 5`).
+# profile raise them (`papermill -p QA_MAX_TRIALS 1000 -p QA_SHUFFLES 5`). The smoke profile
+# (run by the tests) asks about its first `SMOKE_MAX_TRIALS` trials only: its numbers show
+# the mechanics, not decoding.
 
 # %%
 qa = qa_accuracy(models, n_shuffles=QA_SHUFFLES, max_new_tokens=QA_MAX_NEW_TOKENS,
-                 max_trials=QA_MAX_TRIALS, progress=True)
+                 max_trials=qa_trials, progress=True)
 write_qa(qa, cfg)
 qa_cols = ["question", "k", "n", "fmri", "fmri_ci_low", "fmri_ci_high", "video", "chance",
            "shuffled_mean", "shuffled_low", "shuffled_high", "fmri_none", "video_none"]
@@ -158,7 +167,7 @@ save_figure(fig, "07_qa_accuracy", cfg)
 files = resolve_stage2_files(cfg)
 decodes = read_decodes(files["model"] if models.stage2.domain_adaptation else files["noda"])
 concepts = concept_localisation(models, decodes, method=CONCEPT_METHOD,
-                                max_trials=CONCEPT_MAX_TRIALS, n_perm=N_PERM, progress=True)
+                                max_trials=concept_trials, n_perm=N_PERM, progress=True)
 write_concepts(concepts, cfg)
 write_csv(concepts.table, cfg.figures_dir / "07_concept_table.csv", index=False)
 n_with = {k: concepts.attributions.n_trials(k) for k in concepts.attributions.phrase_types}

@@ -156,7 +156,7 @@ def phrase_token_mask(tokenizer, answer: str, phrases: Sequence[Phrase],
 
 def attribute(f: Callable[[torch.Tensor], torch.Tensor], blocks: torch.Tensor, *,
               method: str = "gradient_x_input", n_steps: int = 8,
-              outputs: Sequence[int] | None = None) -> torch.Tensor:
+              outputs: Sequence[int] | None = None, return_outputs: bool = False):
     """Gradient x input or integrated gradients of ``f`` on blocks, summed over volumes.
 
     Parameters
@@ -171,9 +171,13 @@ def attribute(f: Callable[[torch.Tensor], torch.Tensor], blocks: torch.Tensor, *
     outputs : sequence of int, optional
         The outputs to attribute (default all K); the others give zero maps.
 
+    return_outputs : bool
+        Also return ``f`` at the last point of the path (``f(blocks)`` for gradient x input),
+        detached, (B, K).
+
     Returns
     -------
-    tensor of shape (B, K, X, Y, Z), float32, on the CPU
+    tensor of shape (B, K, X, Y, Z), float32, on the CPU (and the outputs)
     """
     if method not in METHODS:
         raise ValueError(f"attribution method {method!r}: use one of {METHODS}")
@@ -182,10 +186,11 @@ def attribute(f: Callable[[torch.Tensor], torch.Tensor], blocks: torch.Tensor, *
     x = blocks.detach().float()
     alphas = ([1.0] if method == "gradient_x_input"
               else [(k + 0.5) / int(n_steps) for k in range(int(n_steps))])
-    grads = None
+    grads = last = None
     for a in alphas:
         xa = (a * x).requires_grad_(True)
         out = f(xa)
+        last = out.detach().float().cpu()
         if out.dim() != 2 or out.shape[0] != x.shape[0]:
             raise ValueError(f"f must return (B, K) = ({x.shape[0]}, K), got {tuple(out.shape)}")
         ks = list(range(out.shape[1])) if outputs is None else list(outputs)
@@ -198,7 +203,7 @@ def attribute(f: Callable[[torch.Tensor], torch.Tensor], blocks: torch.Tensor, *
                                      allow_unused=True)
             if g is not None:
                 grads[:, k] += (g.detach().float() * x).sum(1).cpu() / len(alphas)
-    return grads
+    return (grads, last) if return_outputs else grads
 
 
 class PhraseScorer:
@@ -373,10 +378,13 @@ def concept_attributions(models, decodes: pd.DataFrame, *, phrase_types=PHRASE_T
                                             dtype=np.float32))
         scorer = PhraseScorer(stage1, stage2, rows["instruction"].astype(str).tolist(),
                               rows["fmri2text"].fillna("").astype(str).tolist(), masks[s:e])
-        with torch.no_grad():
-            lp = scorer(blocks).float().cpu().numpy()
-        a = attribute(scorer, blocks, method=method, n_steps=n_steps,
-                      outputs=[j for j in range(len(kinds)) if has[:, j].any()]).numpy()
+        a, lp = attribute(scorer, blocks, method=method, n_steps=n_steps,
+                          outputs=[j for j in range(len(kinds)) if has[:, j].any()],
+                          return_outputs=True)
+        a, lp = a.numpy(), lp.numpy()
+        if method != "gradient_x_input":                 # IG's last point is not x itself
+            with torch.no_grad():
+                lp = scorer(blocks).float().cpu().numpy()
         vox = a[:, :, tc_mask]                                       # (b, K, n_voxels)
         vox[~has] = np.nan
         maps[s:e] = vox
