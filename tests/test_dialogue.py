@@ -382,7 +382,7 @@ def test_concept_table_on_the_smoke_run(smoke_run, tmp_path):
     cfg, m = smoke_run["cfg"], smoke_run["models"]
     tr = m.trials.head(4)
     # hand-made answers: the smoke decoder's own rarely name an agent or a scene
-    answers = ["A small red ball rolls quickly to the left on the beach.",
+    answers = ["A red ball rolls left on the beach.",      # each within max_answer_tokens
                "A dog runs through the snowy forest.", "Nothing to see.",
                "A person walks slowly in the room."]
     dec = pd.DataFrame(dict(trial_index=tr["trial_index"], fmri2text=answers,
@@ -393,7 +393,7 @@ def test_concept_table_on_the_smoke_run(smoke_run, tmp_path):
     kinds = res.attributions.phrase_types
     assert len(t) == len(kinds) * len(REGIONS)
     n = t.drop_duplicates("phrase").set_index("phrase")["n_trials"]
-    assert n["agent"] == 3 and n["scene"] == 3 and n["colour"] == 1 and n["motion"] == 2
+    assert dict(n) == dict(agent=3, action=3, motion=2, scene=3, colour=1)
     assert t.groupby("phrase")["expected"].sum().eq(1).all()
     ok = t["auc"].notna()
     assert ok.all() or (t.loc[~ok, "n_region_voxels"] == 0).all()
