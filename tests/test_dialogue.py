@@ -369,3 +369,48 @@ def test_qa_accuracy_on_the_smoke_run(smoke_run):
     fig = plot_qa_accuracy(res.table, title="smoke")
     assert len(fig.axes[0].patches) >= 2 * len(QUESTIONS)
     print(res.table.round(1).to_string(index=False))
+
+
+@pytest.mark.slow
+def test_concept_table_on_the_smoke_run(smoke_run, tmp_path):
+    import nibabel as nib
+
+    from llm4brain.dialogue import (CONCEPT_TABLE_COLUMNS, concept_localisation,
+                                    plot_concept_auc, plot_concept_maps, write_concepts)
+    from llm4brain.sim import REGIONS
+
+    cfg, m = smoke_run["cfg"], smoke_run["models"]
+    tr = m.trials.head(4)
+    # hand-made answers: the smoke decoder's own rarely name an agent or a scene
+    answers = ["A red ball rolls left on the beach.",      # each within max_answer_tokens
+               "A dog runs through the snowy forest.", "Nothing to see.",
+               "A person walks slowly in the room."]
+    dec = pd.DataFrame(dict(trial_index=tr["trial_index"], fmri2text=answers,
+                            instruction=QS[0]))
+    res = concept_localisation(m, dec, n_perm=50, batch_size=2)
+    t = res.table
+    assert list(t.columns) == list(CONCEPT_TABLE_COLUMNS)
+    kinds = res.attributions.phrase_types
+    assert len(t) == len(kinds) * len(REGIONS)
+    n = t.drop_duplicates("phrase").set_index("phrase")["n_trials"]
+    assert dict(n) == dict(agent=3, action=3, motion=2, scene=3, colour=1)
+    assert t.groupby("phrase")["expected"].sum().eq(1).all()
+    ok = t["auc"].notna()
+    assert ok.all() or (t.loc[~ok, "n_region_voxels"] == 0).all()
+    assert t.loc[ok, "auc"].between(0, 1).all()
+    assert t.loc[ok, "p_perm"].between(1 / 51, 1).all()
+    assert t.loc[ok, "p_spatial"].dropna().between(1 / 51, 1).all()
+    maps = res.attributions.maps
+    assert maps.shape[:2] == (4, len(kinds)) and maps.shape[2] == int(m.mask.sum())
+    assert np.isnan(maps[2]).all() and np.isfinite(maps[0]).all()
+    assert (np.abs(maps[0]).sum(1) > 0).all()
+    files = write_concepts(res, cfg, tmp_path)
+    back = pd.read_csv(files["concept_table.csv"])
+    assert np.allclose(back["auc"], t["auc"], equal_nan=True)
+    img = nib.load(str(files["concept_agent.nii.gz"]))
+    assert img.shape == m.mask.shape and np.allclose(img.affine, m.affine)
+    assert np.allclose(np.asarray(img.dataobj)[m.mask], res.attributions.mean_abs("agent"))
+    assert "| agent | LOC (agent) | yes |" in files["concept_table.md"].read_text()
+    assert len(plot_concept_maps(res).axes) >= 4
+    assert plot_concept_auc(t).axes
+    print(t[t["expected"]].round(3).to_string(index=False))

@@ -366,7 +366,8 @@ class QAResult:
 
 def qa_accuracy(models, *, questions: Sequence[Question] = QUESTIONS,
                 n_shuffles: int | None = None, max_new_tokens: int = 16,
-                video: bool = True, progress: bool = False) -> QAResult:
+                video: bool = True, max_trials: int | None = None,
+                progress: bool = False) -> QAResult:
     """Question answering on the target subjects' evaluation trials of a run, scored
     against the simulator's truth.
 
@@ -382,6 +383,9 @@ def qa_accuracy(models, *, questions: Sequence[Question] = QUESTIONS,
         Longest answer (tokens).
     video : bool
         Also answer from the clips' video tokens.
+    max_trials : int, optional
+        Ask about at most this many trials per subject (the first ones in trial-cache
+        order, fixed before any answer is seen; the shuffles then draw among them).
 
     Raises
     ------
@@ -393,6 +397,9 @@ def qa_accuracy(models, *, questions: Sequence[Question] = QUESTIONS,
     cfg = models.cfg
     stim = load_stimuli(cfg)
     trials = models.trials.sort_values("position")
+    if max_trials is not None:
+        trials = trials.groupby("subject", sort=False).head(int(max_trials))
+    pos = trials["position"].to_numpy()
     truth = truth_frame(stim, trials["stim_file"].tolist())
     lex = Path(cfg.data_root) / "stimuli" / "lexicon.json"
     parser = AnswerParser(lex if lex.is_file() else None)
@@ -400,7 +407,8 @@ def qa_accuracy(models, *, questions: Sequence[Question] = QUESTIONS,
     bs = int(cfg.llm.batch_size)
     with torch.no_grad():
         view = models._view
-        z = embed_fmri(models.stage1, view.blocks, len(view), cfg.stage1.eval_batch_size)
+        z = embed_fmri(models.stage1, lambda p: view.blocks(pos[p]), len(pos),
+                       cfg.stage1.eval_batch_size)
         dev = next(models.stage2.bridge.parameters()).device
         brain = torch.cat([models.stage2.bridge(z[s:s + bs].to(dev))
                            for s in range(0, len(z), bs)])
@@ -418,7 +426,8 @@ def qa_accuracy(models, *, questions: Sequence[Question] = QUESTIONS,
                      batch_size=bs, parser=parser, progress=progress)
     table = qa_table(ans, questions, n_boot=int(cfg.eval.n_bootstrap),
                      alpha=float(cfg.eval.ci_alpha), rng=int(cfg.run.seed))
-    settings = dict(profile=cfg.profile, n_trials=len(trials), n_shuffles=n_sh,
+    settings = dict(profile=cfg.profile, n_trials=len(trials), max_trials=max_trials,
+                    n_shuffles=n_sh,
                     max_new_tokens=max_new_tokens, video=bool(video),
                     stage2_domain_adaptation=bool(models.stage2.domain_adaptation),
                     questions={q.name: q.text for q in questions})

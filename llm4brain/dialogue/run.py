@@ -116,6 +116,10 @@ class ChatModels:
     trials : DataFrame
         Target subjects' evaluation trials: ``subject``, ``trial`` (per-subject number),
         ``trial_index`` (trial-cache row), ``clip_id``, ``stim_file``, ``class_name``.
+    mask : bool array (X, Y, Z), optional
+        The trial cache's brain mask (the grid of the blocks).
+    affine : array (4, 4), optional
+        Its affine (voxel -> world mm).
     """
 
     cfg: object
@@ -123,6 +127,8 @@ class ChatModels:
     stage2: object
     vlm: object
     trials: pd.DataFrame
+    mask: object = None
+    affine: object = None
     _view: object = None
     _features: object = None
 
@@ -247,4 +253,5 @@ def load_chat_models(cfg, *, domain_adaptation: bool | None = None) -> ChatModel
     trials = trials.sort_values(["subject", "trial_index"], kind="stable")
     trials["trial"] = trials.groupby("subject").cumcount()
     cols = ["subject", "trial", "trial_index", "clip_id", "stim_file", "class_name", "position"]
-    return ChatModels(cfg, stage1, stage2, vlm, trials[cols].reset_index(drop=True), view)
+    return ChatModels(cfg, stage1, stage2, vlm, trials[cols].reset_index(drop=True),
+                      np.asarray(tc.mask, bool), np.asarray(tc.affine, float), view)
