@@ -66,7 +66,11 @@ $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).ipynb: $(1) $(2) $(LIB_SRC) | $(
 	@rm -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).failed.ipynb
 endef
 $(foreach nb,$(NOTEBOOKS),$(eval $(call NB_RULE,$(nb),$(if $(prev),$(RUN_DIR)/notebooks/$(notdir $(basename $(prev))).ipynb))$(eval prev := $(nb))))
-EXECUTED := $(foreach nb,$(NOTEBOOKS),$(RUN_DIR)/notebooks/$(notdir $(basename $(nb))).ipynb)
+# Notebooks 07 (dialogue, concept maps against the simulator's regions) and 08 (reconstruction
+# with a decoder trained on the simulator's captioned corpus) demonstrate NVL's features on
+# simulated data; the real-data profiles stop after the tables of notebook 06 (README, GPU box).
+SKIP_NOTEBOOKS ?= $(if $(filter had urgen had_dryrun,$(PROFILE)),07_interaction 08_visual_reconstruction)
+EXECUTED := $(foreach nb,$(filter-out $(addprefix notebooks/,$(addsuffix .py,$(SKIP_NOTEBOOKS))),$(NOTEBOOKS)),$(RUN_DIR)/notebooks/$(notdir $(basename $(nb))).ipynb)
 
 # One make at a time per run directory: a second `make reproduce` (or tune/ablations/smoke) on
 # the same RUN_DIR stops at once instead of writing the same files.

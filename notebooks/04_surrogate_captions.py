@@ -190,6 +190,7 @@ table
 
 # %% [markdown]
 # ## How good are the answers? (simulated data only)
+# (On real data, which has no text, this section says so and draws nothing.)
 #
 # Each answer is scored against the clip's true description with BERTScore F1 (MiniLM
 # embeddings, no baseline rescaling) and SacreBLEU, and compared with a **control**: the answer
@@ -199,25 +200,30 @@ table
 # can at best reproduce these answers from fMRI.
 
 # %%
-t0 = time.time()
-agreement = caption_agreement(captions, cfg)
-timing["agreement_s"] = time.time() - t0
-summary = agreement["summary"]
-summary.to_csv(cfg.figures_dir / "04_caption_agreement.csv", index=False)
-(cfg.figures_dir / "04_caption_agreement.md").write_text(summary.round(2).to_markdown(index=False))
-per = agreement["per_clip"]
-fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-plot_metric_distributions({c: per[per.condition == c] for c in summary.condition}, "bertscore",
-                          ax=axes[0], title="BERTScore F1 vs true description")
-plot_metric_distributions({c: per[per.condition == c] for c in summary.condition}, "sacrebleu1",
-                          ax=axes[1], title="SacreBLEU-1 (per clip) vs true description")
-fig.tight_layout()
-save_figure(fig, "04_caption_agreement", cfg)
-beats = bool((summary.set_index("condition").loc["video-LLM answer", ["bertscore", "sacrebleu1"]]
-              > summary.set_index("condition").loc["random other clip",
-                                                    ["bertscore", "sacrebleu1"]]).all())
-print("answers beat the random-clip control on BERTScore and BLEU:", beats)
-summary.round(2)
+has_text = bool((stim.loc[stim.corpus == "subjects", "description"] != "").any())
+if has_text:
+    t0 = time.time()
+    agreement = caption_agreement(captions, cfg)
+    timing["agreement_s"] = time.time() - t0
+    summary = agreement["summary"]
+    summary.to_csv(cfg.figures_dir / "04_caption_agreement.csv", index=False)
+    (cfg.figures_dir / "04_caption_agreement.md").write_text(summary.round(2).to_markdown(index=False))
+    per = agreement["per_clip"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    plot_metric_distributions({c: per[per.condition == c] for c in summary.condition}, "bertscore",
+                              ax=axes[0], title="BERTScore F1 vs true description")
+    plot_metric_distributions({c: per[per.condition == c] for c in summary.condition}, "sacrebleu1",
+                              ax=axes[1], title="SacreBLEU-1 (per clip) vs true description")
+    fig.tight_layout()
+    save_figure(fig, "04_caption_agreement", cfg)
+    beats = bool((summary.set_index("condition").loc["video-LLM answer", ["bertscore", "sacrebleu1"]]
+                  > summary.set_index("condition").loc["random other clip",
+                                                        ["bertscore", "sacrebleu1"]]).all())
+    print("answers beat the random-clip control on BERTScore and BLEU:", beats)
+    display(summary.round(2))
+else:
+    print("real data: no true descriptions, so the answers cannot be scored against the clips here")
+
 
 # %% [markdown]
 # ## Does the answer name what was shown? Attribute accuracy against the truth

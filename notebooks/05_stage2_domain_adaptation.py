@@ -210,11 +210,14 @@ for cond, sc in scores.items():
     for subj in by.index:
         rows.append(dict(condition=cond, subject=f"sub-{subj}", **{m: by.loc[subj, m] for m in metrics}))
     rows.append(dict(condition=cond, subject="all", **{m: sc.aggregate[m] for m in metrics}))
-per_subject = scored.chance.by_group.groupby("group")[metrics].mean()  # mean over the shuffles
-rows += [dict(condition="chance (mean)", subject=f"sub-{g}", **per_subject.loc[g].to_dict())
-         for g in per_subject.index]
-rows.append(dict(condition="chance (mean)", subject="all",
-                 **scored.chance.draws[metrics].mean().to_dict()))
+if scored.chance is not None:   # None with fewer than 2 shuffles (scored.status says why)
+    per_subject = scored.chance.by_group.groupby("group")[metrics].mean()  # mean over the shuffles
+    rows += [dict(condition="chance (mean)", subject=f"sub-{g}", **per_subject.loc[g].to_dict())
+             for g in per_subject.index]
+    rows.append(dict(condition="chance (mean)", subject="all",
+                     **scored.chance.draws[metrics].mean().to_dict()))
+else:
+    print("chance:", scored.status.get("chance"))
 table = pd.DataFrame(rows)
 tables = {k: read_decodes(d / manifest["fmri2text"][r]) for k, r in (("DA on", "da"), ("DA off", "noda"))}
 table.to_csv(d / "scores_summary.csv", index=False)
@@ -229,7 +232,7 @@ fig, ax = plt.subplots(figsize=(8, 3.8))
 piv = table.pivot(index="subject", columns="condition", values="bertscore")
 order = [c for c in ("DA on", "DA off", "ridge + NN baseline", "noise ceiling") if c in piv]
 piv[order].plot.bar(ax=ax, rot=0, color=["C0", "C1", "C7", "C2"][:len(order)])
-for i, subj in enumerate(piv.index):
+for i, subj in enumerate(piv.index if "chance (mean)" in piv else []):
     ax.hlines(piv.loc[subj, "chance (mean)"], i - 0.4, i + 0.4, color="k", ls="--", lw=1,
               label="chance (shuffled fMRI)" if i == 0 else None)
 lo = np.nanmin(piv.to_numpy()) - 5

@@ -123,7 +123,7 @@ def test_models_in_the_real_layouts_load_through_the_real_readers(cfg, models):
     # MinD-Vis SC-MBM: every encoder block and the MAE decoder load; the Conv1d patch
     # embedding and 1-D positions are skipped with a reason (the 3-D tokenizer replaces them)
     mae = build_mae(cfg, (3, 12, 12, 12))
-    rep = load_mindvis_checkpoint(mae, models["mindvis"])
+    rep = load_mindvis_checkpoint(mae, cfg.encoder.checkpoint)   # ${LLM4BRAIN_MODELS} expands
     assert not rep.missing and any(k.startswith("decoder_blocks.0.") for k in rep.loaded)
     assert "patch_embed.proj.weight" in rep.skipped
     # LLaMA folder without a chat template: the profile's LLaMA-2-chat format is used

@@ -30,6 +30,7 @@ theirs                             ours
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -166,7 +167,7 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     the original code (MinD-Vis stores its ``Config_MBM_fMRI``) is read with those objects
     replaced by inert stubs. Only load checkpoints from sources you trust.
     """
-    f = _find_file(Path(path))
+    f = _find_file(Path(os.path.expanduser(os.path.expandvars(str(path)))))   # ${LLM4BRAIN_MODELS}/...
     if f.suffix == ".safetensors":
         from safetensors.torch import load_file
         return _unwrap(load_file(str(f)))
