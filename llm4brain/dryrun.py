@@ -43,7 +43,7 @@ from .models.qformer import build_video_branch
 from .sim import CLASS_CATALOGUE, simulate_dataset
 
 __all__ = ["DRYRUN_WIDTHS", "prepare", "write_models", "hide_simulation",
-           "count_onsets_after_lead_in", "lavis_key",
+           "count_onsets_after_lead_in", "lavis_key", "write_tiny_roberta",
            "model_paths", "main"]
 
 #: Widths of the stand-in models that the config does not hold (the LLM, the frame encoder,
@@ -65,13 +65,10 @@ def model_paths(cfg) -> dict[str, Path]:
 
 
 def _vocabulary_corpus(cfg) -> list[str]:
-    words = [cfg.llm.system_prompt, *cfg.captions.instructions,
-             "a person an animal an object moves walks runs jumps to the left right slowly fast "
-             "indoors outdoors in on at of with and the is it"]
-    for c in CLASS_CATALOGUE:
-        words.extend(str(v) for v in (c.values() if isinstance(c, dict) else vars(c).values())
-                     if isinstance(v, str))
-    return words
+    return [cfg.llm.system_prompt, *cfg.captions.instructions,
+            *(f"{c.name} {c.agent} {c.action}" for c in CLASS_CATALOGUE),
+            "a person an animal an object moves walks runs jumps to the left right slowly fast "
+            "indoors outdoors in on at of with and the is it"]
 
 
 def _write_llama(folder: Path, cfg, seed: int) -> None:
@@ -194,24 +191,29 @@ def _write_mindvis(path: Path, cfg, seed: int, num_voxels: int = 4656, patch: in
     torch.save({"model": sd, "config": config}, path)
 
 
-def _write_roberta(folder: Path, seed: int) -> None:
+def write_tiny_roberta(folder: str | Path, *, layers: int = DRYRUN_WIDTHS["roberta_layers"],
+                       hidden: int = DRYRUN_WIDTHS["roberta_hidden"],
+                       heads: int = DRYRUN_WIDTHS["roberta_heads"],
+                       model_max_length: int | None = 512, max_positions: int = 514,
+                       seed: int = 0) -> Path:
+    """A random RoBERTa folder with a character BPE vocabulary, as ``roberta-large`` ships
+    (config.json, model.safetensors, vocab.json, merges.txt, tokenizer_config.json)."""
     from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
 
-    w = DRYRUN_WIDTHS
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
     for c in [*"abcdefghijklmnopqrstuvwxyz.,", *("\u0120" + c for c in "abcdefghijklmnopqrstuvwxyz")]:
         vocab.setdefault(c, len(vocab))
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
-                     model_max_length=512).save_pretrained(folder)
-    torch.manual_seed(seed + 4)
-    RobertaModel(RobertaConfig(vocab_size=len(vocab), hidden_size=w["roberta_hidden"],
-                               num_hidden_layers=w["roberta_layers"],
-                               num_attention_heads=w["roberta_heads"],
-                               intermediate_size=2 * w["roberta_hidden"],
-                               max_position_embeddings=514)).save_pretrained(folder)
+    kw = {} if model_max_length is None else {"model_max_length": model_max_length}
+    RobertaTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), **kw).save_pretrained(folder)
+    torch.manual_seed(seed)
+    RobertaModel(RobertaConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+                               num_attention_heads=heads, intermediate_size=2 * hidden,
+                               max_position_embeddings=max_positions)).save_pretrained(folder)
+    return folder
 
 
 def write_models(cfg, *, seed: int = 0, overwrite: bool = False) -> dict[str, Path]:
@@ -229,7 +231,7 @@ def write_models(cfg, *, seed: int = 0, overwrite: bool = False) -> dict[str, Pa
                "blip2": lambda p: _write_blip2(p, cfg, seed),
                "videollama": lambda p: _write_videollama(p, cfg, seed),
                "mindvis": lambda p: _write_mindvis(p, cfg, seed),
-               "roberta": lambda p: _write_roberta(p, seed)}
+               "roberta": lambda p: write_tiny_roberta(p, seed=seed + 4)}
     for role, p in paths.items():
         if p.exists() and not overwrite:
             continue

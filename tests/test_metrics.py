@@ -227,25 +227,10 @@ def test_embedding_cache_gives_same_scores(scorer):
 
 def _tiny_roberta(directory, model_max_length=None):
     """A 3-layer random RoBERTa with a character BPE vocabulary (stands in for roberta-large)."""
-    import json
+    from llm4brain.dryrun import write_tiny_roberta
 
-    import torch
-    from transformers import RobertaConfig, RobertaModel, RobertaTokenizer
-
-    directory.mkdir()
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
-    for c in [*"abcdefghijklmnopqrstuvwxyz.,", *("\u0120" + c for c in "abcdefghijklmnopqrstuvwxyz")]:
-        vocab.setdefault(c, len(vocab))
-    (directory / "vocab.json").write_text(json.dumps(vocab))
-    (directory / "merges.txt").write_text("#version: 0.2\n")
-    kw = {} if model_max_length is None else {"model_max_length": model_max_length}
-    RobertaTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"),
-                     **kw).save_pretrained(directory)
-    torch.manual_seed(0)
-    RobertaModel(RobertaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=3,
-                               num_attention_heads=2, intermediate_size=64,
-                               max_position_embeddings=130)).save_pretrained(directory)
-    return directory
+    return write_tiny_roberta(directory, layers=3, hidden=32, heads=2,
+                              model_max_length=model_max_length, max_positions=130)
 
 
 def test_local_roberta_path_matches_bert_score(tmp_path):
