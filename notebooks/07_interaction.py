@@ -28,9 +28,10 @@
 # 3. **concept maps**: which voxels drive a phrase of the decoded answer, scored with an
 #    ROC-AUC against the regions the simulator tuned to that phrase's feature group.
 #
-# Nothing is trained here: the notebook reads the models notebooks 02-05 trained and the
-# answers notebook 05 decoded (`<run_dir>/results/stage2`); only target subjects' evaluation
-# trials are used, and only for these final numbers.
+# The notebook reads the models notebooks 02-05 trained and the answers notebook 05 decoded
+# (`<run_dir>/results/stage2`). The one thing it trains is the **dialogue continuation** of
+# Stage II (section 1b), on training subjects' clips and trials only; target subjects'
+# evaluation trials are used only for the final numbers.
 
 # %% tags=["parameters"]
 PROFILE = "default"
@@ -85,8 +86,8 @@ print(f"profile {cfg.profile}: target subjects {models.subjects}, "
 # (`n_fed`). The same three questions are then asked with the clip's video tokens. The
 # questions follow NVL's three task types: a brief caption, a detailed description, a
 # question that needs reasoning beyond what is shown. Stage II was trained on one-turn
-# answers only, so turns two and three show how the frozen LLM carries the conversation on,
-# not something the bridge learned.
+# answers only, so here turns two and three show how the frozen LLM carries the conversation
+# on; section 1b trains the bridge on multi-turn dialogues and asks again.
 
 # %%
 row = models.trial(subject, TRIAL)
@@ -103,6 +104,56 @@ print(f"sub-{row['subject']}, evaluation trial {TRIAL}: clip {row['clip_id']} "
       f"(class {row['class_name']})")
 with pd.option_context("display.max_colwidth", 200):
     display(dialogue)
+
+# %% [markdown]
+# ## 1b · Dialogue training data: NVL's three tasks as multi-turn surrogate dialogues
+#
+# Stage II learned one answer to one instruction per trial. NVL also trains on detailed
+# descriptions, complex reasoning and multi-round dialogue. The video-LLM provides these the
+# way it provided Stage II's captions: for training subjects' clips it answers one
+# instruction of each task (`dialogue.brief`, `dialogue.detailed`, `dialogue.reasoning`, in
+# `dialogue.turns` order) from the clip's video tokens, each answer kept in the history of the
+# next turn. Every turn of every training trial's dialogue is then a Stage II example (fMRI
+# tokens in the first user turn, the history, the surrogate answer as target), and the trained
+# bridge goes on learning on them for `dialogue.steps` steps with Stage II's own loss (DANCE
+# included when the run has it). Target subjects' clips are refused by the generator
+# (`LeakageError`). The same three questions about the target trial are then asked again,
+# with the dialogue-tuned bridge.
+
+# %%
+import dataclasses
+
+from llm4brain.captions import load_captions
+from llm4brain.data import load_splits, load_trial_cache
+from llm4brain.dialogue.data import (dialogue_clips, dialogue_stage2_data, generate_dialogues,
+                                     train_dialogue_stage2)
+from llm4brain.training.stage2 import build_stage2_data
+
+if cfg.dialogue.steps > 0:
+    tc = load_trial_cache(cfg)
+    splits = load_splits(cfg.run_dir / "splits.json")
+    clips = dialogue_clips(cfg, tc, splits)
+    dialogues = generate_dialogues(cfg, clips, splits, vlm=models.vlm, features=models.features())
+    s2data = build_stage2_data(cfg, models.stage1, tc, splits, load_captions(cfg))
+    n_ex = len(dialogue_stage2_data(s2data, dialogues, models.llm.tokenizer, cfg.llm,
+                                    clips_with_dialogue_only=bool(cfg.dialogue.max_clips)).answers)
+    print(f"{len(clips)} training clips x {len(cfg.dialogue.turns)} turns "
+          f"({', '.join(cfg.dialogue.turns)}) = {len(dialogues)} surrogate answers; "
+          f"{n_ex} Stage II examples from the training trials of those clips")
+    with pd.option_context("display.max_colwidth", 160):
+        display(dialogues[dialogues["stim_file"] == clips[0]][["task", "instruction", "answer"]])
+    dlg = train_dialogue_stage2(cfg, s2data, dialogues, models.stage2, models.llm,
+                                models.vlm.branch.proj)
+    tuned = dataclasses.replace(models, stage2=dlg.model)
+    conv = tuned.conversation(subject, TRIAL, max_new_tokens=turn_tokens)
+    conv.chat(DIALOGUE)
+    dialogue["fMRI tokens, dialogue-tuned"] = [t.answer for t in conv.turns]
+    write_csv(dialogue, cfg.figures_dir / "07_dialogue.csv", index=False)
+    with pd.option_context("display.max_colwidth", 200):
+        display(dialogue[["question", "fMRI tokens", "fMRI tokens, dialogue-tuned",
+                          "video tokens"]])
+else:
+    print("dialogue.steps is 0: no dialogue continuation on this profile")
 
 # %% [markdown]
 # ## 2 · Question answering from fMRI, scored against the truth

@@ -414,3 +414,123 @@ def test_concept_table_on_the_smoke_run(smoke_run, tmp_path):
     assert len(plot_concept_maps(res).axes) >= 4
     assert plot_concept_auc(t).axes
     print(t[t["expected"]].round(3).to_string(index=False))
+
+
+# ------------------------------------------------------------------ dialogue training data
+def test_dialogue_instructions_follow_the_turns_and_their_sets():
+    from llm4brain.config import DialogueConfig
+    from llm4brain.dialogue.data import draw_dialogue_instructions
+
+    d = DialogueConfig(turns=("brief", "reasoning", "detailed"), seed=3)
+    files = ["c/x.mp4", "a/y.mp4", "b/z.mp4"]
+    plan = draw_dialogue_instructions(files, d)
+    assert len(plan) == 9
+    assert list(dict.fromkeys(plan["stim_file"])) == files           # clips in the given order
+    for f, g in plan.groupby("stim_file"):
+        assert g["turn"].tolist() == [0, 1, 2]
+        assert g["task"].tolist() == ["brief", "reasoning", "detailed"]
+        for t, ins in zip(g["task"], g["instruction"]):
+            assert ins in d.instructions(t)
+    assert plan.equals(draw_dialogue_instructions(files, d))         # seeded
+    with pytest.raises(ValueError, match="dialogue.turns names 'caption'"):
+        DialogueConfig(turns=("brief", "caption"))
+    with pytest.raises(ValueError, match="dialogue.reasoning is empty"):
+        DialogueConfig(reasoning=())
+
+
+def test_dialogue_prompt_holds_the_history_and_starts_as_stage_two(tiny):
+    from llm4brain.config import LLMConfig
+    from llm4brain.dialogue.data import dialogue_messages, dialogue_prompt
+    from llm4brain.models.video_llm import format_prompt
+
+    c = LLMConfig()
+    tok = tiny.tokenizer
+    one = dialogue_prompt(tok, c, ["Describe the video briefly."], [])
+    assert one == format_prompt(tok, "Describe the video briefly.", placeholder=c.placeholder)
+    three = dialogue_prompt(tok, c, ["q one", "q two", "q three"], ["a one", "a two"])
+    assert three.count(c.placeholder) == 1 and three.index(c.placeholder) < three.index("q one")
+    order = [three.index(x) for x in ("q one", "a one", "q two", "a two", "q three")]
+    assert order == sorted(order)
+    assert three.startswith(format_prompt(tok, "q one", placeholder=c.placeholder))
+    with pytest.raises(ValueError, match="one answer per question"):
+        dialogue_messages(["q"], ["a", "b"])
+    with pytest.raises(ValueError, match="single-turn format"):
+        dialogue_prompt(tok, LLMConfig(prompt_template="{system} Q: {prompt} A:"), ["q"], [])
+
+
+@pytest.fixture(scope="module")
+def dialogue_run(smoke_run):
+    from llm4brain.data import load_splits, load_trial_cache
+    from llm4brain.dialogue.data import dialogue_clips, generate_dialogues
+    from llm4brain.training.tuning import with_overrides
+
+    cfg = with_overrides(smoke_run["cfg"], {"dialogue.max_clips": 2,
+                                            "dialogue.max_new_tokens": 4, "dialogue.steps": 1})
+    m = smoke_run["models"]
+    tc = load_trial_cache(cfg)
+    splits = load_splits(cfg.run_dir / "splits.json")
+    clips = dialogue_clips(cfg, tc, splits)
+    d = generate_dialogues(cfg, clips, splits, vlm=m.vlm, features=m.features(), progress=False)
+    return dict(cfg=cfg, tc=tc, splits=splits, clips=clips, dialogues=d, models=m)
+
+
+@pytest.mark.slow
+def test_surrogate_dialogues_are_cached_and_refuse_target_clips(dialogue_run):
+    from llm4brain.captions import clip_records
+    from llm4brain.dialogue.data import dialogue_path, dialogue_key, generate_dialogues
+    from llm4brain.training.guard import LeakageError
+
+    r = dialogue_run
+    cfg, d, clips = r["cfg"], r["dialogues"], r["clips"]
+    assert len(clips) == 2 and len(d) == 2 * len(cfg.dialogue.turns)
+    assert set(d["stim_file"]) == set(clips)
+    assert d["answer"].str.len().gt(0).all()
+    assert dialogue_path(cfg, dialogue_key(cfg, clips)).is_file()
+    # the second call reads the cache: the video-LLM is not touched
+    again = generate_dialogues(cfg, clips, r["splits"], vlm=object(), features=object(),
+                               progress=False)
+    pd.testing.assert_frame_equal(again, d)
+    train = set(clip_records(cfg, subjects=list(r["splits"].train_subjects))["stim_file"])
+    target = set(clip_records(cfg, subjects=list(r["splits"].target_subjects))["stim_file"])
+    outside = sorted(target - train) or ["Nowhere/never_shown.mp4"]
+    with pytest.raises(LeakageError, match="not shown to a training subject"):
+        generate_dialogues(cfg, [clips[0], outside[0]], r["splits"], vlm=object(),
+                           features=object(), progress=False)
+
+
+@pytest.mark.slow
+def test_dialogue_examples_and_the_continuation_start_from_stage_two(dialogue_run):
+    from llm4brain.captions import load_captions
+    from llm4brain.dialogue.data import (dialogue_run_name, dialogue_stage2_data,
+                                         train_dialogue_stage2)
+    from llm4brain.training.stage2 import build_stage2_data, stage2_run_name
+    from llm4brain.training.tuning import with_overrides
+
+    r = dialogue_run
+    cfg, m, d = r["cfg"], r["models"], r["dialogues"]
+    data = build_stage2_data(cfg, m.stage1, r["tc"], r["splits"], load_captions(cfg))
+    with pytest.raises(KeyError, match="no surrogate dialogue"):
+        dialogue_stage2_data(data, d, m.llm.tokenizer, cfg.llm)
+    dd = dialogue_stage2_data(data, d, m.llm.tokenizer, cfg.llm, clips_with_dialogue_only=True)
+    n_trials = int(data.source_meta["stim_file"].isin(r["clips"]).sum())
+    n_turns = len(cfg.dialogue.turns)
+    assert n_trials >= 2 and len(dd.answers) == len(dd.prompts) == n_trials * n_turns
+    assert dd.source_z.shape[0] == len(dd.answers) and len(dd.source_labels) == len(dd.answers)
+    assert sorted(dd.source_meta["turn"].unique()) == list(range(n_turns))
+    last = dd.source_meta.index[dd.source_meta["turn"] == n_turns - 1][0]
+    f = dd.source_meta.loc[last, "stim_file"]
+    g = d[d["stim_file"] == f].sort_values("turn")
+    for a in g["answer"].iloc[:-1]:                    # earlier answers are in the history
+        assert a in dd.prompts[last]
+    assert dd.answers[last] == g["answer"].iloc[-1]
+    # the continuation loads the trained Stage II model: with lr 0 its bridge stays that one
+    c0 = with_overrides(cfg, {"stage2.lr": 0.0})
+    res = train_dialogue_stage2(c0, data, d, m.stage2, m.llm, m.vlm.branch.proj,
+                                overwrite=True, progress=False)
+    assert res.run_name == dialogue_run_name(c0) != stage2_run_name(c0)
+    for (k, a), b in zip(res.model.bridge.state_dict().items(),
+                         m.stage2.bridge.state_dict().values()):
+        assert torch.equal(a.cpu(), b.cpu()), k
+    with pytest.raises(ValueError, match="dialogue.steps is 0"):
+        train_dialogue_stage2(with_overrides(cfg, {"dialogue.steps": 0}), data, d, m.stage2,
+                              m.llm, m.vlm.branch.proj)

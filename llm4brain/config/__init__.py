@@ -20,6 +20,7 @@ import yaml
 
 from ..atomic import write_text
 from ._data import DataConfig, SimConfig
+from ._dialogue import DialogueConfig
 from ._encoder import AdaptorConfig, EncoderConfig, MAEConfig, TokenizerConfig
 from ._eval import EvalConfig
 from ._identity import IDENTITY_OFF_DEFAULT, NOT_IDENTITY, config_hash, identity, run_key
@@ -36,7 +37,7 @@ __all__ = [
     "RunConfig", "SimConfig", "DataConfig", "TokenizerConfig", "EncoderConfig",
     "AdaptorConfig", "MAEConfig", "VideoConfig", "LLMConfig", "VLPretrainConfig",
     "CaptionConfig", "TrainLoopConfig", "Stage1Config", "Stage2Config", "EvalConfig",
-    "ReconConfig",
+    "ReconConfig", "DialogueConfig",
 ]
 
 PROFILES = ("smoke", "default", "had", "urgen")
@@ -63,6 +64,7 @@ class Config:
     stage2: Stage2Config = field(default_factory=Stage2Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
     recon: ReconConfig = field(default_factory=ReconConfig)
+    dialogue: DialogueConfig = field(default_factory=DialogueConfig)
 
     # ------------------------------------------------------------------ paths
     @staticmethod

@@ -84,11 +84,18 @@ class Stage2Model(nn.Module):
         return self._prompts[instruction]
 
     def prompt_batch(self, z: torch.Tensor, instructions: Sequence[str],
-                     answers: Sequence[str] | None = None):
-        """:class:`~llm4brain.models.video_llm.PromptBatch` of fMRI tokens z (B, L, H)."""
+                     answers: Sequence[str] | None = None,
+                     prompts: Sequence[str] | None = None):
+        """:class:`~llm4brain.models.video_llm.PromptBatch` of fMRI tokens z (B, L, H).
+
+        ``prompts`` (rendered, holding the placeholder) replace the single-turn prompts of
+        ``instructions`` (multi-turn dialogue examples).
+        """
         dev = next(self.bridge.parameters()).device
         prefix = self.bridge(z.to(dev))
-        return splice_prefix(self.llm, [self.prompt(i) for i in instructions], prefix,
+        if prompts is None:
+            prompts = [self.prompt(i) for i in instructions]
+        return splice_prefix(self.llm, list(prompts), prefix,
                              placeholder=self.llm_cfg.placeholder, answers=answers,
                              max_answer_tokens=self.llm_cfg.max_answer_tokens), prefix
 

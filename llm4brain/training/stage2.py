@@ -106,6 +106,10 @@ class Stage2Data:
     source_meta : DataFrame (subject, stim_file, class_id, row)
     target : TargetFeatures
         Unlabelled adaptation trials of the target subjects.
+    prompts : list of n_s str, optional
+        Rendered chat prompts (the placeholder in the first user turn) to use instead of the
+        single-turn prompt of each instruction: the multi-turn examples of the surrogate
+        dialogues (:func:`llm4brain.dialogue.data.dialogue_stage2_data`).
     """
 
     source_z: torch.Tensor
@@ -115,6 +119,7 @@ class Stage2Data:
     answers: list
     source_meta: pd.DataFrame
     target: TargetFeatures
+    prompts: list | None = None
 
     @property
     def n_classes(self) -> int:
@@ -235,6 +240,8 @@ def make_stage2_sampler(data: Stage2Data, batch_size: int, target_batch_size: in
         batch = {"z": data.source_z[s], "labels": labels[s],
                  "instructions": [data.instructions[k] for k in s],
                  "answers": [data.answers[k] for k in s]}
+        if data.prompts is not None:
+            batch["prompts"] = [data.prompts[k] for k in s]
         if domain_adaptation:
             t = np.sort(rng.choice(n_t, size=min(target_batch_size, n_t), replace=False))
             batch["tz"] = data.target.z[t]
@@ -265,7 +272,8 @@ def stage2_loss_fn(model: Stage2Model, batch: dict):
     the memory bank's rows of the batch are updated.
     """
     c = model.cfg
-    pb, prefix = model.prompt_batch(batch["z"], batch["instructions"], batch["answers"])
+    pb, prefix = model.prompt_batch(batch["z"], batch["instructions"], batch["answers"],
+                                    prompts=batch.get("prompts"))
     dev = prefix.device
     reduction = "token" if c.ce_reduction == "mean" else "sequence"
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=model.use_bf16(dev)):
@@ -290,7 +298,8 @@ def stage2_loss_fn(model: Stage2Model, batch: dict):
 
 def train_stage2(cfg, data: Stage2Data, llm, video_proj: nn.Linear, *,
                  domain_adaptation: bool | None = None, overwrite: bool = False,
-                 progress: bool = True, name: str | None = None) -> Stage2Result:
+                 progress: bool = True, name: str | None = None,
+                 init: Stage2Model | None = None) -> Stage2Result:
     """Train (or load) the Stage II bridge with the shared training loop.
 
     Parameters
@@ -309,6 +318,10 @@ def train_stage2(cfg, data: Stage2Data, llm, video_proj: nn.Linear, *,
     name : str, optional
         Checkpoint name (default :func:`stage2_run_name`; tuning runs add their pseudo-target,
         :func:`llm4brain.training.tuning.pseudo_run_name`).
+    init : Stage2Model, optional
+        Continue from this trained model (its bridge, classifier and memory bank) instead of
+        the video branch's projection: the dialogue continuation
+        (:func:`llm4brain.dialogue.data.train_dialogue_stage2`).
 
     Returns
     -------
@@ -317,7 +330,13 @@ def train_stage2(cfg, data: Stage2Data, llm, video_proj: nn.Linear, *,
     da = cfg.stage2.domain_adaptation if domain_adaptation is None else bool(domain_adaptation)
     model = build_stage2_model(cfg, video_proj, llm, n_classes=data.n_classes,
                                n_target=len(data.target), domain_adaptation=da)
-    if da:   # memory bank starts from the target features of the initial bridge
+    if init is not None:
+        if bool(init.domain_adaptation) != da:
+            raise ValueError(f"init was trained with domain adaptation "
+                             f"{'on' if init.domain_adaptation else 'off'}; continue it with the "
+                             f"same setting (domain_adaptation={bool(init.domain_adaptation)})")
+        model.load_state_dict(init.state_dict())
+    elif da:   # memory bank starts from the target features of the initial bridge
         model.bank.fill(model.target_embeddings(data.target.z))
     s = cfg.stage2
     name = stage2_run_name(cfg, da) if name is None else name
