@@ -97,8 +97,8 @@ save_figure(fig, "08_recon_losses", cfg)
 # %%
 rows = grid_trials(res.meta, cfg.recon.n_grid, cfg.run.seed)
 labels = [f"sub-{s}" for s in res.meta["subject"].astype(str).to_numpy()[rows]]
-cols = [c for c in ("seen", "fMRI", "chance", "ridge baseline", "ceiling", "VAE round trip")
-        if c in res.images]
+cols = [c for c in ("seen", "fMRI", "chance", "fMRI, VAE stream", "ridge baseline", "ceiling",
+                   "VAE round trip") if c in res.images]
 fig = plot_reconstruction_grid(res.images, rows, labels, columns=cols)
 save_figure(fig, "08_reconstruction_grid", cfg)
 
@@ -115,8 +115,9 @@ display(Markdown(to_markdown(res.table, 3)))
 print(res.notes)
 
 # %%
-fig = plot_reconstruction_bars(res.table, [c for c in ("fMRI", "chance", "ridge baseline",
-                                                        "ceiling", "VAE round trip")
+fig = plot_reconstruction_bars(res.table, [c for c in ("fMRI", "chance", "fMRI, VAE stream",
+                                                        "ridge baseline", "ceiling",
+                                                        "VAE round trip")
                                             if f"PixCorr | {c}" in res.table.columns])
 save_figure(fig, "08_reconstruction_metrics", cfg)
 
@@ -156,5 +157,8 @@ print(f"fMRI above chance on every metric of the Total row: "
 # * **Not NVL's numbers**: NVL decodes with an UnCLIP diffusion model and scores with AlexNet,
 #   Inception, CLIP, EfficientNet-B and SwAV; none installs offline, so the frame encoder's
 #   early and late features stand in and the numbers are not comparable with NVL's table. On a
-#   GPU profile, `recon.decoder: diffusion` with `recon.diffusion_path` uses a `diffusers`
-#   image-variation pipeline instead (`llm4brain.models.diffusion`).
+#   GPU profile, `recon.decoder: diffusion` with `recon.diffusion_path` runs this same notebook
+#   with a `diffusers` Stable unCLIP pipeline (`llm4brain.models.diffusion`): the high head
+#   learns the pipeline's own image embeddings, the fMRI and chance images are generated from
+#   them (NVL's beta, `recon.diffusion_strength`), and the VAE decode of the low head is shown
+#   beside as `fMRI, VAE stream`.

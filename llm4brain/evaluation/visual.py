@@ -24,6 +24,14 @@ decodes a key frame for every target-subject evaluation trial and scores it
     The VAE's decode of the seen frame's own latent: the best any latent prediction can reach
     with this decoder (a decoder ceiling, no fMRI involved).
 
+With ``recon.decoder: diffusion`` (GPU profiles) the high-level head is trained on the unCLIP
+pipeline's own CLIP image embeddings of the key frames (``recon.diffusion_path``,
+:mod:`llm4brain.models.diffusion`), and ``fMRI`` and ``chance`` are the images unCLIP
+generates from the head's predicted embedding (``recon.diffusion_steps``, NVL's beta
+``recon.diffusion_strength``), resized to ``recon.image_size`` for scoring; the VAE decode of
+the low-level head becomes the extra condition ``fMRI, VAE stream``, and the ridge baseline and
+ceiling stay VAE decodes.
+
 Nothing of the target subjects enters training: their evaluation trials' embeddings are only
 decoded, their key frames only scored.
 """
@@ -145,9 +153,10 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
     import time
     t0, timing = time.time(), {}
     r = cfg.recon
-    if r.decoder != "vae":
-        raise ValueError(f"recon.decoder = {r.decoder!r}: reconstruct_run drives the embedded "
-                         f"VAE; the diffusion decoder is llm4brain.models.diffusion (GPU)")
+    pipe = None
+    if r.decoder == "diffusion":      # GPU profiles: unCLIP from recon.diffusion_path
+        from ..models.diffusion import load_diffusion_decoder
+        pipe = load_diffusion_decoder(cfg, device=cfg.run.device)
     stim = load_stimuli(cfg)
     fc = build_frame_cache(cfg, stim, progress=progress)
     vae, vae_log, vae_trained = train_frame_vae(cfg, vae_training_frames(stim, fc),
@@ -161,8 +170,13 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
     small = {k: to_tensor_images(v, r.image_size) for k, v in kf.items()}
     with torch.no_grad():
         low = {k: vae.encode(v)[0].numpy() for k, v in small.items()}
-    features = build_frame_feature_cache(cfg, stim, frame_cache=fc, progress=progress)
-    high_tr = _clip_features(features, tr["stim_file"])
+    if pipe is None:    # high-level targets: the frame encoder's late features
+        features = build_frame_feature_cache(cfg, stim, frame_cache=fc, progress=progress)
+        high_tr = _clip_features(features, tr["stim_file"])
+        high_ev = _clip_features(features, ev["stim_file"])
+    else:               # the unCLIP pipeline's own CLIP image embeddings of the key frames
+        from ..models.diffusion import encode_images
+        high_tr, high_ev = encode_images(pipe, kf["train"]), encode_images(pipe, kf["eval"])
     zs, hs, ls = Standardizer(arrays["train_z"]), Standardizer(high_tr), Standardizer(low["train"])
     s1_name = _stage1_name(cfg)
     heads, head_log, heads_trained = train_dual_heads(
@@ -177,11 +191,29 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
         shuf = [heads(z_ev[torch.from_numpy(p)]) for p in perms]
     unl = lambda a: a * ls.sd.astype(np.float32) + ls.mean.astype(np.float32)  # noqa: E731
     seen = to_uint8_images(small["eval"])
-    images = {"seen": seen, "fMRI": _decode(vae, unl(l_pred))}
-    chance_imgs = [_decode(vae, unl(s[1].numpy())) for s in shuf]
+    if pipe is None:
+        images = {"seen": seen, "fMRI": _decode(vae, unl(l_pred))}
+        chance_imgs = [_decode(vae, unl(s[1].numpy())) for s in shuf]
+    else:               # the high head's embedding through unCLIP (NVL's beta), scored at
+        from ..models.diffusion import decode_image_embeddings   # recon.image_size
+
+        def gen(h):
+            h = h * hs.sd.astype(np.float32) + hs.mean.astype(np.float32)
+            im = decode_image_embeddings(pipe, h, steps=r.diffusion_steps,
+                                         strength=r.diffusion_strength, seed=cfg.run.seed)
+            return to_uint8_images(to_tensor_images(im, r.image_size))
+
+        images = {"seen": seen, "fMRI": gen(h_pred),
+                  "fMRI, VAE stream": _decode(vae, unl(l_pred))}
+        chance_imgs = [gen(s[0].numpy()) for s in tqdm(shuf, desc="chance (unCLIP)",
+                                                        disable=not progress)]
     images["chance"] = chance_imgs[0]
     images["VAE round trip"] = _decode(vae, low["eval"])
     notes = [RECON_NOTE]
+    if pipe is not None:
+        notes.append(f"Decoder: unCLIP ({r.diffusion_path}, {r.diffusion_steps} steps, beta "
+                     f"{r.diffusion_strength}) from the high-level head for fMRI and chance; "
+                     f"'fMRI, VAE stream', ridge baseline and ceiling decode VAE latents.")
     tr_rows, ev_rows = (np.asarray(arrays[f"{k}_rows"], int) for k in ("train", "eval"))
     if tc is not None:
         images["ridge baseline"] = _decode(vae, _ridge_latents(cfg, tc, tr_rows, ev_rows,
@@ -197,7 +229,7 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
     feats_true = frame_encoder_levels(enc, seen)
     mm = ev[["subject", "stim_file"]]
     per_trial = {}
-    for cond in ("fMRI", "ridge baseline", "ceiling", "VAE round trip"):
+    for cond in ("fMRI", "fMRI, VAE stream", "ridge baseline", "ceiling", "VAE round trip"):
         if cond in images:
             per_trial[cond] = score_reconstructions(images[cond], seen,
                                                     frame_encoder_levels(enc, images[cond]),
@@ -206,10 +238,11 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
         [score_reconstructions(im, seen, frame_encoder_levels(enc, im), feats_true, mm)
          .assign(draw=k) for k, im in enumerate(tqdm(chance_imgs, desc="chance reconstructions",
                                                      disable=not progress))], ignore_index=True)
-    order = [c for c in ("fMRI", "chance", "ridge baseline", "ceiling", "VAE round trip")
+    order = [c for c in ("fMRI", "chance", "fMRI, VAE stream", "ridge baseline", "ceiling",
+                         "VAE round trip")
              if c in per_trial]
     table = reconstruction_table({c: per_trial[c] for c in order})
-    h_true = hs(_clip_features(features, ev["stim_file"]))
+    h_true = hs(high_ev)
     hid = {"fMRI": two_way_identification(h_pred, h_true, subj)}
     hid["chance"] = np.mean([two_way_identification(s[0].numpy(), h_true, subj) for s in shuf], 0)
     high_id = pd.DataFrame(hid).assign(subject=[f"sub-{s}" for s in subj]).groupby("subject").mean()

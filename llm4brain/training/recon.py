@@ -155,6 +155,8 @@ def heads_run_name(cfg, stage1_name: str) -> str:
     r = cfg.recon
     key = dict(heads={k: getattr(r, k) for k in _HEAD_KEYS}, stage1=stage1_name,
                vae=vae_run_name(cfg), video=identity(cfg, "video"), seed=cfg.run.seed)
+    if r.decoder != "vae":       # high-level targets from the unCLIP pipeline's image encoder
+        key["high"] = dict(decoder=r.decoder, path=r.diffusion_path)
     return run_key(_HEAD_PREFIX, key)
 
 
