@@ -18,8 +18,6 @@ training runs through the leakage guard.
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..atomic import write_csv, write_json
 from ..captions import clip_records
 from ..config import config_hash, identity, run_key, to_dict
 from ..data import load_stimuli
@@ -195,10 +194,8 @@ def generate_dialogues(cfg, files: Sequence[str], splits, *, vlm=None, features=
     path = dialogue_path(cfg, key)
     if path.is_file() and not rebuild:
         return _read(path)
-    if vlm is None:
-        vlm = load_video_llm(cfg)
-    if features is None:
-        features = video_features(cfg, stim, progress)
+    vlm = load_video_llm(cfg) if vlm is None else vlm
+    features = video_features(cfg, stim, progress) if features is None else features
     plan = draw_dialogue_instructions(files, cfg.dialogue)
     q = plan.pivot(index="stim_file", columns="turn", values="instruction").loc[files]
     n_turns = len(cfg.dialogue.turns)
@@ -230,15 +227,11 @@ def generate_dialogues(cfg, files: Sequence[str], splits, *, vlm=None, features=
         vlm.branch.train(was)
     plan["answer"] = [answers[f][k] for f, k in zip(plan["stim_file"], plan["turn"])]
     out = plan[list(DIALOGUE_COLUMNS)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta, tmp_meta = path.with_suffix(".json"), path.with_suffix(".json.tmp")
-    tmp_meta.write_text(json.dumps(dict(key=key, dialogue=to_dict(cfg.dialogue),
-                                        llm=to_dict(cfg.llm), n_clips=len(files),
-                                        n_rows=len(out)), indent=1))
-    os.replace(tmp_meta, meta)
-    tmp = path.with_suffix(".tmp")
-    out.to_csv(tmp, sep="\t", index=False)
-    os.replace(tmp, path)
+    # the settings first, then the table: the table's presence marks the cache complete
+    write_json(path.with_suffix(".json"), dict(key=key, dialogue=to_dict(cfg.dialogue),
+                                               llm=to_dict(cfg.llm), n_clips=len(files),
+                                               n_rows=len(out)), indent=1)
+    write_csv(out, path, sep="\t", index=False)
     return _read(path)
 
 
