@@ -1,0 +1,53 @@
+"""Tokenizer candidates on the pseudo-target: Stage I identification and Stage II decoding.
+
+Run after ``make reproduce`` (it reads the default run's trial cache, MAEs, video-LLM and
+captions); the real targets stay sealed (``llm4brain.experiments`` uses the pseudo-target
+splits and the sealed cache)::
+
+    .venv/bin/python bench/bench_tokenizer_pseudo_target.py \
+        '{"cnn3d (default)": {}, "nvl": {"tokenizer.kind": "nvl"}}' '[0]'
+
+Writes ``bench/results/tokenizer_pseudo_target/stage{1,2}.csv``.
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from llm4brain.captions import load_captions
+from llm4brain.config import load_config
+from llm4brain.data import load_splits, load_stimuli, load_trial_cache
+from llm4brain.evaluation.metrics import TextScorer
+from llm4brain.experiments import tune_stage1, tune_stage2
+from llm4brain.training.vlpretrain import load_video_llm, video_features
+
+OUT = Path(__file__).resolve().parent / "results" / "tokenizer_pseudo_target"
+
+
+def main(candidates: dict, seeds: list, profile: str = "default") -> None:
+    cfg = load_config(profile)
+    tc = load_trial_cache(cfg)
+    splits = load_splits(cfg.run_dir / "splits.json")
+    vlm = load_video_llm(cfg)
+    features = video_features(cfg, progress=False)
+    t0 = time.time()
+    s2, _ = tune_stage2(cfg, tc, splits, load_captions(cfg), load_stimuli(cfg), candidates,
+                        seeds=seeds, seed_key="run.seed", vlm=vlm, features=features,
+                        scorer=TextScorer(cfg.eval), progress=False)
+    # the Stage I models exist now (tune_stage2 trained them): this loads and scores them
+    s1 = pd.concat([tune_stage1(cfg, tc, splits, {k: v}, seeds=seeds, vlm=vlm,
+                                features=features, progress=False)[0]
+                    for k, v in candidates.items()])
+    OUT.mkdir(parents=True, exist_ok=True)
+    s1.to_csv(OUT / "stage1.csv", index=False)
+    s2.to_csv(OUT / "stage2.csv", index=False)
+    print(s1.to_string())
+    print(s2.pivot_table(index=["candidate", "condition"], columns="metric", values="value",
+                         aggfunc="mean").round(2).to_string())
+    print(f"{time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]), json.loads(sys.argv[2]))
