@@ -125,8 +125,7 @@ import dataclasses
 
 from llm4brain.captions import load_captions
 from llm4brain.data import load_splits, load_trial_cache
-from llm4brain.dialogue.data import (dialogue_clips, dialogue_stage2_data, generate_dialogues,
-                                     train_dialogue_stage2)
+from llm4brain.dialogue.data import dialogue_clips, generate_dialogues, train_dialogue_stage2
 from llm4brain.training.stage2 import build_stage2_data
 
 if cfg.dialogue.steps > 0:
@@ -135,8 +134,7 @@ if cfg.dialogue.steps > 0:
     clips = dialogue_clips(cfg, tc, splits)
     dialogues = generate_dialogues(cfg, clips, splits, vlm=models.vlm, features=models.features())
     s2data = build_stage2_data(cfg, models.stage1, tc, splits, load_captions(cfg))
-    n_ex = len(dialogue_stage2_data(s2data, dialogues, models.llm.tokenizer, cfg.llm,
-                                    clips_with_dialogue_only=bool(cfg.dialogue.max_clips)).answers)
+    n_ex = int(s2data.source_meta["stim_file"].isin(clips).sum()) * len(cfg.dialogue.turns)
     print(f"{len(clips)} training clips x {len(cfg.dialogue.turns)} turns "
           f"({', '.join(cfg.dialogue.turns)}) = {len(dialogues)} surrogate answers; "
           f"{n_ex} Stage II examples from the training trials of those clips")

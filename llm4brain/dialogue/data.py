@@ -64,15 +64,13 @@ def draw_dialogue_instructions(files: Sequence[str], dialogue_cfg) -> pd.DataFra
     DataFrame ``stim_file, turn, task, instruction`` (clips in the given order, turns 0..)
     """
     rng = np.random.default_rng(dialogue_cfg.seed)
-    rows = []
-    for k, task in enumerate(dialogue_cfg.turns):
-        options = dialogue_cfg.instructions(task)
-        pick = rng.integers(len(options), size=len(files))
-        rows += [(str(f), k, task, options[int(i)]) for f, i in zip(files, pick)]
-    df = pd.DataFrame(rows, columns=["stim_file", "turn", "task", "instruction"])
-    order = {f: i for i, f in enumerate(dict.fromkeys(map(str, files)))}
-    return df.sort_values(["stim_file", "turn"], key=lambda c: c.map(order) if c.name ==
-                          "stim_file" else c, kind="stable").reset_index(drop=True)
+    files = [str(f) for f in files]
+    picks = [(task, dialogue_cfg.instructions(task),
+              rng.integers(len(dialogue_cfg.instructions(task)), size=len(files)))
+             for task in dialogue_cfg.turns]
+    rows = [(f, k, task, options[int(pick[i])]) for i, f in enumerate(files)
+            for k, (task, options, pick) in enumerate(picks)]
+    return pd.DataFrame(rows, columns=["stim_file", "turn", "task", "instruction"])
 
 
 def dialogue_messages(questions: Sequence[str], answers: Sequence[str], *,

@@ -189,7 +189,7 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
     with torch.no_grad():
         h_pred, l_pred = (t.numpy() for t in heads(z_ev))
         shuf = [heads(z_ev[torch.from_numpy(p)]) for p in perms]
-    unl = lambda a: a * ls.sd.astype(np.float32) + ls.mean.astype(np.float32)  # noqa: E731
+    unl = ls.inverse
     seen = to_uint8_images(small["eval"])
     if pipe is None:
         images = {"seen": seen, "fMRI": _decode(vae, unl(l_pred))}
@@ -198,8 +198,7 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
         from ..models.diffusion import decode_image_embeddings   # recon.image_size
 
         def gen(h):
-            h = h * hs.sd.astype(np.float32) + hs.mean.astype(np.float32)
-            im = decode_image_embeddings(pipe, h, steps=r.diffusion_steps,
+            im = decode_image_embeddings(pipe, hs.inverse(h), steps=r.diffusion_steps,
                                          strength=r.diffusion_strength, seed=cfg.run.seed)
             return to_uint8_images(to_tensor_images(im, r.image_size))
 

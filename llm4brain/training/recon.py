@@ -149,6 +149,10 @@ class Standardizer:
     def __call__(self, X: np.ndarray) -> np.ndarray:
         return ((np.asarray(X, dtype=np.float64) - self.mean) / self.sd).astype(np.float32)
 
+    def inverse(self, Z: np.ndarray) -> np.ndarray:
+        """Back to the original units: ``Z * sd + mean`` (float32)."""
+        return (np.asarray(Z, dtype=np.float64) * self.sd + self.mean).astype(np.float32)
+
 
 def heads_run_name(cfg, stage1_name: str) -> str:
     """``recon_heads-<hash>`` of the heads' settings, the Stage I run and the VAE."""
