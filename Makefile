@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # Exact versions the environment is built from (pip constraints); `make lock` rewrites it.
 LOCKFILE := requirements.lock
 
-.PHONY: lock help venv reproduce smoke test test-fast lab bench clean clean-runs notebooks-run tune ablations had-dryrun
+.PHONY: lock help venv reproduce smoke test test-slow test-all lab bench clean clean-runs notebooks-run tune ablations had-dryrun
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -121,11 +121,17 @@ had-dryrun: $(STAMP)  ## the had profile from loading to tables on this CPU (HAD
 	  $(MAKE) --no-print-directory reproduce PROFILE=had_dryrun && \
 	echo ">> make had-dryrun took $$(( $$(date +%s) - start )) s; tables in $(LLM4BRAIN_HOME)/runs/had_dryrun/figures"
 
-test: $(STAMP)  ## run the test suite (includes every notebook on the smoke profile)
-	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+# make test: the suite without the tests marked slow (under 15 min from a fresh clone, venv
+# included); make test-slow: those (every notebook on smoke, fault injection, the smoke-run
+# dialogue tests); .ci/run runs both. gpu tests are excluded unless asked for (-m gpu).
+test: $(STAMP)  ## run the test suite, without the tests marked slow (make test-slow runs those)
+	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
-test-fast: $(STAMP)  ## tests without the slow ones
-	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+test-slow: $(STAMP)  ## the tests marked slow: every notebook on the smoke profile, fault injection, smoke-run dialogue
+	$(PY) -m pytest -q -m "slow and not gpu" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+test-all: $(STAMP)  ## make test and make test-slow in one pytest run
+	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 bench: $(STAMP)  ## run the benchmarks in bench/ (figures to bench/results/)
 	@for b in bench/bench_*.py; do echo ">> $$b"; $(PY) $$b || exit 1; done
