@@ -241,3 +241,25 @@ def test_ablation_switches_change_what_stage1_trains(tiny_world, tmp_path):
                                   vlm=parts["vlm"], mae=mae)
     assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(),   # the random init
                                                  w["encoder"].state_dict().values()))
+
+
+def test_train_encoder_unfreezes_the_encoder_and_names_its_own_run(tiny_world, tmp_path):
+    """stage1.train_encoder: every encoder weight but the positions trains (the frozen default
+    trains only the tokenizer, projection and adaptors); off keeps the run name, on changes it."""
+    w = tiny_world(tmp_path)
+    cfg = w["cfg"]
+    base = s1.stage1_run_name(cfg)
+    assert s1.stage1_run_name(cfg.replace(stage1__train_encoder=False)) == base
+    assert s1.stage1_run_name(cfg.replace(stage1__train_encoder=True)) != base
+    frozen = ms1.build_stage1_model(cfg, w["encoder"], w["branch"])
+    full = ms1.build_stage1_model(cfg.replace(stage1__train_encoder=True,
+                                              stage1__encoder_adaptors=False),
+                                  w["encoder"], w["branch"])
+    blocks = [n for n, _ in full.encoder.named_parameters() if n.startswith("blocks.")]
+    assert blocks
+    assert all(p.requires_grad for n, p in full.encoder.named_parameters()
+               if n.startswith("blocks."))
+    assert not any(p.requires_grad for n, p in frozen.encoder.named_parameters()
+                   if n.startswith("blocks.") and "lora_" not in n)
+    assert not any(p.requires_grad for n, p in full.encoder.named_parameters()
+                   if n.startswith(("pos_embed", "cls_token")))

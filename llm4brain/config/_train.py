@@ -98,6 +98,10 @@ class Stage1Config:
     encoder_adaptors : bool
         ``false`` (ablation): no adaptors in the fMRI encoder (the tokenizer and projection
         still train); with ``qformer_adaptors: none`` there is no adaptor at all.
+    train_encoder : bool
+        ``true``: every weight of the fMRI encoder's transformer trains in Stage I (full
+        fine-tuning instead of adaptors; the fixed sin-cos positions stay frozen). Off as in
+        the paper; a candidate on the pseudo-target where the frozen encoder loses the signal.
     eval_batch_size : int
         Trials a forward pass when embedding for evaluation.
     n_candidates : N of the top-k identification (chance k/N); n_permutations :
@@ -125,6 +129,7 @@ class Stage1Config:
     video_warmup: float = 0.5
     align: bool = True
     encoder_adaptors: bool = True
+    train_encoder: bool = False
     eval_batch_size: int = 64
     n_candidates: int = 20
     n_permutations: int = 1000

@@ -112,7 +112,8 @@ def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module) -> Stage1Mode
     Returns
     -------
     Stage1Model
-        Trainable: tokenizer (+ width projection), encoder adaptors, Q-Former adaptors,
+        Trainable: tokenizer (+ width projection), encoder adaptors (or, with
+        ``stage1.train_encoder``, the whole encoder but its positions), Q-Former adaptors,
         projector. Everything else has ``requires_grad=False``.
     """
     enc = freeze(copy.deepcopy(encoder))
@@ -126,8 +127,10 @@ def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module) -> Stage1Mode
             add_adaptors(br.video_qformer, cfg)
         elif where == "both":
             add_adaptors(br, cfg)
+    full = bool(cfg.stage1.train_encoder)
     for name, p in enc.named_parameters():           # pos_embed / cls token stay frozen
-        if name.startswith(ENCODER_TRAINABLE) or "lora_" in name:
+        if (name.startswith(ENCODER_TRAINABLE) or "lora_" in name
+                or (full and not name.startswith(("pos_embed", "cls_token")))):
             p.requires_grad_(True)
     hidden = int(br.proj.in_features)
     proj = build_projector(cfg, int(enc.embed_dim), hidden, int(br.num_tokens),

@@ -1,0 +1,67 @@
+"""Stage I candidates on the pseudo-target: identification of the trial's clip (top-1 of 20).
+
+Run after ``make reproduce`` (it reads the default run's trial cache, video-LLM and frame
+features; the real targets stay sealed: ``llm4brain.experiments.tune_stage1`` trains on the
+pseudo-target splits from the sealed cache). A candidate whose MAE does not exist yet (another
+tokenizer, more MAE steps) gets it pretrained first on the training subjects' volumes, as
+notebook 02 does::
+
+    .venv/bin/python bench/bench_stage1_candidates.py \
+        '{"default": {}, "whole encoder trained": {"stage1.train_encoder": true}}' '[0]'
+
+Appends to ``bench/results/stage1_candidates.csv`` (one row per candidate, seed, split, method)
+and prints the table.
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from llm4brain.config import load_config
+from llm4brain.data import iter_run_volumes, load_splits, load_trial_cache
+from llm4brain.experiments import tune_stage1
+from llm4brain.training.mae import mae_run_name, pretrain_mae, volume_windows
+from llm4brain.training.tuning import with_overrides
+from llm4brain.training.vlpretrain import load_video_llm, video_features
+
+OUT = Path(__file__).resolve().parent / "results" / "stage1_candidates.csv"
+
+
+def ensure_mae(c, tc, splits) -> float:
+    """Pretrain the candidate's MAE when it is missing; seconds spent."""
+    if not c.mae.pretrained:
+        return 0.0
+    t0 = time.time()
+    windows = volume_windows(iter_run_volumes(c, splits.train_subjects, tc), tc.block_shape[0],
+                             c.mae.block_stride, c.mae.max_blocks)
+    res = pretrain_mae(c, windows, mask=tc.mask, affine=tc.affine, progress=False)
+    print(f"MAE {mae_run_name(c)}: {'trained' if res.trained else 'reloaded'}", flush=True)
+    return time.time() - t0
+
+
+def main(candidates: dict, seeds: list, profile: str = "default") -> None:
+    cfg = load_config(profile)
+    tc = load_trial_cache(cfg)
+    splits = load_splits(cfg.run_dir / "splits.json")
+    vlm = load_video_llm(cfg)
+    features = video_features(cfg, progress=False)
+    for name, over in candidates.items():
+        for seed in seeds:
+            t_mae = ensure_mae(with_overrides(cfg, over, seed), tc, splits)
+            t0 = time.time()
+            rows, _ = tune_stage1(cfg, tc, splits, {name: over}, seeds=[seed], vlm=vlm,
+                                  features=features, progress=False)
+            rows = rows.assign(overrides=json.dumps(over, sort_keys=True),
+                               mae_s=round(t_mae), stage1_s=round(time.time() - t0))
+            OUT.parent.mkdir(parents=True, exist_ok=True)
+            rows.to_csv(OUT, mode="a", header=not OUT.is_file(), index=False)
+            print(rows[["candidate", "seed", "split", "method", "top1", "p_value",
+                        "n_trials", "stage1_s"]].to_string(index=False), flush=True)
+    print(pd.read_csv(OUT).pivot_table(index="candidate", columns=["split", "method"],
+                                       values="top1", aggfunc="mean").round(1).to_string())
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]), json.loads(sys.argv[2]))
