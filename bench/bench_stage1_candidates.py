@@ -19,12 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from llm4brain.config import load_config
-from llm4brain.data import iter_run_volumes, load_splits, load_trial_cache
-from llm4brain.experiments import tune_stage1
+from llm4brain.data import iter_run_volumes
+from llm4brain.experiments import experiment_inputs, tune_stage1
 from llm4brain.training.mae import mae_run_name, pretrain_mae, volume_windows
 from llm4brain.training.tuning import with_overrides
-from llm4brain.training.vlpretrain import load_video_llm, video_features
 
 OUT = Path(__file__).resolve().parent / "results" / "stage1_candidates.csv"
 
@@ -42,17 +40,14 @@ def ensure_mae(c, tc, splits) -> float:
 
 
 def main(candidates: dict, seeds: list, profile: str = "default") -> None:
-    cfg = load_config(profile)
-    tc = load_trial_cache(cfg)
-    splits = load_splits(cfg.run_dir / "splits.json")
-    vlm = load_video_llm(cfg)
-    features = video_features(cfg, progress=False)
+    x = experiment_inputs(profile)
+    cfg, tc, splits = x.cfg, x.tc, x.splits
     for name, over in candidates.items():
         for seed in seeds:
             t_mae = ensure_mae(with_overrides(cfg, over, seed), tc, splits)
             t0 = time.time()
-            rows, _ = tune_stage1(cfg, tc, splits, {name: over}, seeds=[seed], vlm=vlm,
-                                  features=features, progress=False)
+            rows, _ = tune_stage1(cfg, tc, splits, {name: over}, seeds=[seed], vlm=x.vlm,
+                                  features=x.features, progress=False)
             rows = rows.assign(overrides=json.dumps(over, sort_keys=True),
                                mae_s=round(t_mae), stage1_s=round(time.time() - t0))
             OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -17,21 +17,16 @@ from pathlib import Path
 import pandas as pd
 
 from llm4brain.captions import load_captions
-from llm4brain.config import load_config
-from llm4brain.data import load_splits, load_stimuli, load_trial_cache
+from llm4brain.data import load_stimuli
 from llm4brain.evaluation.metrics import TextScorer
-from llm4brain.experiments import tune_stage1, tune_stage2
-from llm4brain.training.vlpretrain import load_video_llm, video_features
+from llm4brain.experiments import experiment_inputs, tune_stage1, tune_stage2
 
 OUT = Path(__file__).resolve().parent / "results" / "tokenizer_pseudo_target"
 
 
 def main(candidates: dict, seeds: list, profile: str = "default") -> None:
-    cfg = load_config(profile)
-    tc = load_trial_cache(cfg)
-    splits = load_splits(cfg.run_dir / "splits.json")
-    vlm = load_video_llm(cfg)
-    features = video_features(cfg, progress=False)
+    x = experiment_inputs(profile)
+    cfg, tc, splits, vlm, features = x.cfg, x.tc, x.splits, x.vlm, x.features
     t0 = time.time()
     s2, _ = tune_stage2(cfg, tc, splits, load_captions(cfg), load_stimuli(cfg), candidates,
                         seeds=seeds, seed_key="run.seed", vlm=vlm, features=features,

@@ -13,8 +13,12 @@ tune``) and ``ablations`` (``make ablations``). They sit above :mod:`llm4brain.t
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import pandas as pd
+
+from .config import load_config
+from .data import load_splits, load_trial_cache
 
 from .evaluation.attributes import AttributeParser, attribute_correct, truth_frame
 from .evaluation.baselines import nearest_training_answers
@@ -24,8 +28,30 @@ from .training.mae import load_pretrained_mae
 from .training.stage1 import stage1_run_name, train_stage1
 from .training.stage2 import build_stage2_data, stage2_run_name, train_stage2
 from .training.tuning import pseudo_run_name, pseudo_target_splits, sealed_cache, with_overrides
+from .training.vlpretrain import load_video_llm, video_features
 
-__all__ = ["tune_stage1", "tune_stage2", "run_ablations", "score_decodes"]
+__all__ = ["ExperimentInputs", "experiment_inputs", "tune_stage1", "tune_stage2",
+           "run_ablations", "score_decodes"]
+
+
+@dataclass
+class ExperimentInputs:
+    """What every experiment on a finished run reads: its config, trial cache, splits,
+    pretrained video-LLM and frame-feature cache."""
+
+    cfg: object
+    tc: object
+    splits: object
+    vlm: object
+    features: object
+
+
+def experiment_inputs(profile: str = "default") -> ExperimentInputs:
+    """The inputs of :func:`tune_stage1` / :func:`tune_stage2` from a profile's finished run
+    (``make reproduce`` first: it raises naming the missing file otherwise)."""
+    cfg = load_config(profile)
+    return ExperimentInputs(cfg, load_trial_cache(cfg), load_splits(cfg.run_dir / "splits.json"),
+                            load_video_llm(cfg), video_features(cfg, progress=False))
 
 
 def _retrieval_summary(ev, candidate: str, seed: int) -> list[dict]:
