@@ -36,6 +36,7 @@ import sys
 from pathlib import Path
 
 import torch
+import pandas as pd
 
 from .atomic import write_json
 from .config import load_config
@@ -249,7 +250,6 @@ def count_onsets_after_lead_in(root: Path, subject: str, lead_in_s: float) -> in
     to which HAD's official GLMs add ``begin_dur = 12``). A dry run with both conventions
     exercises ``data.onset_offset: auto`` on each. Returns the number of files rewritten.
     """
-    import pandas as pd
 
     files = sorted((root / f"sub-{subject}").glob("ses-*/func/*_events.tsv"))
     for f in files:

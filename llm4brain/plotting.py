@@ -15,6 +15,8 @@ here or by hand, looks the same; :func:`set_house_style` sets it again after a c
 """
 from __future__ import annotations
 
+from .evaluation.metrics import METRIC_LABELS
+from .evaluation.metrics import METRIC_LABELS, metric_key
 import os
 from contextlib import contextmanager
 from collections.abc import Mapping, Sequence
@@ -132,7 +134,6 @@ def _ax(ax, figsize=(6, 4)):
 def _metric_column(df: pd.DataFrame, metric: str) -> str:
     if metric in df.columns:
         return metric
-    from .evaluation.metrics import METRIC_LABELS, metric_key
     try:
         key = metric_key(metric)
     except KeyError:
@@ -189,7 +190,6 @@ def plot_subject_bars(df: pd.DataFrame, metric: str = "bertscore", *, chance=Non
     yerr = None
     if ci is not None:
         if "metric" in ci.columns:  # tidy frame of bootstrap_by_group
-            from .evaluation.metrics import METRIC_LABELS
             keys = {k for k, v in METRIC_LABELS.items() if v == col} | {col}
             ci = ci[ci["metric"].isin(keys)].set_index("group")
         c = ci.reindex(values.index)
@@ -286,7 +286,6 @@ def plot_metric_distributions(data: Mapping[str, object], metric: str = "bertsco
                           hue_order=names, ax=ax, size=2.5, alpha=0.45, jitter=0.15,
                           legend=False)
     try:
-        from .evaluation.metrics import METRIC_LABELS, metric_key
         label = METRIC_LABELS[metric_key(metric)]
     except KeyError:
         label = str(metric)

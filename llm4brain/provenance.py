@@ -20,6 +20,10 @@ profile and config hash into each PNG (text chunks ``llm4brain:*``) and PDF (the
 """
 from __future__ import annotations
 
+from .config import config_hash, git_revision, to_dict
+from .config import config_hash, to_dict
+from .config import git_revision
+from .config import load_config
 import argparse
 import functools
 import hashlib
@@ -43,7 +47,6 @@ _PDF_KEYWORDS = re.compile(rb"/Keywords\s*\(llm4brain ([^)]*)\)")
 
 @functools.lru_cache(maxsize=1)
 def _revision() -> str:
-    from .config import git_revision
 
     return git_revision()
 
@@ -51,7 +54,6 @@ def _revision() -> str:
 def stamp(cfg=None) -> dict[str, str]:
     """``{git_revision, profile, config_hash}`` of the checkout and ``cfg`` (profile and hash
     empty without a config). The revision is read once per process."""
-    from .config import config_hash, to_dict
 
     d = dict(git_revision=_revision(), profile="", config_hash="")
     if cfg is not None and hasattr(cfg, "profile"):
@@ -117,7 +119,6 @@ def record(since: str | os.PathLike | float, cfg, notebook: str) -> pd.DataFrame
     -------
     DataFrame : the rows added or replaced.
     """
-    from .config import config_hash, git_revision, to_dict
 
     t0 = os.stat(since).st_mtime if isinstance(since, (str, os.PathLike)) else float(since)
     d = Path(cfg.figures_dir)
@@ -201,7 +202,6 @@ def main(argv=None) -> int:
     ap.add_argument("--since", required=True, help="marker file touched before the notebook ran")
     ap.add_argument("--notebook", required=True)
     a = ap.parse_args(argv)
-    from .config import load_config
 
     rows = record(a.since, load_config(a.profile), a.notebook)
     print(f">> provenance: {len(rows)} file(s) of {a.notebook} recorded")

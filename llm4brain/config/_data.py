@@ -1,6 +1,7 @@
 """Settings of the simulator (``sim``) and of the loaders (``data``)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = ["SimConfig", "DataConfig"]
@@ -152,7 +153,6 @@ class DataConfig:
             object.__setattr__(self, "onset_offset", "auto")
         r = self.resample_to.strip()
         if r.lower().startswith("mni152"):
-            import re
 
             if not re.fullmatch(r"mni152_\d+", r.lower()):
                 raise ValueError(f"data.resample_to {r!r}: the template form is mni152_<mm> "

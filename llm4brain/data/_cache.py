@@ -10,6 +10,7 @@ data an intensity mask computed from each run).
 """
 from __future__ import annotations
 
+from ..config import config_hash
 import contextlib
 import errno
 import json
@@ -96,7 +97,6 @@ class TrialCache(TrialBlocks):
 
 
 def cache_key(cfg, runs: list[RunFiles]) -> str:
-    from ..config import config_hash
 
     d = {k: getattr(cfg.data, k) for k in _KEY_FIELDS}
     if cfg.data.cache_format != "dense32":          # (dense32 caches keep their old keys)

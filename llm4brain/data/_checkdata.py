@@ -2,6 +2,8 @@
 before a long run, as a table of OK / WARN / ERROR rows."""
 from __future__ import annotations
 
+from ._cache import read_run_events
+from ._video_io import declared_video_length, read_frames
 import dataclasses
 import shutil
 from dataclasses import dataclass
@@ -62,8 +64,6 @@ def check_data(root: str | Path, data_cfg, *, cache_dir: str | Path | None = Non
     """
     import nibabel as nib
 
-    from ._cache import read_run_events
-    from ._video_io import declared_video_length, read_frames
 
     root = Path(root)
     rows: list[CheckRow] = []

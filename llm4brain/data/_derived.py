@@ -92,7 +92,6 @@ def _drop_invalid_videos(runs: list[RunFiles], root: Path, data_cfg) -> list[Run
     """Runs whose events files list a clip of ``data.invalid_videos`` get a filtered copy of
     their events (under ``data.work_dir``); the count dropped is logged per subject and names
     matching no clip are warned about."""
-    import hashlib
 
     names = read_invalid_videos(data_cfg.invalid_videos, root)
     bad = set(names)
@@ -182,7 +181,6 @@ def _resampled_runs(runs: list[RunFiles], root: Path, data_cfg) -> list[RunFiles
     """Runs whose BOLD (and mask) are read through resampling onto ``data.resample_to``: each
     file gets a link under ``data.work_dir/resampled-<target>-<hash>/`` (so the trial cache's
     key changes with the target) registered in ``_RESAMPLED`` for :func:`_load_nifti`."""
-    import hashlib
 
     shape, aff, what = resample_target(data_cfg.resample_to, root)
     h = hashlib.sha1(repr((shape, np.round(aff, 4).tolist())).encode()).hexdigest()[:8]

@@ -1,6 +1,7 @@
 """events.tsv files and stimulus maps: onsets (with HAD's lead-in rule), classes, clips."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,6 @@ _AUTO_TOL_S = 2.0      # onset_offset: auto: "about 0 s" / "about 12 s" means wi
 def read_stimuli_map(path: str | Path) -> pd.DataFrame:
     """Read an Urgen-style stimulus mapping TSV: columns ``trial_type``, ``stim_file`` and
     optionally ``class_name`` (one row per video; ``trial_type`` as in the events files)."""
-    import os
 
     path = Path(os.path.expandvars(str(path)))
     if not path.is_file():

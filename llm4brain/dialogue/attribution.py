@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..evaluation.attributes import _WORD, AttributeParser, load_lexicon
 from ..models.video_llm import IGNORE_INDEX
@@ -323,7 +324,6 @@ def concept_attributions(models, decodes: pd.DataFrame, *, phrase_types=PHRASE_T
     ValueError
         No decoded answer matches a target evaluation trial.
     """
-    from tqdm.auto import tqdm
 
     need = {"trial_index", "instruction", "fmri2text"} - set(decodes.columns)
     if need:

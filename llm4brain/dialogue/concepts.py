@@ -26,6 +26,7 @@ space on the simulated data and fMRIPrep's MNI outputs, a subject's T1w space ot
 """
 from __future__ import annotations
 
+from .attribution import concept_attributions
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
+from tqdm.auto import tqdm
 
 from ..atomic import atomic_path, write_csv, write_json, write_text
 from ..config import save_config
@@ -151,7 +153,6 @@ def concept_table(attributions: ConceptAttributions, regions: Mapping[str, Mappi
     the subjects that have trials with the phrase (NaN when none does) beside ``chance``
     0.5; ``n_region_voxels`` summed over those subjects.
     """
-    from tqdm.auto import tqdm
 
     if n_perm < 1:
         raise ValueError(f"n_perm must be >= 1, got {n_perm}")
@@ -263,7 +264,6 @@ def concept_localisation(models, decodes: pd.DataFrame, *, n_perm: int = 1000,
         :func:`llm4brain.dialogue.attribution.concept_attributions` settings
         (``method``, ``n_steps``, ``max_trials``, ``batch_size``, ``phrase_types``).
     """
-    from .attribution import concept_attributions
 
     att = concept_attributions(models, decodes, progress=progress, **kwargs)
     subjects = list(dict.fromkeys(att.trials["subject"].astype(str)))

@@ -18,12 +18,14 @@ training runs through the leakage guard.
 """
 from __future__ import annotations
 
+from ..training.vlpretrain import load_video_llm
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from ..atomic import write_csv, write_json
 from ..captions import clip_records
@@ -174,9 +176,7 @@ def generate_dialogues(cfg, files: Sequence[str], splits, *, vlm=None, features=
     LeakageError
         A file is not among the training subjects' clips.
     """
-    from tqdm.auto import tqdm
 
-    from ..training.vlpretrain import load_video_llm
 
     files = list(dict.fromkeys(map(str, files)))
     if not files:

@@ -1,6 +1,8 @@
 """Figure of the question-answering table (house style of :mod:`llm4brain.plotting`)."""
 from __future__ import annotations
 
+from ..sim import REGIONS
+from .attribution import PHRASE_GROUP
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -84,7 +86,6 @@ def plot_concept_maps(result, *, kinds=None, cut_coords=(-12, -2, 8), threshold_
     from nilearn import plotting
     from nilearn.datasets import load_mni152_template
 
-    from ..sim import REGIONS
 
     a = result.attributions
     kinds = [k for k in (kinds or a.phrase_types) if a.n_trials(k)]
@@ -96,7 +97,6 @@ def plot_concept_maps(result, *, kinds=None, cut_coords=(-12, -2, 8), threshold_
         axes[0, 0].set_axis_off()
         return fig
     t = result.table
-    from .attribution import PHRASE_GROUP
     for ax, k in zip(axes[:, 0], kinds):
         img = result.volume(k)
         vals = a.mean_abs(k)

@@ -29,6 +29,7 @@ and questions, the answers scored against the trial whose fMRI was *not* used).
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from ..config import save_config
 from ..data import load_stimuli
@@ -254,7 +256,6 @@ def qa_answers(llm, brain: torch.Tensor, trials: pd.DataFrame, truth: pd.DataFra
     whose tokens were used, ``answer`` the parsed option, ``truth`` the right one of the
     trial asked about, ``correct`` 1.0 / 0.0 (NaN where the question is not scored).
     """
-    from tqdm.auto import tqdm
 
 
     n = len(trials)
@@ -442,7 +443,6 @@ def qa_results_dir(cfg) -> Path:
 def write_qa(result: QAResult, cfg, directory: str | os.PathLike | None = None) -> dict:
     """Write ``qa_table.csv``, ``qa_answers.tsv`` and ``qa_settings.json`` (+ the config)
     under :func:`qa_results_dir` (or ``directory``), atomically; returns their paths."""
-    import json
 
 
     d = Path(directory) if directory is not None else qa_results_dir(cfg)

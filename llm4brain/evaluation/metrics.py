@@ -39,6 +39,8 @@ Examples
 """
 from __future__ import annotations
 
+from collections import defaultdict
+from importlib.metadata import version
 from collections.abc import Sequence
 
 import numpy as np
@@ -155,7 +157,6 @@ class TextScorer:
     @property
     def metadata(self) -> dict:
         """Settings behind the numbers (saved beside every result)."""
-        from importlib.metadata import version
 
         import sacrebleu
         from sacrebleu.metrics import BLEU
@@ -226,7 +227,6 @@ class TextScorer:
             sents = [t for t in (idf_sents if idf_sents is not None else refs) if t.strip()]
             idf = get_idf_dict(sents or ["."], tok, nthreads=0)
         else:
-            from collections import defaultdict
             idf = defaultdict(lambda: 1.0)
             idf[tok.sep_token_id] = 0
             idf[tok.cls_token_id] = 0
@@ -277,7 +277,6 @@ class TextScorer:
         if self.cfg.bertscore_idf:
             idf = get_idf_dict([t for t in refs if t.strip()] or ["."], tok, nthreads=0)
         else:
-            from collections import defaultdict
             idf = defaultdict(lambda: 1.0)
             idf[tok.sep_token_id] = 0
             idf[tok.cls_token_id] = 0
@@ -310,7 +309,6 @@ class TextScorer:
 
     def _embed(self, sents: Sequence[str], model, tok) -> dict:
         """{sentence: (token embeddings (L, d) on CPU, token ids)} for every sentence given."""
-        from collections import defaultdict
 
         from bert_score.utils import get_bert_embedding, sent_encode
         need = {s: self._emb[s] for s in dict.fromkeys(sents) if s in self._emb}

@@ -37,6 +37,8 @@ decoded, their key frames only scored.
 """
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,7 +152,6 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
     -------
     ReconResult
     """
-    import time
     t0, timing = time.time(), {}
     r = cfg.recon
     pipe = None
@@ -257,7 +258,6 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
 
 
 def _stage1_name(cfg) -> str:
-    import json
     p = stage1_results_dir(cfg) / "summary.json"
     return json.loads(p.read_text()).get("run_name", "") if p.is_file() else ""
 

@@ -29,6 +29,7 @@ import torch.nn as nn
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.lora.layer import Linear as _LoraLinear
 from peft.tuners.lora.layer import LoraLayer
+import pandas as pd
 
 from ..config import AdaptorConfig
 from .encoder import FMRIEncoder, MaskedBrainModel
@@ -220,7 +221,6 @@ def count_parameters(model: nn.Module) -> dict:
 
 def adaptor_table(models: dict):
     """DataFrame (one row per named model): total, trainable, percent, adapted layers."""
-    import pandas as pd
 
     rows = [dict(model=name, **count_parameters(m), adapted_layers=len(adapted_layers(m)))
             for name, m in models.items()]

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..atomic import write_csv
 from ..config import config_hash
@@ -260,7 +261,6 @@ def encode_frames(encoder: FrameEncoder, frames: np.ndarray, *, batch_size: int 
     -------
     array of shape (n_clips, F, P, C), float16 unless ``out`` says otherwise.
     """
-    from tqdm.auto import tqdm
 
     n, f = frames.shape[:2]
     per = max(1, batch_size // f)

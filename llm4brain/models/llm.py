@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import shutil
 import importlib.util
 import json
 import os
@@ -184,7 +185,6 @@ def load_smollm2(cfg=None, *, cache_dir: str | os.PathLike | None = None,
         (tmp / "SOURCE.json").write_text(json.dumps(dict(gguf=str(gguf),
                                                          size=gguf.stat().st_size)))
         if cache_dir.exists():
-            import shutil
             shutil.rmtree(cache_dir)
         tmp.rename(cache_dir)
         del model

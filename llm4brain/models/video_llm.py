@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from .llm import LLMBackend
 
@@ -342,7 +343,6 @@ class VideoLLM(nn.Module):
         -------
         list of n str
         """
-        from tqdm.auto import tqdm
 
         c = self.llm_cfg
         bs = batch_size or c.batch_size

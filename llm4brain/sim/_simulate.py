@@ -15,6 +15,7 @@ confounds TSV). Everything is deterministic from the seed.
 """
 from __future__ import annotations
 
+import os
 import json
 import shutil
 from dataclasses import asdict
@@ -252,7 +253,6 @@ def _render_all(specs, sim, out_root: Path, corpus: str, rng, classes, progress=
     Frames depend only on each spec's seed, so the result does not depend on ``workers``;
     descriptions draw from ``rng`` sequentially in the parent, in spec order.
     """
-    import os
     from concurrent.futures import ProcessPoolExecutor
 
 
