@@ -19,7 +19,6 @@ import pandas as pd
 
 from .config import load_config
 from .data import load_splits, load_trial_cache
-
 from .evaluation.attributes import AttributeParser, attribute_correct, truth_frame
 from .evaluation.baselines import nearest_training_answers
 from .evaluation.decoding import build_eval_set, chance_decodes, decode_eval_set

@@ -47,7 +47,6 @@ _PDF_KEYWORDS = re.compile(rb"/Keywords\s*\(llm4brain ([^)]*)\)")
 
 @functools.lru_cache(maxsize=1)
 def _revision() -> str:
-
     return git_revision()
 
 

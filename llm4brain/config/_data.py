@@ -153,7 +153,6 @@ class DataConfig:
             object.__setattr__(self, "onset_offset", "auto")
         r = self.resample_to.strip()
         if r.lower().startswith("mni152"):
-
             if not re.fullmatch(r"mni152_\d+", r.lower()):
                 raise ValueError(f"data.resample_to {r!r}: the template form is mni152_<mm> "
                                  f"with a whole number of mm, e.g. mni152_2 (2 mm); or give the "

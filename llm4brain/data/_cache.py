@@ -97,7 +97,6 @@ class TrialCache(TrialBlocks):
 
 
 def cache_key(cfg, runs: list[RunFiles]) -> str:
-
     d = {k: getattr(cfg.data, k) for k in _KEY_FIELDS}
     if cfg.data.cache_format != "dense32":          # (dense32 caches keep their old keys)
         d["cache_format"] = cfg.data.cache_format

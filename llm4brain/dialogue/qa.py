@@ -102,7 +102,6 @@ class Question:
 
 
 def _agent_kind_phrases(lexicon: Mapping | None = None) -> dict:
-
     agents = load_lexicon(lexicon)["attributes"]["agent"]
     out = {"animal": ["animal", "animals", "creature", "pet"],
            "person": ["human", "someone", "somebody"],
@@ -113,7 +112,6 @@ def _agent_kind_phrases(lexicon: Mapping | None = None) -> dict:
 
 
 def _questions() -> tuple[Question, ...]:
-
     return (
         Question("agent", "Is the main thing in the video an animal, a person or an object?",
                  "agent", ("animal", "person", "object"), truth_map=dict(_AGENT_KIND),
@@ -149,12 +147,10 @@ class AnswerParser:
     """
 
     def __init__(self, lexicon=None):
-
         self.lexicon = load_lexicon(lexicon)
         self._parsers: dict = {}
 
     def _parser(self, q: Question):
-
         if q.name not in self._parsers:
             attrs = dict(self.lexicon["attributes"])
             if q.phrases is not None:
