@@ -26,6 +26,7 @@ from sklearn.preprocessing import StandardScaler
 
 from llm4brain.config import load_config
 from llm4brain.data import build_trial_cache, make_splits
+from llm4brain.evaluation.stage1 import voxel_features
 from llm4brain.sim import simulate_dataset
 from llm4brain.training.tuning import pseudo_target_splits, with_overrides
 
@@ -33,10 +34,10 @@ OUT = Path(__file__).resolve().parent / "results" / "data_scale.csv"
 
 
 def block_means(tc, idx) -> np.ndarray:
-    """Mask voxels of each trial block, averaged over its volumes: (n, n_voxels)."""
-    v = tc.trial_vectors(idx)
-    T = tc.block_shape[0]
-    return v.reshape(len(idx), T, -1).mean(1)
+    """Mask voxels of each trial block, averaged over its volumes (the ridge baseline's
+    inputs, :func:`llm4brain.evaluation.stage1.voxel_features`): (n, n_voxels)."""
+    idx = np.asarray(idx)
+    return voxel_features(lambda pos: np.asarray(tc.blocks[idx[pos]]), len(idx), tc.mask)
 
 
 def score(cfg) -> dict:
