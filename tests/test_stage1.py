@@ -263,3 +263,5 @@ def test_train_encoder_unfreezes_the_encoder_and_names_its_own_run(tiny_world, t
                    if n.startswith("blocks.") and "lora_" not in n)
     assert not any(p.requires_grad for n, p in full.encoder.named_parameters()
                    if n.startswith(("pos_embed", "cls_token")))
+    both = ms1.build_stage1_model(cfg.replace(stage1__train_encoder=True), w["encoder"], w["branch"])
+    assert not any("lora_" in n for n, _ in both.encoder.named_parameters())

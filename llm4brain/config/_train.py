@@ -100,7 +100,8 @@ class Stage1Config:
         still train); with ``qformer_adaptors: none`` there is no adaptor at all.
     train_encoder : bool
         ``true``: every weight of the fMRI encoder's transformer trains in Stage I (full
-        fine-tuning instead of adaptors; the fixed sin-cos positions stay frozen). Off as in
+        fine-tuning instead of adaptors: no encoder adaptors are added whatever
+        ``encoder_adaptors`` says; the fixed sin-cos positions stay frozen). Off as in
         the paper; a candidate on the pseudo-target where the frozen encoder loses the signal.
     eval_batch_size : int
         Trials a forward pass when embedding for evaluation.

@@ -120,7 +120,7 @@ def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module) -> Stage1Mode
     br = freeze(copy.deepcopy(branch))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.run.seed + 7)
-        if cfg.stage1.encoder_adaptors:
+        if cfg.stage1.encoder_adaptors and not cfg.stage1.train_encoder:  # full training needs none
             add_adaptors(enc, cfg, trainable=ENCODER_TRAINABLE)
         where = cfg.stage1.qformer_adaptors
         if where == "video":
