@@ -124,14 +124,17 @@ had-dryrun: $(STAMP)  ## the had profile from loading to tables on this CPU (HAD
 # make test: the suite without the tests marked slow (under 15 min from a fresh clone, venv
 # included); make test-slow: those (every notebook on smoke, fault injection, the smoke-run
 # dialogue tests); .ci/run runs both. gpu tests are excluded unless asked for (-m gpu).
+# pytest with the given selection; exit status 5 (nothing collected) is a failure
+run_pytest = $(PY) -m pytest -q $(1) $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
 test: $(STAMP)  ## run the test suite, without the tests marked slow (make test-slow runs those)
-	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+	$(call run_pytest,-m "not slow and not gpu")
 
 test-slow: $(STAMP)  ## the tests marked slow: every notebook on the smoke profile, fault injection, smoke-run dialogue
-	$(PY) -m pytest -q -m "slow and not gpu" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+	$(call run_pytest,-m "slow and not gpu")
 
 test-all: $(STAMP)  ## make test and make test-slow in one pytest run
-	$(PY) -m pytest -q -m "not gpu" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+	$(call run_pytest,-m "not gpu")
 
 bench: $(STAMP)  ## run the benchmarks in bench/ (figures to bench/results/)
 	@for b in bench/bench_*.py; do echo ">> $$b"; $(PY) $$b || exit 1; done
