@@ -48,6 +48,37 @@ def test_clip_loss_matches_numpy_reference_both_directions(rng):
     assert row != pytest.approx(col)
 
 
+def test_soft_clip_loss_matches_numpy_reference(rng):
+    """stage1.soft_tau: cross-entropy of both directions against softmax(video sims / soft_tau)."""
+    z, x = rng.normal(size=(5, 6)), rng.normal(size=(5, 6))
+    s = _np_unit(z) @ _np_unit(x).T / 0.05
+    v = _np_unit(x) @ _np_unit(x).T / 0.2
+    q = np.exp(v - v.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    row = np.mean([-(q[i] * (s[i] - _np_logsumexp(s[i]))).sum() for i in range(5)])
+    col = np.mean([-(q[i] * (s[:, i] - _np_logsumexp(s[:, i]))).sum() for i in range(5)])
+    assert float(clip_loss(_t(z), _t(x), 0.05, soft_tau=0.2)) == pytest.approx(row + col, rel=1e-9)
+    # a cold target temperature is the one-hot loss; a warm one is not
+    assert float(clip_loss(_t(z), _t(x), 0.05, soft_tau=1e-4)) == pytest.approx(
+        float(clip_loss(_t(z), _t(x), 0.05)), rel=1e-6)
+    assert float(clip_loss(_t(z), _t(x), 0.05, soft_tau=0.5)) != pytest.approx(
+        float(clip_loss(_t(z), _t(x), 0.05)), rel=1e-3)
+    # no gradient flows through the targets: with z fixed, d/dx comes from the logits only
+    xt = _t(x).requires_grad_(True)
+    clip_loss(_t(z), xt, 0.05, soft_tau=0.2).backward()
+    g_soft = xt.grad.clone()
+    xt.grad = None
+    q_t = torch.softmax(torch.nn.functional.normalize(_t(x), dim=-1)
+                        @ torch.nn.functional.normalize(_t(x), dim=-1).T / 0.2, -1)
+    logits = (torch.nn.functional.normalize(_t(z), dim=-1)
+              @ torch.nn.functional.normalize(xt, dim=-1).T / 0.05)
+    (torch.nn.functional.cross_entropy(logits, q_t)
+     + torch.nn.functional.cross_entropy(logits.T, q_t)).backward()
+    assert torch.allclose(g_soft, xt.grad, atol=1e-12)
+    with pytest.raises(ValueError, match="soft_tau"):
+        clip_loss(_t(z), _t(x), 0.05, soft_tau=-1.0)
+
+
 def test_losses_ignore_autocast(rng):
     z = torch.tensor(rng.normal(size=(4, 8)), dtype=torch.float32)
     x = torch.tensor(rng.normal(size=(4, 8)), dtype=torch.float32)

@@ -265,3 +265,14 @@ def test_train_encoder_unfreezes_the_encoder_and_names_its_own_run(tiny_world, t
                    if n.startswith(("pos_embed", "cls_token")))
     both = ms1.build_stage1_model(cfg.replace(stage1__train_encoder=True), w["encoder"], w["branch"])
     assert not any("lora_" in n for n, _ in both.encoder.named_parameters())
+
+
+def test_soft_tau_names_its_own_run_and_is_checked(tiny_world, tmp_path):
+    """stage1.soft_tau: 0 (one-hot CLIP, the paper) keeps the run name; > 0 changes it;
+    a negative value is refused naming the setting."""
+    cfg = tiny_world(tmp_path)["cfg"]
+    base = s1.stage1_run_name(cfg)
+    assert s1.stage1_run_name(cfg.replace(stage1__soft_tau=0.0)) == base
+    assert s1.stage1_run_name(cfg.replace(stage1__soft_tau=0.1)) != base
+    with pytest.raises(ValueError, match="stage1.soft_tau"):
+        cfg.replace(stage1__soft_tau=-0.1)

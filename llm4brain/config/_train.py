@@ -68,6 +68,11 @@ class Stage1Config:
     eq. 1b;
     tau : CLIP temperature (eq. 1, 0.05 in the paper); pool : how tokens are pooled for the
     CLIP term and for retrieval (``mean`` | ``flatten`` | ``first``).
+    soft_tau : float
+        ``0`` (the paper): one-hot CLIP targets. ``> 0``: MindEye's soft CLIP targets, the
+        softmax of the batch's video-video cosine similarities at this temperature
+        (:func:`llm4brain.training.losses.clip_loss`): clips that look alike stop being
+        negatives the fMRI has to tell apart.
     projector : str
         fMRI-side projection adaptor (registry :data:`llm4brain.models.bridge.PROJECTORS`):
         ``query`` (L learned queries cross-attending to the encoder tokens, like a Q-Former
@@ -119,6 +124,7 @@ class Stage1Config:
     alpha: float = 0.5
     tau: float = 0.05
     pool: str = "mean"
+    soft_tau: float = 0.0
     projector: str = "query"
     projector_layers: int = 1
     projector_heads: int = 4
@@ -156,6 +162,9 @@ class Stage1Config:
         _at_least("stage1.eval_batch_size", self.eval_batch_size, 1)
         if self.tau <= 0:
             raise ValueError(f"stage1.tau must be > 0, got {self.tau}")
+        if self.soft_tau < 0:
+            raise ValueError(f"stage1.soft_tau must be >= 0 (0 = the paper's one-hot CLIP "
+                             f"targets), got {self.soft_tau}")
         if self.ridge_cv == 1 or self.ridge_cv < 0:
             raise ValueError(f"stage1.ridge_cv must be 0 (leave-one-out) or >= 2 folds, "
                              f"got {self.ridge_cv}")

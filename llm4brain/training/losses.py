@@ -63,7 +63,8 @@ def _check(cond: bool, msg: str) -> None:
 
 # ----------------------------------------------------------------------------- Stage I
 @_full_precision
-def clip_loss(z: torch.Tensor, x: torch.Tensor, tau: float = 0.05) -> torch.Tensor:
+def clip_loss(z: torch.Tensor, x: torch.Tensor, tau: float = 0.05,
+              soft_tau: float = 0.0) -> torch.Tensor:
     """CLIP loss between fMRI predictions and video embeddings (paper eq. 1).
 
     .. math::
@@ -83,6 +84,13 @@ def clip_loss(z: torch.Tensor, x: torch.Tensor, tau: float = 0.05) -> torch.Tens
         Video-side embeddings; row ``i`` is the positive of ``z[i]``.
     tau : float
         Temperature (0.05 in the paper).
+    soft_tau : float
+        ``0`` (the paper): the positive of row ``i`` is column ``i`` alone (one-hot targets).
+        ``> 0``: soft targets, MindEye's *SoftCLIP* (Scotti et al. 2023): the target
+        distribution of row ``i`` is ``softmax_j(s(x_i, x_j) / soft_tau)`` over the video
+        embeddings of the batch (no gradient through it), so clips that look alike are
+        partial positives instead of negatives the fMRI must tell apart. As ``soft_tau -> 0``
+        it becomes the one-hot loss. Its minimum is the targets' entropy (twice), not 0.
 
     Returns
     -------
@@ -92,7 +100,13 @@ def clip_loss(z: torch.Tensor, x: torch.Tensor, tau: float = 0.05) -> torch.Tens
            f"clip_loss expects z and x of the same shape (B, D); got {tuple(z.shape)} and "
            f"{tuple(x.shape)}. Pool token sequences first (stage1_loss(pool=...)).")
     _check(tau > 0, f"clip_loss: temperature tau must be > 0, got {tau}")
-    logits = F.normalize(_up(z), dim=-1) @ F.normalize(_up(x), dim=-1).T / tau
+    _check(soft_tau >= 0, f"clip_loss: soft_tau must be >= 0 (0 = one-hot targets), got {soft_tau}")
+    xn = F.normalize(_up(x), dim=-1)
+    logits = F.normalize(_up(z), dim=-1) @ xn.T / tau
+    if soft_tau > 0:
+        xd = xn.detach()
+        target = F.softmax(xd @ xd.T / soft_tau, dim=-1)    # symmetric: the same both ways
+        return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
     target = torch.arange(z.shape[0], device=z.device)
     return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
 
@@ -158,7 +172,8 @@ def pool_tokens(tokens: torch.Tensor, pool: str = "mean") -> torch.Tensor:
 
 
 def stage1_loss(z_tok: torch.Tensor, x_tok: torch.Tensor, beta: float = 0.5, alpha: float = 0.5,
-                tau: float = 0.05, pool: str = "mean") -> tuple[torch.Tensor, dict[str, float]]:
+                tau: float = 0.05, pool: str = "mean",
+                soft_tau: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Stage I objective (paper eq. 2): ``beta * L_CLIP + (1 - beta) * L_L2L1``.
 
     Parameters
@@ -175,6 +190,8 @@ def stage1_loss(z_tok: torch.Tensor, x_tok: torch.Tensor, beta: float = 0.5, alp
         CLIP temperature (eq. 1).
     pool : {"mean", "flatten", "first"}
         How tokens are pooled for the CLIP term (:func:`pool_tokens`).
+    soft_tau : float
+        Soft CLIP targets (:func:`clip_loss`); 0 = one-hot, as in the paper.
 
     Returns
     -------
@@ -183,7 +200,7 @@ def stage1_loss(z_tok: torch.Tensor, x_tok: torch.Tensor, beta: float = 0.5, alp
         ``{"clip": float, "l2l1": float, "total": float}`` (detached, for logging).
     """
     _check(0.0 <= beta <= 1.0, f"stage1_loss: beta must be in [0, 1], got {beta}")
-    lc = clip_loss(pool_tokens(z_tok, pool), pool_tokens(x_tok, pool), tau)
+    lc = clip_loss(pool_tokens(z_tok, pool), pool_tokens(x_tok, pool), tau, soft_tau)
     lr = l2l1_loss(z_tok, x_tok, alpha)
     total = beta * lc + (1.0 - beta) * lr
     return total, {"clip": float(lc.detach()), "l2l1": float(lr.detach()),
