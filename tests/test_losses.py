@@ -79,6 +79,18 @@ def test_soft_clip_loss_matches_numpy_reference(rng):
         clip_loss(_t(z), _t(x), 0.05, soft_tau=-1.0)
 
 
+def test_centred_clip_loss_is_the_loss_of_the_centred_batch(rng):
+    """stage1.center: the cosine after subtracting each side's batch mean; a common offset
+    added to every video embedding changes the plain loss and not the centred one."""
+    z, x = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    ref = float(clip_loss(_t(z - z.mean(0)), _t(x - x.mean(0)), 0.05))
+    assert float(clip_loss(_t(z), _t(x), 0.05, center=True)) == pytest.approx(ref, rel=1e-12)
+    off = x + 10.0 * rng.normal(size=(1, 4))
+    assert float(clip_loss(_t(z), _t(off), 0.05, center=True)) == pytest.approx(ref, rel=1e-9)
+    assert float(clip_loss(_t(z), _t(off), 0.05)) != pytest.approx(
+        float(clip_loss(_t(z), _t(x), 0.05)), rel=1e-3)
+
+
 def test_losses_ignore_autocast(rng):
     z = torch.tensor(rng.normal(size=(4, 8)), dtype=torch.float32)
     x = torch.tensor(rng.normal(size=(4, 8)), dtype=torch.float32)

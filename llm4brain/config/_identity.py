@@ -52,6 +52,7 @@ IDENTITY_OFF_DEFAULT: dict[str, dict[str, Callable[[dict], bool]]] = {
         "encoder_adaptors": lambda s: bool(s.get("encoder_adaptors", True)),  # ablation switch, on
         "train_encoder": lambda s: not s.get("train_encoder", False),        # candidate, off
         "soft_tau": lambda s: not s.get("soft_tau", 0.0),                    # candidate, off
+        "center": lambda s: not s.get("center", False),                      # candidate, off
     },
     # Stage I's ablation switch (no SC-MBM pretraining), on by default
     "mae": {"pretrained": lambda s: bool(s.get("pretrained", True))},

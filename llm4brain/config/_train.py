@@ -73,6 +73,11 @@ class Stage1Config:
         softmax of the batch's video-video cosine similarities at this temperature
         (:func:`llm4brain.training.losses.clip_loss`): clips that look alike stop being
         negatives the fMRI has to tell apart.
+    center : bool
+        Centred cosine (off as in the paper): the CLIP term subtracts each side's batch mean
+        before the cosine, and the evaluation (Stage I, ridge baseline, ridge + NN, noise
+        ceiling) subtracts the training trials' mean embeddings, so retrieval compares what
+        differs between clips instead of the large component all pooled video tokens share.
     projector : str
         fMRI-side projection adaptor (registry :data:`llm4brain.models.bridge.PROJECTORS`):
         ``query`` (L learned queries cross-attending to the encoder tokens, like a Q-Former
@@ -125,6 +130,7 @@ class Stage1Config:
     tau: float = 0.05
     pool: str = "mean"
     soft_tau: float = 0.0
+    center: bool = False
     projector: str = "query"
     projector_layers: int = 1
     projector_heads: int = 4

@@ -124,7 +124,9 @@ def evaluate_stage1(cfg, model: Stage1Model, tc, splits, video: VideoInputs, *,
 
     Files: ``retrieval.csv``, ``summary.json`` (settings, ridge alpha, target numbers),
     ``embeddings.npz`` (per split: ``<split>_z``, ``<split>_x``, ``<split>_ridge``,
-    ``<split>_rows``) and ``embeddings_meta.tsv``.
+    ``<split>_rows``) and ``embeddings_meta.tsv``. With ``stage1.center`` every embedding is
+    scored and saved minus the training trials' mean (video embeddings and ridge predictions
+    minus the video one, fMRI embeddings minus the fMRI one): the centred cosine.
     """
     s = cfg.stage1
     views = {"train": source_view(tc, splits, "train"), "val": source_view(tc, splits, "val"),
@@ -140,6 +142,12 @@ def evaluate_stage1(cfg, model: Stage1Model, tc, splits, video: VideoInputs, *,
     ridge = RidgeCV(alphas=s.ridge_alphas, cv=s.ridge_cv).fit(X["train"], emb["train"]["x"])
     for split in ("val", "eval"):
         emb[split]["ridge"] = ridge.predict(X[split]).astype(np.float32)
+    if s.center:    # centred cosine: every embedding minus its training trials' mean
+        mx, mz = emb["train"]["x"].mean(0), emb["train"]["z"].mean(0)
+        for e in emb.values():
+            e["x"], e["z"] = e["x"] - mx, e["z"] - mz
+            if "ridge" in e:
+                e["ridge"] = e["ridge"] - mx
     rows = []
     for split in ("val", "eval"):
         e = emb[split]

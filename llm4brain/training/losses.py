@@ -64,7 +64,7 @@ def _check(cond: bool, msg: str) -> None:
 # ----------------------------------------------------------------------------- Stage I
 @_full_precision
 def clip_loss(z: torch.Tensor, x: torch.Tensor, tau: float = 0.05,
-              soft_tau: float = 0.0) -> torch.Tensor:
+              soft_tau: float = 0.0, center: bool = False) -> torch.Tensor:
     """CLIP loss between fMRI predictions and video embeddings (paper eq. 1).
 
     .. math::
@@ -91,6 +91,11 @@ def clip_loss(z: torch.Tensor, x: torch.Tensor, tau: float = 0.05,
         embeddings of the batch (no gradient through it), so clips that look alike are
         partial positives instead of negatives the fMRI must tell apart. As ``soft_tau -> 0``
         it becomes the one-hot loss. Its minimum is the targets' entropy (twice), not 0.
+    center : bool
+        Centred cosine: subtract each side's batch mean before the cosine (``stage1.center``).
+        Embeddings that share a large common component (the video Q-Former's pooled tokens:
+        pairwise cosines 0.5-0.99) differ from each other in a small part of their length;
+        without centring the cosine, and the loss, barely see those differences.
 
     Returns
     -------
@@ -101,8 +106,12 @@ def clip_loss(z: torch.Tensor, x: torch.Tensor, tau: float = 0.05,
            f"{tuple(x.shape)}. Pool token sequences first (stage1_loss(pool=...)).")
     _check(tau > 0, f"clip_loss: temperature tau must be > 0, got {tau}")
     _check(soft_tau >= 0, f"clip_loss: soft_tau must be >= 0 (0 = one-hot targets), got {soft_tau}")
-    xn = F.normalize(_up(x), dim=-1)
-    logits = F.normalize(_up(z), dim=-1) @ xn.T / tau
+    z, x = _up(z), _up(x)
+    if center:
+        _check(z.shape[0] >= 2, "clip_loss: center=True needs a batch of at least 2")
+        z, x = z - z.mean(0, keepdim=True), x - x.mean(0, keepdim=True)
+    xn = F.normalize(x, dim=-1)
+    logits = F.normalize(z, dim=-1) @ xn.T / tau
     if soft_tau > 0:
         xd = xn.detach()
         target = F.softmax(xd @ xd.T / soft_tau, dim=-1)    # symmetric: the same both ways
@@ -173,7 +182,8 @@ def pool_tokens(tokens: torch.Tensor, pool: str = "mean") -> torch.Tensor:
 
 def stage1_loss(z_tok: torch.Tensor, x_tok: torch.Tensor, beta: float = 0.5, alpha: float = 0.5,
                 tau: float = 0.05, pool: str = "mean",
-                soft_tau: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+                soft_tau: float = 0.0,
+                center: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """Stage I objective (paper eq. 2): ``beta * L_CLIP + (1 - beta) * L_L2L1``.
 
     Parameters
@@ -192,6 +202,8 @@ def stage1_loss(z_tok: torch.Tensor, x_tok: torch.Tensor, beta: float = 0.5, alp
         How tokens are pooled for the CLIP term (:func:`pool_tokens`).
     soft_tau : float
         Soft CLIP targets (:func:`clip_loss`); 0 = one-hot, as in the paper.
+    center : bool
+        Centred cosine in the CLIP term (:func:`clip_loss`).
 
     Returns
     -------
@@ -200,7 +212,7 @@ def stage1_loss(z_tok: torch.Tensor, x_tok: torch.Tensor, beta: float = 0.5, alp
         ``{"clip": float, "l2l1": float, "total": float}`` (detached, for logging).
     """
     _check(0.0 <= beta <= 1.0, f"stage1_loss: beta must be in [0, 1], got {beta}")
-    lc = clip_loss(pool_tokens(z_tok, pool), pool_tokens(x_tok, pool), tau, soft_tau)
+    lc = clip_loss(pool_tokens(z_tok, pool), pool_tokens(x_tok, pool), tau, soft_tau, center)
     lr = l2l1_loss(z_tok, x_tok, alpha)
     total = beta * lc + (1.0 - beta) * lr
     return total, {"clip": float(lc.detach()), "l2l1": float(lr.detach()),

@@ -116,6 +116,7 @@ def stage1_loss_fn(stage1_cfg) -> Callable:
     s = stage1_cfg
     detach = bool(getattr(s, "l2l1_detach_video", True))
     soft_tau = float(getattr(s, "soft_tau", 0.0))
+    center = bool(getattr(s, "center", False))
 
     def loss_fn(model, batch):
         z, x = model(batch["blocks"], batch["video"])
@@ -123,9 +124,9 @@ def stage1_loss_fn(stage1_cfg) -> Callable:
             x = x.detach()
         if not detach:
             total, terms = stage1_loss(z, x, beta=s.beta, alpha=s.alpha, tau=s.tau, pool=s.pool,
-                                       soft_tau=soft_tau)
+                                       soft_tau=soft_tau, center=center)
             return total, {"clip": terms["clip"], "l2l1": terms["l2l1"]}
-        lc = clip_loss(pool_tokens(z, s.pool), pool_tokens(x, s.pool), s.tau, soft_tau)
+        lc = clip_loss(pool_tokens(z, s.pool), pool_tokens(x, s.pool), s.tau, soft_tau, center)
         lr = l2l1_loss(z, x.detach(), s.alpha)
         total = s.beta * lc + (1.0 - s.beta) * lr
         return total, {"clip": float(lc.detach()), "l2l1": float(lr.detach())}
