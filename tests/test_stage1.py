@@ -276,3 +276,52 @@ def test_soft_tau_names_its_own_run_and_is_checked(tiny_world, tmp_path):
     assert s1.stage1_run_name(cfg.replace(stage1__soft_tau=0.1)) != base
     with pytest.raises(ValueError, match="stage1.soft_tau"):
         cfg.replace(stage1__soft_tau=-0.1)
+
+
+def test_voxel_readout_full_rank_is_sklearns_ridge(rng):
+    """VoxelReadout.fit_ridge at full rank predicts what sklearn's RidgeCV predicts; a lower
+    rank keeps the top directions of the predictions; the untrained read-out emits zeros."""
+    from sklearn.linear_model import RidgeCV
+
+    from llm4brain.models.bridge import VoxelReadout
+    mask = np.zeros((3, 4, 2), bool)
+    mask[1:, :3] = True                                       # 12 voxels
+    blocks = rng.normal(size=(40, 2, 3, 4, 2)).astype(np.float32)
+    W = rng.normal(size=(12, 6))
+    X = blocks.mean(1)[:, mask]
+    Y = (X @ W + 0.1 * rng.normal(size=(40, 6))).reshape(40, 2, 3)
+    ro = VoxelReadout(mask, n_tokens=2, out_dim=3, rank=6)
+    assert torch.count_nonzero(ro(torch.from_numpy(blocks))) == 0
+    np.testing.assert_allclose(ro.voxels(torch.from_numpy(blocks)).numpy(), X, rtol=1e-6)
+    info = ro.fit_ridge(X, Y, alphas=(0.1, 1.0, 10.0))
+    ref = RidgeCV(alphas=(0.1, 1.0, 10.0)).fit(X.astype(np.float64), Y.reshape(40, -1))
+    got = ro(torch.from_numpy(blocks)).detach().numpy().reshape(40, -1)
+    np.testing.assert_allclose(got, ref.predict(X.astype(np.float64)), atol=1e-4)
+    assert info["rank"] == 6 and info["kept_variance"] == pytest.approx(1.0)
+    ro2 = VoxelReadout(mask, n_tokens=2, out_dim=3, rank=2)
+    info2 = ro2.fit_ridge(X, Y, alphas=(0.1, 1.0, 10.0))
+    assert info2["rank"] == 2 and 0.3 < info2["kept_variance"] < 1.0
+    with pytest.raises(ValueError, match="mask"):
+        ro(torch.zeros(1, 2, 3, 3, 2))
+
+
+def test_voxel_readout_starts_stage1_at_the_ridge_and_needs_the_mask(tiny_world, tmp_path):
+    """stage1.voxel_readout: the model needs the mask; train_stage1 fits the read-out before
+    training, so with stage1.align off (no step) the fMRI tokens are the ridge read-out's;
+    ``ridge`` keeps it fixed, ``ridge-tuned`` trains it; the setting names its own run."""
+    w = tiny_world(tmp_path)
+    cfg = w["cfg"].replace(stage1__voxel_readout="ridge", stage1__voxel_readout_rank=4)
+    assert s1.stage1_run_name(cfg) != s1.stage1_run_name(w["cfg"])
+    assert s1.stage1_run_name(w["cfg"].replace(stage1__voxel_readout_rank=4)) == \
+        s1.stage1_run_name(w["cfg"])
+    with pytest.raises(ValueError, match="mask"):
+        ms1.build_stage1_model(cfg, w["encoder"], w["branch"])
+    m = ms1.build_stage1_model(cfg, w["encoder"], w["branch"], mask=w["tc"].mask)
+    assert not any(p.requires_grad for p in m.readout.parameters())
+    b = torch.from_numpy(w["tc"].blocks[:4].astype(np.float32))
+    assert torch.count_nonzero(m.eval().fmri_tokens(b)) == 0    # zero read-out, zero last layer
+    tuned = ms1.build_stage1_model(cfg.replace(stage1__voxel_readout="ridge-tuned"),
+                                   w["encoder"], w["branch"], mask=w["tc"].mask)
+    assert all(p.requires_grad for p in tuned.readout.parameters())
+    with pytest.raises(ValueError, match="stage1.voxel_readout"):
+        cfg.replace(stage1__voxel_readout="linear")

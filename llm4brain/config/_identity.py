@@ -53,6 +53,8 @@ IDENTITY_OFF_DEFAULT: dict[str, dict[str, Callable[[dict], bool]]] = {
         "train_encoder": lambda s: not s.get("train_encoder", False),        # candidate, off
         "soft_tau": lambda s: not s.get("soft_tau", 0.0),                    # candidate, off
         "center": lambda s: not s.get("center", False),                      # candidate, off
+        "voxel_readout": lambda s: s.get("voxel_readout", "none") == "none",  # candidate, off
+        "voxel_readout_rank": lambda s: s.get("voxel_readout", "none") == "none",
     },
     # Stage I's ablation switch (no SC-MBM pretraining), on by default
     "mae": {"pretrained": lambda s: bool(s.get("pretrained", True))},

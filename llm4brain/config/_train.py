@@ -73,6 +73,15 @@ class Stage1Config:
         softmax of the batch's video-video cosine similarities at this temperature
         (:func:`llm4brain.training.losses.clip_loss`): clips that look alike stop being
         negatives the fMRI has to tell apart.
+    voxel_readout : str
+        ``none`` (the paper): the fMRI tokens come from the encoder's tokens alone.
+        ``ridge``: a reduced-rank linear read-out of the brain-mask voxels is added to the
+        projector's tokens (:class:`llm4brain.models.bridge.VoxelReadout`), fitted in closed
+        form before Stage I (ridge from the training trials' voxels to their video tokens,
+        alpha from ``ridge_alphas`` by ``ridge_cv``) and kept fixed, while the encoder path
+        learns what it adds; ``ridge-tuned``: the same, and the read-out trains with Stage I.
+    voxel_readout_rank : int
+        Rank of the read-out (the ridge coefficients truncated by an SVD).
     center : bool
         Centred cosine (off as in the paper): the CLIP term subtracts each side's batch mean
         before the cosine, and the evaluation (Stage I, ridge baseline, ridge + NN, noise
@@ -131,6 +140,8 @@ class Stage1Config:
     pool: str = "mean"
     soft_tau: float = 0.0
     center: bool = False
+    voxel_readout: str = "none"
+    voxel_readout_rank: int = 128
     projector: str = "query"
     projector_layers: int = 1
     projector_heads: int = 4
@@ -152,6 +163,8 @@ class Stage1Config:
     def __post_init__(self):
         _one_of("stage1.pool", self.pool, ("mean", "flatten", "first"))
         _one_of("stage1.qformer_adaptors", self.qformer_adaptors, ("video", "both", "none"))
+        _one_of("stage1.voxel_readout", self.voxel_readout, ("none", "ridge", "ridge-tuned"))
+        _at_least("stage1.voxel_readout_rank", self.voxel_readout_rank, 1)
         _in_unit("stage1.beta", self.beta)
         _in_unit("stage1.alpha", self.alpha)
         _in_unit("stage1.video_warmup", self.video_warmup)

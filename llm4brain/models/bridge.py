@@ -35,10 +35,12 @@ from __future__ import annotations
 import copy
 from typing import Callable
 
+import numpy as np
 import torch
+from sklearn.linear_model import RidgeCV
 from torch import nn
 
-__all__ = ["QueryProjector", "PooledMLPProjector", "SpatialMLPProjector", "PROJECTORS", "build_projector",
+__all__ = ["QueryProjector", "PooledMLPProjector", "SpatialMLPProjector", "VoxelReadout", "PROJECTORS", "build_projector",
            "LLMBridge", "build_bridge"]
 
 
@@ -165,6 +167,76 @@ class SpatialMLPProjector(nn.Module):
         h = self.drop(self.squeeze(self.norm(tokens)).flatten(1))
         h = self.up(self.act(self.down(h)))
         return h.reshape(tokens.shape[0], self.n_tokens, self.out_dim)
+
+
+class VoxelReadout(nn.Module):
+    """Reduced-rank linear read-out of the brain-mask voxels to L tokens (``stage1.voxel_readout``).
+
+    ``(B, T, X, Y, Z) -> mean over T -> mask voxels (B, V) -> Linear(V, r) -> Linear(r, L * H)
+    -> (B, L, H)``, added to the projector's tokens. :meth:`fit_ridge` sets it in closed
+    form: ridge regression (alpha by cross-validation) of the training trials' video tokens
+    on their voxels, truncated to rank r by an SVD of the coefficients. The voxel signal
+    then reaches the fMRI tokens without passing the tokenizer, which keeps about half of it
+    on the default profile (README, *What the default run finds*).
+
+    Parameters
+    ----------
+    mask : bool array (X, Y, Z)
+        The trial cache's brain mask.
+    n_tokens, out_dim : L, H
+    rank : r (``stage1.voxel_readout_rank``)
+    """
+
+    def __init__(self, mask, n_tokens: int, out_dim: int, rank: int = 128):
+        super().__init__()
+        m = torch.as_tensor(np.asarray(mask, dtype=bool))
+        self.n_tokens, self.out_dim, self.rank = int(n_tokens), int(out_dim), int(rank)
+        self.register_buffer("voxel_index", torch.nonzero(m.flatten()).flatten())
+        self.mask_shape = tuple(m.shape)
+        self.down = nn.Linear(int(m.sum()), self.rank, bias=False)
+        self.up = nn.Linear(self.rank, self.n_tokens * self.out_dim)
+        nn.init.zeros_(self.down.weight)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def voxels(self, blocks: torch.Tensor) -> torch.Tensor:
+        """Blocks (B, T, X, Y, Z) -> brain-mask voxels averaged over T (B, V)."""
+        if blocks.ndim != 5 or tuple(blocks.shape[2:]) != self.mask_shape:
+            raise ValueError(f"VoxelReadout was built for blocks (B, T, {self.mask_shape}), got "
+                             f"{tuple(blocks.shape)}: build it with this trial cache's mask")
+        return blocks.float().mean(1).flatten(1)[:, self.voxel_index]
+
+    def forward(self, blocks: torch.Tensor) -> torch.Tensor:
+        h = self.up(self.down(self.voxels(blocks)))
+        return h.reshape(blocks.shape[0], self.n_tokens, self.out_dim)
+
+    @torch.no_grad()
+    def fit_ridge(self, X: np.ndarray, Y: np.ndarray, alphas, cv: int = 0) -> dict:
+        """Closed-form initialisation from voxels ``X`` (n, V) and video tokens ``Y`` (n, L, H).
+
+        Returns ``{"alpha", "rank", "kept_variance"}`` (the share of the full-rank ridge
+        predictions' variance on ``X`` that rank r keeps).
+        """
+        Y2 = np.asarray(Y, np.float64).reshape(len(Y), -1)
+        if Y2.shape[1] != self.n_tokens * self.out_dim or X.shape[1] != self.down.in_features:
+            raise ValueError(f"fit_ridge: X (n, {self.down.in_features}) and Y (n, "
+                             f"{self.n_tokens}, {self.out_dim}) expected, got {X.shape} and "
+                             f"{np.shape(Y)}")
+        ridge = RidgeCV(alphas=tuple(alphas), cv=cv or None).fit(np.asarray(X, np.float64), Y2)
+        W = np.asarray(ridge.coef_, np.float64).T                  # (V, L*H)
+        Xc = X - X.mean(0)
+        U, S, Vt = np.linalg.svd(Xc @ W, full_matrices=False)     # rank in prediction space
+        r = min(self.rank, len(S))
+        P = Vt[:r].T                                               # (L*H, r)
+        kept = float((S[:r] ** 2).sum() / max((S ** 2).sum(), 1e-30))
+        # W ~ (W P) P^T: the predictions projected on their top-r directions
+        self.down.weight.zero_()
+        self.up.weight.zero_()
+        self.down.weight[:r] = torch.as_tensor((W @ P).T, dtype=self.down.weight.dtype)
+        self.up.weight[:, :r] = torch.as_tensor(P, dtype=self.up.weight.dtype)
+        bias = Y2.mean(0) - X.mean(0) @ (W @ P) @ P.T   # ridge's intercept for the truncated map
+        self.up.bias.copy_(torch.as_tensor(bias, dtype=self.up.bias.dtype))
+        return dict(alpha=float(np.atleast_1d(ridge.alpha_)[0]), rank=r, kept_variance=kept)
 
 
 def _query(cfg, in_dim, out_dim, n_tokens):

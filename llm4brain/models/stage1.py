@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .adaptors import add_adaptors
-from .bridge import build_projector
+from .bridge import VoxelReadout, build_projector
 from .llm import freeze
 
 __all__ = ["ENCODER_TRAINABLE", "Stage1Model", "build_stage1_model", "trainable_names",
@@ -52,7 +52,7 @@ class Stage1Model(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, branch: nn.Module, projector: nn.Module,
-                 qformer_adaptors: str = "video"):
+                 qformer_adaptors: str = "video", readout: nn.Module | None = None):
         super().__init__()
         if qformer_adaptors not in ("video", "both", "none"):
             raise ValueError(f"stage1.qformer_adaptors = {qformer_adaptors!r}: use video, both "
@@ -60,6 +60,7 @@ class Stage1Model(nn.Module):
         self.encoder = encoder
         self.branch = branch
         self.projector = projector
+        self.readout = readout
         self.qformer_adaptors = qformer_adaptors
 
     @property
@@ -81,8 +82,10 @@ class Stage1Model(nn.Module):
         return self
 
     def fmri_tokens(self, blocks: torch.Tensor) -> torch.Tensor:
-        """fMRI tokens z of blocks (B, T, X, Y, Z): shape (B, L, H)."""
-        return self.projector(self.encoder(blocks))
+        """fMRI tokens z of blocks (B, T, X, Y, Z): shape (B, L, H) (projector of the encoder
+        tokens, plus the voxel read-out when there is one)."""
+        z = self.projector(self.encoder(blocks))
+        return z if self.readout is None else z + self.readout(blocks)
 
     def video_tokens(self, video: torch.Tensor) -> torch.Tensor:
         """Video tokens x (B, L, H) from frame-Q-Former outputs (B, F, Nq, H) or, with
@@ -96,7 +99,8 @@ class Stage1Model(nn.Module):
         return self.fmri_tokens(blocks), self.video_tokens(video)
 
 
-def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module) -> Stage1Model:
+def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module,
+                       mask=None) -> Stage1Model:
     """Stage I model from a pretrained encoder and video branch (both deep-copied).
 
     Parameters
@@ -108,13 +112,18 @@ def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module) -> Stage1Mode
         MAE-pretrained (``load_pretrained_mae(...).encoder``).
     branch : VideoBranch
         Pretrained (``load_video_llm(cfg).branch``).
+    mask : bool array (X, Y, Z), optional
+        The trial cache's brain mask; needed with ``stage1.voxel_readout`` (the read-out
+        starts at zero: :func:`llm4brain.training.stage1.train_stage1` fits it).
 
     Returns
     -------
     Stage1Model
         Trainable: tokenizer (+ width projection), encoder adaptors (or, with
         ``stage1.train_encoder``, the whole encoder but its positions), Q-Former adaptors,
-        projector. Everything else has ``requires_grad=False``.
+        projector, and the voxel read-out with ``voxel_readout: ridge-tuned``. Everything
+        else has ``requires_grad=False``. With a read-out the projector's last layer starts
+        at zero, so the untrained model's fMRI tokens are the read-out's.
     """
     enc = freeze(copy.deepcopy(encoder))
     br = freeze(copy.deepcopy(branch))
@@ -135,7 +144,19 @@ def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module) -> Stage1Mode
     hidden = int(br.proj.in_features)
     proj = build_projector(cfg, int(enc.embed_dim), hidden, int(br.num_tokens),
                            n_input_tokens=int(enc.n_tokens))
-    return Stage1Model(enc, br, proj, cfg.stage1.qformer_adaptors)
+    readout = None
+    kind = cfg.stage1.voxel_readout
+    if kind != "none":
+        if mask is None:
+            raise ValueError(f"stage1.voxel_readout = {kind!r} needs the trial cache's brain "
+                             f"mask: build_stage1_model(cfg, encoder, branch, mask=tc.mask)")
+        readout = VoxelReadout(mask, int(br.num_tokens), hidden, cfg.stage1.voxel_readout_rank)
+        readout.requires_grad_(kind == "ridge-tuned")
+        last = [m for m in proj.modules() if isinstance(m, nn.Linear)][-1]
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
+    return Stage1Model(enc, br, proj, cfg.stage1.qformer_adaptors, readout)
 
 
 def trainable_names(model: nn.Module) -> list[str]:

@@ -37,7 +37,7 @@ import torch
 from ..config import identity, run_key
 from ..models.encoder import build_encoder
 from ..models.llm import default_device
-from ..models.stage1 import Stage1Model, VideoInputs, build_stage1_model
+from ..models.stage1 import Stage1Model, VideoInputs, build_stage1_model, embed_clips
 from .guard import SourceView, source_view
 from .loop import checkpoint_path, fit, load_checkpoint
 from .losses import clip_loss, l2l1_loss, pool_tokens, stage1_loss
@@ -195,13 +195,15 @@ def train_stage1(cfg, tc, splits, *, vlm=None, features=None, mae=None, overwrit
     Stage1Result
     """
     encoder, branch = _pretrained_parts(cfg, tc, vlm, mae)
-    model = build_stage1_model(cfg, encoder, branch).to(default_device(cfg))
+    model = build_stage1_model(cfg, encoder, branch, mask=tc.mask).to(default_device(cfg))
     if features is None:
         features = video_features(cfg, progress=progress)
     video = VideoInputs(model, features, _needed_clips(tc, splits),
                         batch_size=cfg.stage1.eval_batch_size, progress=progress)
     view = source_view(tc, splits, "train")
     name = stage1_run_name(cfg) if name is None else name
+    if model.readout is not None and not checkpoint_path(cfg.run_dir, name).is_file():
+        fit_voxel_readout(cfg, model, view, video)
     model.train()
     align = cfg.stage1.align     # off (ablation): one step at lr 0 saves the initial model
     res = fit(model, stage1_loss_fn(cfg.stage1),
@@ -214,6 +216,23 @@ def train_stage1(cfg, tc, splits, *, vlm=None, features=None, mae=None, overwrit
               progress=progress, config=cfg, device=cfg.run.device)
     res.model.eval()
     return Stage1Result(res.model, res.log, name, res.trained, video)
+
+
+def fit_voxel_readout(cfg, model: Stage1Model, view: SourceView, video: VideoInputs) -> dict:
+    """Closed-form start of ``stage1.voxel_readout``: ridge from the training trials' voxels
+    (averaged over the block's volumes) to their clips' video tokens before Stage I, rank
+    ``stage1.voxel_readout_rank``; returns ``{"alpha", "rank", "kept_variance"}``."""
+    s = cfg.stage1
+    dev = next(model.readout.parameters()).device
+    X = []
+    with torch.no_grad():
+        for a in range(0, len(view), s.eval_batch_size):
+            b = np.asarray(view.blocks(np.arange(a, min(len(view), a + s.eval_batch_size))),
+                           dtype=np.float32)
+            X.append(model.readout.voxels(torch.from_numpy(b).to(dev)).cpu().numpy())
+    Y = embed_clips(model, video, list(view.stim_file), s.eval_batch_size).numpy()
+    model.train()
+    return model.readout.fit_ridge(np.concatenate(X), Y, s.ridge_alphas, s.ridge_cv)
 
 
 def load_stage1(cfg, tc, *, vlm=None, mae=None) -> Stage1Model:
@@ -229,7 +248,7 @@ def load_stage1(cfg, tc, *, vlm=None, mae=None) -> Stage1Model:
         raise FileNotFoundError(f"no Stage I checkpoint for these settings at {path}: run "
                                 f"notebook 03_stage1_alignment (train_stage1) first")
     encoder, branch = _pretrained_parts(cfg, tc, vlm, mae)
-    model = build_stage1_model(cfg, encoder, branch)
+    model = build_stage1_model(cfg, encoder, branch, mask=tc.mask)
     info = load_checkpoint(model, path)
     if not info.get("finished"):
         raise FileNotFoundError(f"Stage I run at {path} is unfinished (step {info.get('step')});"
