@@ -306,9 +306,10 @@ def test_voxel_readout_full_rank_is_sklearns_ridge(rng):
 
 
 def test_voxel_readout_starts_stage1_at_the_ridge_and_needs_the_mask(tiny_world, tmp_path):
-    """stage1.voxel_readout: the model needs the mask; train_stage1 fits the read-out before
-    training, so with stage1.align off (no step) the fMRI tokens are the ridge read-out's;
-    ``ridge`` keeps it fixed, ``ridge-tuned`` trains it; the setting names its own run."""
+    """stage1.voxel_readout: the model needs the mask; before any Stage I step its fMRI
+    tokens are zero, and after fit_voxel_readout (what train_stage1 runs first) they are the
+    ridge's predictions of the video tokens; ``ridge`` keeps it fixed, ``ridge-tuned`` trains
+    it; the setting names its own run."""
     w = tiny_world(tmp_path)
     cfg = w["cfg"].replace(stage1__voxel_readout="ridge", stage1__voxel_readout_rank=4)
     assert s1.stage1_run_name(cfg) != s1.stage1_run_name(w["cfg"])
@@ -320,6 +321,17 @@ def test_voxel_readout_starts_stage1_at_the_ridge_and_needs_the_mask(tiny_world,
     assert not any(p.requires_grad for p in m.readout.parameters())
     b = torch.from_numpy(w["tc"].blocks[:4].astype(np.float32))
     assert torch.count_nonzero(m.eval().fmri_tokens(b)) == 0    # zero read-out, zero last layer
+    video = ms1.VideoInputs(m, w["features"], w["tc"].trials["stim_file"])
+    view = source_view(w["tc"], w["splits"], "train")
+    s1.fit_voxel_readout(cfg.replace(stage1__voxel_readout_rank=10_000), m, view, video,
+                         w["tc"].mask)
+    from llm4brain.data import voxel_features
+    from llm4brain.models.ridge import RidgeCV
+    X = voxel_features(view.blocks, len(view), w["tc"].mask)
+    Y = ms1.embed_clips(m, video, list(view.stim_file)).numpy().reshape(len(view), -1)
+    ref = RidgeCV(cfg.stage1.ridge_alphas).fit(X, Y).predict(X)
+    got = ms1.embed_fmri(m, view.blocks, len(view)).numpy().reshape(len(view), -1)
+    np.testing.assert_allclose(got, ref, atol=1e-3 * np.abs(ref).max())
     tuned = ms1.build_stage1_model(cfg.replace(stage1__voxel_readout="ridge-tuned"),
                                    w["encoder"], w["branch"], mask=w["tc"].mask)
     assert all(p.requires_grad for p in tuned.readout.parameters())

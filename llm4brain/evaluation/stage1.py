@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from ..atomic import save_npz, write_csv, write_json
 from ..config import save_config
+from ..data import voxel_features
 from ..models.stage1 import Stage1Model, VideoInputs, embed_clips, embed_fmri
 from ..training.guard import source_view, target_evaluation_view
 from ..training.losses import pool_tokens
@@ -27,31 +27,6 @@ from .ridge import RidgeCV
 
 __all__ = ["voxel_features", "stage1_results_dir", "Stage1Evaluation", "evaluate_stage1",
            "load_stage1_results"]
-
-
-def voxel_features(get_blocks: Callable[[np.ndarray], np.ndarray], n: int, mask: np.ndarray,
-                   how: str = "mean", batch_size: int = 64) -> np.ndarray:
-    """Ridge inputs: brain-mask voxels of each block, averaged over its T volumes.
-
-    Parameters
-    ----------
-    get_blocks : callable ``positions -> (b, T, X, Y, Z)``
-    n : int
-    mask : bool array (X, Y, Z)
-    how : ``mean`` (average the T volumes: (n, V)) or ``flat`` (all volumes: (n, T * V))
-
-    Returns
-    -------
-    float32 array
-    """
-    if how not in ("mean", "flat"):
-        raise ValueError(f"voxel_features: how must be 'mean' or 'flat', got {how!r}")
-    m = np.asarray(mask, bool)
-    out = []
-    for s in range(0, n, batch_size):
-        b = np.asarray(get_blocks(np.arange(s, min(n, s + batch_size))), np.float32)[:, :, m]
-        out.append(b.mean(1) if how == "mean" else b.reshape(len(b), -1))
-    return np.concatenate(out) if out else np.zeros((0, int(m.sum())), np.float32)
 
 
 def stage1_results_dir(cfg) -> Path:

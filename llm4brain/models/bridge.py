@@ -37,8 +37,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.linear_model import RidgeCV
 from torch import nn
+
+from .ridge import RidgeCV
 
 __all__ = ["QueryProjector", "PooledMLPProjector", "SpatialMLPProjector", "VoxelReadout", "PROJECTORS", "build_projector",
            "LLMBridge", "build_bridge"]
@@ -174,8 +175,9 @@ class VoxelReadout(nn.Module):
 
     ``(B, T, X, Y, Z) -> mean over T -> mask voxels (B, V) -> Linear(V, r) -> Linear(r, L * H)
     -> (B, L, H)``, added to the projector's tokens. :meth:`fit_ridge` sets it in closed
-    form: ridge regression (alpha by cross-validation) of the training trials' video tokens
-    on their voxels, truncated to rank r by an SVD of the coefficients. The voxel signal
+    form: ridge regression (:class:`llm4brain.models.ridge.RidgeCV`, the ridge baseline's
+    solver) of the training trials' video tokens on their voxels, kept to the top r
+    directions of its predictions (an SVD of the fitted values). The voxel signal
     then reaches the fMRI tokens without passing the tokenizer, which keeps about half of it
     on the default profile (README, *What the default run finds*).
 
@@ -222,10 +224,9 @@ class VoxelReadout(nn.Module):
             raise ValueError(f"fit_ridge: X (n, {self.down.in_features}) and Y (n, "
                              f"{self.n_tokens}, {self.out_dim}) expected, got {X.shape} and "
                              f"{np.shape(Y)}")
-        ridge = RidgeCV(alphas=tuple(alphas), cv=cv or None).fit(np.asarray(X, np.float64), Y2)
+        ridge = RidgeCV(alphas=alphas, cv=cv).fit(X, Y2)
         W = np.asarray(ridge.coef_, np.float64).T                  # (V, L*H)
-        Xc = X - X.mean(0)
-        U, S, Vt = np.linalg.svd(Xc @ W, full_matrices=False)     # rank in prediction space
+        S, Vt = np.linalg.svd((X - X.mean(0)) @ W, full_matrices=False)[1:]
         r = min(self.rank, len(S))
         P = Vt[:r].T                                               # (L*H, r)
         kept = float((S[:r] ** 2).sum() / max((S ** 2).sum(), 1e-30))

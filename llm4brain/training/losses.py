@@ -112,11 +112,10 @@ def clip_loss(z: torch.Tensor, x: torch.Tensor, tau: float = 0.05,
         z, x = z - z.mean(0, keepdim=True), x - x.mean(0, keepdim=True)
     xn = F.normalize(x, dim=-1)
     logits = F.normalize(z, dim=-1) @ xn.T / tau
-    if soft_tau > 0:
-        xd = xn.detach()
-        target = F.softmax(xd @ xd.T / soft_tau, dim=-1)    # symmetric: the same both ways
-        return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
-    target = torch.arange(z.shape[0], device=z.device)
+    if soft_tau > 0:        # symmetric targets: the same for both directions
+        target = F.softmax(xn.detach() @ xn.detach().T / soft_tau, dim=-1)
+    else:
+        target = torch.arange(z.shape[0], device=z.device)
     return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
 
 

@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from ..config import identity, run_key
+from ..data import voxel_features
 from ..models.encoder import build_encoder
 from ..models.llm import default_device
 from ..models.stage1 import Stage1Model, VideoInputs, build_stage1_model, embed_clips
@@ -202,8 +203,8 @@ def train_stage1(cfg, tc, splits, *, vlm=None, features=None, mae=None, overwrit
                         batch_size=cfg.stage1.eval_batch_size, progress=progress)
     view = source_view(tc, splits, "train")
     name = stage1_run_name(cfg) if name is None else name
-    if model.readout is not None and not checkpoint_path(cfg.run_dir, name).is_file():
-        fit_voxel_readout(cfg, model, view, video)
+    if model.readout is not None:     # a resumed or finished run's checkpoint replaces it
+        fit_voxel_readout(cfg, model, view, video, tc.mask)
     model.train()
     align = cfg.stage1.align     # off (ablation): one step at lr 0 saves the initial model
     res = fit(model, stage1_loss_fn(cfg.stage1),
@@ -218,21 +219,15 @@ def train_stage1(cfg, tc, splits, *, vlm=None, features=None, mae=None, overwrit
     return Stage1Result(res.model, res.log, name, res.trained, video)
 
 
-def fit_voxel_readout(cfg, model: Stage1Model, view: SourceView, video: VideoInputs) -> dict:
+def fit_voxel_readout(cfg, model: Stage1Model, view: SourceView, video: VideoInputs,
+                      mask) -> dict:
     """Closed-form start of ``stage1.voxel_readout``: ridge from the training trials' voxels
     (averaged over the block's volumes) to their clips' video tokens before Stage I, rank
     ``stage1.voxel_readout_rank``; returns ``{"alpha", "rank", "kept_variance"}``."""
     s = cfg.stage1
-    dev = next(model.readout.parameters()).device
-    X = []
-    with torch.no_grad():
-        for a in range(0, len(view), s.eval_batch_size):
-            b = np.asarray(view.blocks(np.arange(a, min(len(view), a + s.eval_batch_size))),
-                           dtype=np.float32)
-            X.append(model.readout.voxels(torch.from_numpy(b).to(dev)).cpu().numpy())
+    X = voxel_features(view.blocks, len(view), mask, batch_size=s.eval_batch_size)
     Y = embed_clips(model, video, list(view.stim_file), s.eval_batch_size).numpy()
-    model.train()
-    return model.readout.fit_ridge(np.concatenate(X), Y, s.ridge_alphas, s.ridge_cv)
+    return model.readout.fit_ridge(X, Y, s.ridge_alphas, s.ridge_cv)
 
 
 def load_stage1(cfg, tc, *, vlm=None, mae=None) -> Stage1Model:
