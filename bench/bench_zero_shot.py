@@ -29,7 +29,8 @@ import torch
 
 from llm4brain.captions import load_captions
 from llm4brain.data import load_stimuli
-from llm4brain.evaluation.attributes import AttributeParser, attribute_correct, truth_frame
+from llm4brain.evaluation.attributes import (AttributeParser, attribute_correct, distinct_share,
+                                             truth_frame)
 from llm4brain.evaluation.controls import derangements
 from llm4brain.evaluation.decoding import EvalSet, build_eval_set, decode_eval_set
 from llm4brain.experiments import experiment_inputs, tune_stage1
@@ -73,7 +74,7 @@ def main(scales=(1.0,), seed: int = 0, profile: str = "default") -> None:
         ok = attribute_correct(parser.frame(list(texts)), truth)
         r = {a: round(100 * float(ok[a].mean()), 1) for a in
              ("agent", "action", "scene", "agent+action") if a in ok}
-        r["distinct"] = len(set(" ".join(str(t).split()).lower() for t in texts))
+        r["distinct"] = round(distinct_share(texts) * len(texts))
         rows.append(dict(condition=name, seed=seed, n_trials=len(texts), **r))
         print(rows[-1], flush=True)
 
