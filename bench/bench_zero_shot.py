@@ -29,7 +29,7 @@ import torch
 
 from llm4brain.captions import load_captions
 from llm4brain.data import load_stimuli
-from llm4brain.evaluation.attributes import (AttributeParser, attribute_correct, distinct_share,
+from llm4brain.evaluation.attributes import (AttributeParser, attribute_accuracy, distinct_share,
                                              truth_frame)
 from llm4brain.evaluation.controls import derangements
 from llm4brain.evaluation.decoding import EvalSet, build_eval_set, decode_eval_set
@@ -71,9 +71,9 @@ def main(scales=(1.0,), seed: int = 0, profile: str = "default") -> None:
     rows = []
 
     def score(name, texts):
-        ok = attribute_correct(parser.frame(list(texts)), truth)
-        r = {a: round(100 * float(ok[a].mean()), 1) for a in
-             ("agent", "action", "scene", "agent+action") if a in ok}
+        acc = attribute_accuracy(parser.frame(list(texts)), truth)
+        r = {a: round(100 * float(acc[a]), 1) for a in
+             ("agent", "action", "scene", "agent+action") if a in acc}
         r["distinct"] = round(distinct_share(texts) * len(texts))
         rows.append(dict(condition=name, seed=seed, n_trials=len(texts), **r))
         print(rows[-1], flush=True)
@@ -81,17 +81,14 @@ def main(scales=(1.0,), seed: int = 0, profile: str = "default") -> None:
     score("Video2Text (reference)", es.table["video2text"].tolist())
     print(f"sd ratio of predictions (adaptation runs) to video tokens: "
           f"{float((sd_z / sd_x.clamp_min(1e-6)).mean()):.3f}", flush=True)
-    for scale in scales:
-        for raw in (True, False):
-            if raw and scale != scales[0]:
-                continue
-            z = es.z if raw else mu_x + scale * (es.z - mu_z) * (sd_x / sd_z)
-            tag = "raw read-out" if raw else f"rescaled x{scale:g}"
-            for cond, zz in ((tag, z), (f"{tag}, shuffled fMRI", z[perm])):
-                dec = decode_eval_set(model, EvalSet(es.table, zz), seed=seed, progress=False)
-                score(cond, dec["fmri2text"].tolist())
-                if "shuffled" not in cond:
-                    print("  e.g.", dec["fmri2text"].tolist()[:4], flush=True)
+    tokens = [("raw read-out", es.z)] + [
+        (f"rescaled x{k:g}", mu_x + k * (es.z - mu_z) * (sd_x / sd_z)) for k in scales]
+    for tag, z in tokens:
+        for cond, zz in ((tag, z), (f"{tag}, shuffled fMRI", z[perm])):
+            dec = decode_eval_set(model, EvalSet(es.table, zz), seed=seed, progress=False)
+            score(cond, dec["fmri2text"].tolist())
+            if zz is z:
+                print("  e.g.", dec["fmri2text"].tolist()[:4], flush=True)
     t = pd.DataFrame(rows).assign(seconds=round(time.time() - t0))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     t.to_csv(OUT, mode="a", header=not OUT.is_file(), index=False)
