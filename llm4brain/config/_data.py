@@ -92,6 +92,14 @@ class DataConfig:
         folder when the dataset is read-only.
     block_trs : int
         Number of volumes T in a trial block (all runs must share one TR).
+    response : str
+        What a trial block holds. ``block`` (default): the T volumes from ``onset + lag_s``;
+        with HAD's 4 s between onsets they also hold the tails and rises of the neighbouring
+        trials' responses. ``beta``: the trial's single-trial response map, fitted per run
+        by least squares with one Glover-HRF regressor per trial (all trials at once, LSA;
+        event durations from the events files) and z-scored per voxel across the run's
+        trials, repeated in each of the T volumes so every model reading T-volume blocks runs
+        unchanged. ``dense32`` caches only.
     lag_s : float
         HRF delay: the block starts at the first volume at or after ``onset + lag_s``
         (``ceil((onset + lag_s) / TR)``).
@@ -128,6 +136,7 @@ class DataConfig:
     desc: str = "preproc"
     onset_offset: float | str = 0.0  # a number of seconds, or "auto" (see above)
     block_trs: int = 3
+    response: str = "block"           # or "beta": single-trial LSA response maps (see above)
     lag_s: float = 4.0
     confounds: tuple[str, ...] = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
     high_pass: float = 0.01
@@ -145,6 +154,13 @@ class DataConfig:
     work_dir: str = ""
 
     def __post_init__(self):
+        if self.response not in ("block", "beta"):
+            raise ValueError(f"data.response must be 'block' (volumes after the onset) or "
+                             f"'beta' (single-trial response maps), got {self.response!r}")
+        if self.response == "beta" and self.cache_format != "dense32":
+            raise ValueError(f"data.response: beta needs data.cache_format: dense32 (got "
+                             f"{self.cache_format!r}: masked16 reads its blocks from the stored "
+                             f"volumes); set one or the other")
         off = self.onset_offset
         if isinstance(off, str):
             if off.strip().lower() != "auto":

@@ -64,7 +64,8 @@ IDENTITY_OFF_DEFAULT: dict[str, dict[str, Callable[[dict], bool]]] = {
     "data": {"invalid_videos": lambda s: not s.get("invalid_videos"),
              "resample_to": lambda s: not s.get("resample_to"),
              "cifti_structures": lambda s: s.get("source") != "ciftify",
-             "cache_format": lambda s: s.get("cache_format", "dense32") == "dense32"},
+             "cache_format": lambda s: s.get("cache_format", "dense32") == "dense32",
+             "response": lambda s: s.get("response", "block") == "block"},
     # the patch1d tokenizer's sizes (MinD-Vis's Conv1d), only with that tokenizer
     "tokenizer": {"patch1d_size": lambda s: s.get("kind") != "patch1d",
                   "in_chans": lambda s: s.get("kind") != "patch1d"},

@@ -3,7 +3,9 @@
 For each run: load the BOLD (fMRIPrep MNI space or raw), regress out confounds, cosine drifts
 and the mean, z-score every voxel, keep the voxels of the brain mask, crop to the bounding box
 of the union of the subjects' masks. A trial's block is the T volumes starting at the first
-volume at or after ``onset + lag`` (``data.block_trs``, ``data.lag_s``; :func:`block_start_index`).
+volume at or after ``onset + lag`` (``data.block_trs``, ``data.lag_s``; :func:`block_start_index`),
+or with ``data.response: beta`` its least-squares-all single-trial response map
+(:func:`~llm4brain.data._runs.single_trial_betas`) in each of the T volumes.
 All runs must share one TR (blocks are counted in volumes). A subject's brain mask is the
 intersection of the masks of all its runs (fMRIPrep ``desc-brain_mask`` files, or for raw
 data an intensity mask computed from each run).
@@ -30,7 +32,8 @@ from ._bids import (DataError, RunFiles, _load_nifti, _say, check_same_tr, disco
                     fresh_build_dir, grid_mismatch)
 from ._packed import PackedBlocks, PackedVolumes
 from ._runs import (_clean_run, _subject_mask, _trial_rows, block_start_index, cosine_drift,
-                    intensity_mask, preprocess_run, read_run_events)
+                    intensity_mask, preprocess_run, read_run_events, single_trial_betas,
+                    trial_design)
 
 __all__ = ["TrialCache", "build_trial_cache", "cache_workers", "load_trial_cache", "iter_run_volumes",
            "preprocess_run", "cosine_drift", "cache_key", "block_start_index", "read_run_events",
@@ -100,6 +103,8 @@ def cache_key(cfg, runs: list[RunFiles]) -> str:
     d = {k: getattr(cfg.data, k) for k in _KEY_FIELDS}
     if cfg.data.cache_format != "dense32":          # (dense32 caches keep their old keys)
         d["cache_format"] = cfg.data.cache_format
+    if cfg.data.response != "block":                # (block caches keep their old keys)
+        d["response"] = cfg.data.response
     d["root"] = str(cfg.data_root)
     d["version"] = _CACHE_VERSION
     d["trs"] = sorted({round(float(r.tr), 6) for r in runs})   # a TR from a new sidecar rebuilds
@@ -283,15 +288,24 @@ def _dense_pass(cfg, runs, events, union, masks, mask_src, ref_aff, cmask, tmp: 
         for rf in it:
             it.set_postfix_str(f"sub-{rf.subject} run-{rf.run}")
             Y = _clean_run(rf, union, masks[rf.subject], mask_src[rf.subject], cfg.data, ref_aff)
+            ev = events[rf]
+            betas = (single_trial_betas(Y, trial_design(ev["onset"], ev["duration"], len(Y), rf.tr))
+                     if cfg.data.response == "beta" else None)
             vol = np.zeros((Y.shape[0],) + cmask.shape, np.float32)
             vol[:, cmask] = Y
             del Y
             if keep_volumes:
                 vfile.write(vol.tobytes())
                 vrows += [dict(subject=rf.subject, run=rf.run, volume=i) for i in range(len(vol))]
-            run_rows = _trial_rows(rf, events[rf], cfg.data, v if keep_volumes else None)
-            for r in run_rows:
-                bfile.write(np.ascontiguousarray(vol[r["_first"]:r["_first"] + T]).tobytes())
+            run_rows = _trial_rows(rf, ev, cfg.data, v if keep_volumes else None)
+            for j, r in enumerate(run_rows):
+                if betas is None:
+                    block = vol[r["_first"]:r["_first"] + T]
+                else:                         # the trial's beta map in each of the T volumes
+                    m = np.zeros(cmask.shape, np.float32)
+                    m[cmask] = betas[j]
+                    block = np.broadcast_to(m, (T,) + cmask.shape)
+                bfile.write(np.ascontiguousarray(block).tobytes())
             rows += run_rows
             v += len(vol)
     return rows, vrows

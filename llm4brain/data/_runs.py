@@ -11,7 +11,10 @@ from ._bids import (DataError, RunFiles, _load_nifti, _say, load_bold, load_mask
                     read_events)
 
 __all__ = ["cosine_drift", "preprocess_run", "block_start_index", "read_run_events",
-           "intensity_mask"]
+           "intensity_mask", "trial_design", "single_trial_betas", "RESPONSES"]
+
+#: ``data.response`` values: what a trial block holds.
+RESPONSES = ("block", "beta")
 
 
 _ONSET_TOL = 1e-6  # in TRs: an onset + lag within this of a volume time starts at that volume
@@ -53,6 +56,54 @@ def preprocess_run(Y: np.ndarray, confounds: np.ndarray, tr: float, high_pass: f
     Y[:, good] /= sd[good]
     Y[:, ~good] = 0.0
     return Y
+
+
+def trial_design(onsets, durations, n_vols: int, tr: float) -> np.ndarray:
+    """One regressor per trial (n_vols, n_trials): its boxcar convolved with nilearn's Glover
+    HRF, sampled at the middle of each volume (slice-timing reference 0.5, fMRIPrep's)."""
+    from nilearn.glm.first_level import compute_regressor
+    onsets = np.asarray(onsets, np.float64)
+    durations = np.broadcast_to(np.asarray(durations, np.float64), onsets.shape)
+    frame_times = (np.arange(int(n_vols)) + 0.5) * float(tr)
+    X = np.zeros((int(n_vols), len(onsets)))
+    for k, (on, du) in enumerate(zip(onsets, durations)):
+        X[:, k] = compute_regressor(np.array([[on], [du], [1.0]]), "glover", frame_times)[0][:, 0]
+    return X
+
+
+def single_trial_betas(Y: np.ndarray, X: np.ndarray, standardize: bool = True) -> np.ndarray:
+    """Least-squares-all single-trial response maps of one run (``data.response: beta``).
+
+    Every trial of the run gets its own regressor (:func:`trial_design`) and all are fitted at
+    once with an intercept (Mumford et al. 2012's LSA): each trial's beta is its response with
+    the overlapping responses of its neighbours (4 s apart in HAD) removed, where a block of
+    volumes after the onset mixes them.
+
+    Parameters
+    ----------
+    Y : (n_vols, n_vox) the cleaned run (:func:`preprocess_run`)
+    X : (n_vols, n_trials) the trial regressors
+    standardize : z-score each voxel across the run's trials (constant voxels -> 0), so the
+        maps share the scale of z-scored volumes
+
+    Returns
+    -------
+    float32 (n_trials, n_vox)
+    """
+    X = np.column_stack([np.asarray(X, np.float64), np.ones(len(X))])
+    if len(X) != len(Y):
+        raise ValueError(f"single_trial_betas: {len(X)} design rows for {len(Y)} volumes")
+    if X.shape[1] > len(X):
+        raise ValueError(f"single_trial_betas: {X.shape[1] - 1} trials need more than "
+                         f"{len(X)} volumes in the run; use data.response: block")
+    B = np.linalg.lstsq(X, np.asarray(Y, np.float64), rcond=None)[0][:-1]
+    if standardize:
+        B = B - B.mean(0)
+        sd = B.std(0)
+        good = sd > 1e-8
+        B[:, good] /= sd[good]
+        B[:, ~good] = 0.0
+    return B.astype(np.float32)
 
 
 def block_start_index(onsets, lag_s: float, tr: float) -> np.ndarray:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..data._bids import discover_runs, load_bold, read_confounds
 from ..data._cache import block_start_index, preprocess_run
+from ..data._runs import read_run_events, single_trial_betas, trial_design
 from ._anatomy import REGIONS, region_weights, voxel_coordinates
 from ._simulate import load_ground_truth
 
@@ -56,6 +57,24 @@ def noise_free_trial_blocks(cfg, tc, idx) -> np.ndarray:
         good = sd > 1e-6
         sig[:, good] /= sd[good]
         sig[:, ~good] = 0.0
+        if cfg.data.response == "beta":
+            resid[:, good] /= sd[good]
+            resid[:, ~good] = 0.0
+            ev = read_run_events(rf, len(Y), cfg.data)
+            X = trial_design(ev["onset"], ev["duration"], len(Y), rf.tr)
+            b_sig = single_trial_betas(sig, X, standardize=False)
+            sd_b = single_trial_betas(resid, X, standardize=False).std(0)
+            ok = sd_b > 1e-8
+            b_sig = b_sig - b_sig.mean(0)
+            b_sig[:, ok] /= sd_b[ok]
+            b_sig[:, ~ok] = 0.0
+            maps = np.zeros((len(b_sig),) + mask.shape, np.float32)
+            maps[:, mask] = b_sig
+            maps = maps[(slice(None),) + crop]
+            for row_idx, j in zip(rows.index, rows["trial"].to_numpy()):
+                k = int(np.flatnonzero(idx == row_idx)[0])
+                out[k] = maps[int(j)][None]
+            continue
         vol = np.zeros((len(sig),) + mask.shape, np.float32)
         vol[:, mask] = sig
         vol = vol[(slice(None),) + crop]

@@ -171,7 +171,9 @@ def mae_run_name(cfg) -> str:
     """
     key = dict(mae=identity(cfg, "mae", drop=("pretrained",)),    # Stage I's switch
                encoder=identity(cfg, "encoder"), tokenizer=identity(cfg, "tokenizer"),
-               data=identity(cfg, "data"), sim=identity(cfg, "sim"), seed=cfg.run.seed,
+               # it reads the volumes, never the trial blocks: data.response is not its setting
+               data=identity(cfg, "data", drop=("response",)), sim=identity(cfg, "sim"),
+               seed=cfg.run.seed,
                loop=identity(cfg, "train"))
     return run_key(f"mae_{cfg.tokenizer.kind}", key)
 
