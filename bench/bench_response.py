@@ -8,8 +8,9 @@ features and surrogate captions; the real targets stay sealed)::
 For each ``data.response`` (its own trial cache, built here when missing), with one training
 subject as the pseudo-target (default: the last; ``subject`` to choose another):
 
-1. the voxels' own logistic read-outs of class, agent and scene (PCA 256, standardised; C by
-   leave-one-subject-out over the training subjects, whose accuracy is shown too);
+1. the voxels' own logistic read-outs of class, agent and scene
+   (``bench_semantic_readout.fit_logistic``: PCA 256, standardised; C by leave-one-subject-out
+   over the training subjects, whose accuracy is shown too);
 2. Stage I and Stage II trained as the profile has them (``tune_stage2``: DA on), fMRI2Text
    on the pseudo-target's scored trials beside its shuffled-fMRI decodes and the ridge + NN
    baseline; Stage I's identification with its ridge baseline (``tune_stage1``).
@@ -23,11 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-
+from bench_semantic_readout import fit_logistic
 from llm4brain.captions import load_captions
 from llm4brain.data import load_stimuli, load_trial_cache, voxel_features
 from llm4brain.evaluation.attributes import truth_frame
@@ -37,14 +34,6 @@ from llm4brain.training.guard import source_view, target_evaluation_view
 from llm4brain.training.tuning import pseudo_target_splits, sealed_cache, with_overrides
 
 OUT = Path(__file__).resolve().parent / "results" / "response.csv"
-CS = (1e-4, 1e-3, 1e-2, 1e-1)
-
-
-def _logistic(c):
-    return make_pipeline(StandardScaler(), PCA(256, random_state=0), StandardScaler(),
-                         LogisticRegression(C=c, max_iter=2000))
-
-
 def voxel_readouts(cfg, tc, splits, stim, subject):
     """Class / agent / scene from the voxels: (pseudo-target accuracy, LOSO accuracy, C)."""
     ps = pseudo_target_splits(tc.trials, splits, cfg, subject)
@@ -57,12 +46,9 @@ def voxel_readouts(cfg, tc, splits, stim, subject):
     t["class"], te["class"] = np.asarray(sv.class_name), np.asarray(ev.class_name)
     out = {}
     for att in ("class", "agent", "scene"):
-        y = t[att].to_numpy()
-        loso = {c: np.mean([(_logistic(c).fit(X[g != s], y[g != s]).predict(X[g == s])
-                             == y[g == s]).mean() for s in np.unique(g)]) for c in CS}
-        c = max(loso, key=loso.get)
-        acc = float((_logistic(c).fit(X, y).predict(Xe) == te[att].to_numpy()).mean())
-        out[att] = (100 * acc, 100 * float(loso[c]), c)
+        clf, c, loso = fit_logistic(X, t[att].to_numpy(), g)
+        acc = float((clf.predict(Xe) == te[att].to_numpy()).mean())
+        out[att] = (100 * acc, 100 * loso[c], c)
     return ps.target_subjects[0], len(ev), out
 
 
