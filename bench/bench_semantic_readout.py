@@ -35,6 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from bench_zero_shot import READOUT
 from llm4brain.captions import load_captions
 from llm4brain.data import load_stimuli, load_trial_cache, voxel_features
 from llm4brain.evaluation.attributes import (AttributeParser, attribute_accuracy, distinct_share,
@@ -48,7 +49,6 @@ from llm4brain.training.guard import source_view, target_evaluation_view
 from llm4brain.training.tuning import pseudo_target_splits, sealed_cache, with_overrides
 
 OUT = Path(__file__).resolve().parent / "results" / "semantic_readout.csv"
-READOUT = {"stage1.voxel_readout": "ridge", "stage1.center": True, "stage1.align": False}
 CS = (1e-4, 1e-3, 1e-2, 1e-1)
 
 

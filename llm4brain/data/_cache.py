@@ -289,8 +289,11 @@ def _dense_pass(cfg, runs, events, union, masks, mask_src, ref_aff, cmask, tmp: 
             it.set_postfix_str(f"sub-{rf.subject} run-{rf.run}")
             Y = _clean_run(rf, union, masks[rf.subject], mask_src[rf.subject], cfg.data, ref_aff)
             ev = events[rf]
-            betas = (single_trial_betas(Y, trial_design(ev["onset"], ev["duration"], len(Y), rf.tr))
-                     if cfg.data.response == "beta" else None)
+            maps = None
+            if cfg.data.response == "beta":        # each trial's beta map on the cropped grid
+                maps = np.zeros((len(ev),) + cmask.shape, np.float32)
+                maps[:, cmask] = single_trial_betas(
+                    Y, trial_design(ev["onset"], ev["duration"], len(Y), rf.tr))
             vol = np.zeros((Y.shape[0],) + cmask.shape, np.float32)
             vol[:, cmask] = Y
             del Y
@@ -298,13 +301,9 @@ def _dense_pass(cfg, runs, events, union, masks, mask_src, ref_aff, cmask, tmp: 
                 vfile.write(vol.tobytes())
                 vrows += [dict(subject=rf.subject, run=rf.run, volume=i) for i in range(len(vol))]
             run_rows = _trial_rows(rf, ev, cfg.data, v if keep_volumes else None)
-            for j, r in enumerate(run_rows):
-                if betas is None:
-                    block = vol[r["_first"]:r["_first"] + T]
-                else:                         # the trial's beta map in each of the T volumes
-                    m = np.zeros(cmask.shape, np.float32)
-                    m[cmask] = betas[j]
-                    block = np.broadcast_to(m, (T,) + cmask.shape)
+            for j, r in enumerate(run_rows):             # (a map in each of the T volumes)
+                block = (vol[r["_first"]:r["_first"] + T] if maps is None
+                         else np.broadcast_to(maps[j], (T,) + cmask.shape))
                 bfile.write(np.ascontiguousarray(block).tobytes())
             rows += run_rows
             v += len(vol)

@@ -11,10 +11,7 @@ from ._bids import (DataError, RunFiles, _load_nifti, _say, load_bold, load_mask
                     read_events)
 
 __all__ = ["cosine_drift", "preprocess_run", "block_start_index", "read_run_events",
-           "intensity_mask", "trial_design", "single_trial_betas", "RESPONSES"]
-
-#: ``data.response`` values: what a trial block holds.
-RESPONSES = ("block", "beta")
+           "intensity_mask", "trial_design", "single_trial_betas", "standardize_betas"]
 
 
 _ONSET_TOL = 1e-6  # in TRs: an onset + lag within this of a volume time starts at that volume
@@ -97,13 +94,19 @@ def single_trial_betas(Y: np.ndarray, X: np.ndarray, standardize: bool = True) -
         raise ValueError(f"single_trial_betas: {X.shape[1] - 1} trials need more than "
                          f"{len(X)} volumes in the run; use data.response: block")
     B = np.linalg.lstsq(X, np.asarray(Y, np.float64), rcond=None)[0][:-1]
-    if standardize:
-        B = B - B.mean(0)
-        sd = B.std(0)
-        good = sd > 1e-8
-        B[:, good] /= sd[good]
-        B[:, ~good] = 0.0
-    return B.astype(np.float32)
+    return (standardize_betas(B) if standardize else B).astype(np.float32)
+
+
+def standardize_betas(B: np.ndarray, sd: np.ndarray | None = None) -> np.ndarray:
+    """Each voxel's betas minus their mean over the run's trials, divided by ``sd`` (default:
+    their own standard deviation; the noise ceiling passes the measured betas'); voxels with
+    ``sd`` 0 -> 0."""
+    B = np.asarray(B, np.float64) - np.mean(B, 0)
+    sd = B.std(0) if sd is None else np.asarray(sd, np.float64)
+    good = sd > 1e-8
+    B[:, good] /= sd[good]
+    B[:, ~good] = 0.0
+    return B
 
 
 def block_start_index(onsets, lag_s: float, tr: float) -> np.ndarray:

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..data._bids import discover_runs, load_bold, read_confounds
 from ..data._cache import block_start_index, preprocess_run
-from ..data._runs import read_run_events, single_trial_betas, trial_design
+from ..data._runs import read_run_events, single_trial_betas, standardize_betas, trial_design
 from ._anatomy import REGIONS, region_weights, voxel_coordinates
 from ._simulate import load_ground_truth
 
@@ -62,12 +62,9 @@ def noise_free_trial_blocks(cfg, tc, idx) -> np.ndarray:
             resid[:, ~good] = 0.0
             ev = read_run_events(rf, len(Y), cfg.data)
             X = trial_design(ev["onset"], ev["duration"], len(Y), rf.tr)
-            b_sig = single_trial_betas(sig, X, standardize=False)
-            sd_b = single_trial_betas(resid, X, standardize=False).std(0)
-            ok = sd_b > 1e-8
-            b_sig = b_sig - b_sig.mean(0)
-            b_sig[:, ok] /= sd_b[ok]
-            b_sig[:, ~ok] = 0.0
+            n = sig.shape[1]            # one fit: noise-free run | measured run
+            B = single_trial_betas(np.hstack([sig, resid]), X, standardize=False)
+            b_sig = standardize_betas(B[:, :n], sd=B[:, n:].std(0))
             maps = np.zeros((len(b_sig),) + mask.shape, np.float32)
             maps[:, mask] = b_sig
             maps = maps[(slice(None),) + crop]
