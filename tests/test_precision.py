@@ -44,16 +44,22 @@ def _cpu(monkeypatch, native: bool, speedup: float | None = None) -> list:
 
 
 # ----------------------------------------------------------------------------- decision
-def test_native_cpu_where_probe_pays_uses_bf16(monkeypatch):
+def test_native_cpu_stays_float32_without_asking_the_probe(monkeypatch):
+    """auto on a CPU never depends on timing: a probe that pays is not even asked."""
     calls = _cpu(monkeypatch, native=True, speedup=1.8)
-    assert resolve_bf16("auto", "cpu", name="stage2.bf16") is True
-    assert calls == [1]
-
-
-def test_native_cpu_where_probe_does_not_pay_stays_float32(monkeypatch):
-    _cpu(monkeypatch, native=True, speedup=1.05)       # <= BF16_MIN_SPEEDUP
     use, why = bf16_decision("auto", "cpu", name="stage2.bf16")
-    assert use is False and "1.05x" in why
+    assert use is False and calls == []
+    assert "native bfloat16 [amx_bf16, avx512_bf16]" in why and "true" in why
+
+
+def test_auto_is_the_same_in_every_process_of_one_machine(monkeypatch):
+    """The old probe-based auto flipped between processes (cold 0.3x, warm 1.8x): a fresh
+    decision after each of three probe outcomes is the same."""
+    for speedup in (0.27, 1.79, 3.0):
+        precision.clear_bf16_cache()
+        _cpu(monkeypatch, native=True, speedup=speedup)
+        assert resolve_bf16("auto", "cpu", name="vlpretrain.bf16") is False
+    assert resolve_bf16(True, "cpu", name="vlpretrain.bf16") is True
 
 
 def test_cpu_without_native_bf16_skips_the_probe(monkeypatch):
@@ -77,17 +83,21 @@ def test_explicit_values_bypass_everything(monkeypatch, value):
 
 
 def test_decision_is_cached_per_device_type_and_announced_once(monkeypatch, capsys, caplog):
-    calls = _cpu(monkeypatch, native=True, speedup=2.0)
+    _cpu(monkeypatch, native=True, speedup=2.0)
+    asked = []
+    real = precision.cpu_bf16_flags
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: asked.append(1) or real())
     with caplog.at_level(logging.INFO, logger="llm4brain"):
         for _ in range(5):
-            assert resolve_bf16("auto", "cpu", name="stage2.bf16") is True
-        assert resolve_bf16("auto", "cpu", name="vlpretrain.bf16") is True
-    assert calls == [1]                                   # one probe per process
+            assert resolve_bf16("auto", "cpu", name="stage2.bf16") is False
+        assert resolve_bf16("auto", "cpu", name="vlpretrain.bf16") is False
+    assert asked == [1]                                   # one decision per process
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines == [f"llm4brain: stage2.bf16=auto -> bfloat16 (CPU {cpu_capability()} with "
-                     "native bfloat16 [amx_bf16, avx512_bf16]; probe speedup 2.00x > 1.1x)",
+    assert lines == [f"llm4brain: stage2.bf16=auto -> float32 (CPU {cpu_capability()} with "
+                     "native bfloat16 [amx_bf16, avx512_bf16]: auto stays float32 on every CPU "
+                     "(the same numbers everywhere); set the key to true for bfloat16)",
                      lines[1]]
-    assert lines[1].startswith("llm4brain: vlpretrain.bf16=auto -> bfloat16")
+    assert lines[1].startswith("llm4brain: vlpretrain.bf16=auto -> float32")
     assert sum("stage2.bf16=auto" in r.getMessage() for r in caplog.records) == 1
 
 
@@ -199,7 +209,8 @@ def test_frame_encoder_auto_on_cpu_without_bf16(monkeypatch, tmp_path):
     key = frame_feature_key(cfg, "frames", [0, 1])
     precision.clear_bf16_cache()
     _cpu(monkeypatch, native=True, speedup=2.0)
-    assert build_frame_encoder(cfg).bf16 is True
+    assert build_frame_encoder(cfg).bf16 is False                  # auto: float32 on a CPU
+    assert build_frame_encoder(cfg.replace(video__encoder_bf16=True)).bf16 is True
     assert frame_feature_key(cfg, "frames", [0, 1]) == key
     assert build_frame_encoder(cfg.replace(video__encoder_bf16=False)).bf16 is False
 
@@ -221,9 +232,11 @@ def test_vlpretrain_loss_resolves_auto(monkeypatch, native):
 
     _cpu(monkeypatch, native=native, speedup=2.0)
     batch = {"features": torch.zeros(1), "instructions": ["x"], "answers": ["y"]}
-    assert float(vl_loss(_AutocastSpy(), batch, "auto")) == float(native)
+    assert float(vl_loss(_AutocastSpy(), batch, "auto")) == 0.0       # float32 on any CPU
     loss, _ = vl_loss_fn("auto")(_AutocastSpy(), batch)
-    assert float(loss) == float(native)
+    assert float(loss) == 0.0
+    loss, _ = vl_loss_fn(True)(_AutocastSpy(), batch)
+    assert float(loss) == 1.0
     assert float(vl_loss(_AutocastSpy(), batch, True)) == 1.0
 
 
@@ -233,5 +246,6 @@ def test_stage2_model_resolves_auto(monkeypatch, native):
 
     _cpu(monkeypatch, native=native, speedup=2.0)
     fake = SimpleNamespace(cfg=Stage2Config())          # bf16 = "auto"
-    assert Stage2Model.use_bf16(fake, torch.device("cpu")) is native
+    assert Stage2Model.use_bf16(fake, torch.device("cpu")) is False         # auto on a CPU
+    assert Stage2Model.use_bf16(SimpleNamespace(cfg=Stage2Config(bf16=True)), "cpu") is True
     assert Stage2Model.use_bf16(SimpleNamespace(cfg=Stage2Config(bf16=False)), "cpu") is False

@@ -44,10 +44,10 @@ class VideoConfig:
         Frames a forward pass of the frame encoder.
     encoder_bf16 : bool or ``"auto"``
         Run the frozen frame encoder under bfloat16 autocast (features are stored as float16
-        anyway). ``auto`` (default): on CUDA when it supports bfloat16, on a CPU only with
-        native bfloat16 (AVX512-BF16 / AMX) confirmed by a short timing probe
-        (:func:`llm4brain.models.precision.resolve_bf16`): 2.5x faster there, but 20-50x
-        slower on CPUs without it (AVX2 only). ``true`` / ``false`` force it.
+        anyway). ``auto`` (default): on CUDA when it supports bfloat16, float32 on every CPU
+        (:func:`llm4brain.models.precision.resolve_bf16`: the same numbers on every CPU).
+        ``true`` / ``false`` force it; ``true`` is 2.5x faster on CPUs with native bfloat16
+        (AVX512-BF16 / AMX), but 20-50x slower on CPUs without it (AVX2 only).
     n_frames : int
         Frames a clip the video branch uses (uniformly subsampled from the frame cache;
         must be <= ``data.n_frames`` and <= ``max_frame_pos``). Video-LLaMA uses 8.
@@ -156,8 +156,7 @@ class VLPretrainConfig:
     bf16 : bool or ``"auto"``
         bfloat16 autocast of the LLM forward/backward (1.6x faster on CPUs with native
         bfloat16). ``auto`` (default) decides as ``video.encoder_bf16``: bfloat16 on CUDA
-        with bfloat16 support and on CPUs with native bfloat16 where the probe shows a
-        speedup, float32 elsewhere (e.g. AVX2-only CPUs); ``true`` / ``false`` force it.
+        with bfloat16 support, float32 on every CPU; ``true`` / ``false`` force it.
     use_paraphrases : bool
         Targets are drawn from the description and its paraphrases (else the description
         only: the default profile, which then learns the grounding in fewer steps).

@@ -96,7 +96,7 @@ def decode(model: Stage2Model, z: torch.Tensor, instructions: Sequence[str], *,
 
     Batched (``batch_size``, default ``llm.batch_size``), left-padded generation with the KV cache (settings
     ``cfg.llm``: max_new_tokens, do_sample, temperature, top_p; bfloat16 autocast when
-    ``stage2.bf16`` is true, or ``auto`` on a device with native bfloat16:
+    ``stage2.bf16`` is true, or ``auto`` on CUDA with bfloat16:
     :meth:`Stage2Model.use_bf16`); batch ``k`` uses seed ``seed + k``.
     """
     ins = list(instructions)

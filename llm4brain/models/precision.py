@@ -3,11 +3,15 @@
 ``video.encoder_bf16``, ``vlpretrain.bf16`` and ``stage2.bf16`` accept ``true``, ``false`` or
 ``auto`` (the default). bfloat16 autocast is 1.5-2.5x faster on CPUs with native bfloat16
 arithmetic (AVX512-BF16 or AMX), but 20-50x *slower* on CPUs without it (e.g. AVX2 only),
-where every bfloat16 op is emulated. ``auto`` therefore means:
+where every bfloat16 op is emulated; and a bfloat16 run trains other models than a float32
+one. ``auto`` therefore means:
 
 * CUDA: ``torch.cuda.is_bf16_supported()``;
-* CPU: bfloat16 only when the CPU reports native bfloat16 (:func:`cpu_has_native_bf16`)
-  *and* a short timing probe (:func:`bf16_probe`) confirms that it pays (speedup > 1.1);
+* CPU: float32, on every CPU, so that a run's numbers depend neither on the CPU's bfloat16
+  support nor on timing (an earlier ``auto`` asked a short timing probe, whose verdict
+  flipped between processes on one machine: one notebook trained in bfloat16, the next read
+  its results in float32). ``true`` uses bfloat16 on a CPU with native bfloat16
+  (:func:`cpu_has_native_bf16`; :func:`bf16_probe` measures what it gains);
 * anything else (MPS, ...): float32.
 
 The decision is made once per process and device type (:func:`resolve_bf16` caches it) and
@@ -31,7 +35,8 @@ __all__ = ["BF16_MIN_SPEEDUP", "cpu_capability", "cpu_bf16_flags", "cpu_has_nati
 
 log = logging.getLogger("llm4brain")
 
-#: ``auto`` uses bfloat16 on a CPU only if the probe measures at least this speedup.
+#: Speedup (float32 time / bfloat16 time of :func:`bf16_probe`) below which bfloat16 does not
+#: pay on a CPU: ``bench/bench_precision.py`` reports it; ``auto`` no longer asks the probe.
 BF16_MIN_SPEEDUP = 1.1
 
 #: Capability flags (``torch.cpu.get_capabilities()`` / ``/proc/cpuinfo`` names) that mean
@@ -153,16 +158,13 @@ def _auto_decision(device_type: str) -> tuple[bool, str]:
         ok = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
         return ok, f"CUDA {'supports' if ok else 'does not support'} bfloat16"
     if device_type != "cpu":
-        return False, f"auto uses bfloat16 only on CUDA and on CPUs with native bfloat16, " \
-                      f"not on {device_type}"
+        return False, f"auto uses bfloat16 only on CUDA, not on {device_type}"
     cap = cpu_capability()
-    if not cpu_has_native_bf16():
+    flags = cpu_bf16_flags()
+    if not flags:
         return False, f"CPU without native bfloat16: {cap}"
-    flags = ", ".join(cpu_bf16_flags())
-    speedup = float(bf16_probe())
-    ok = speedup > BF16_MIN_SPEEDUP
-    return ok, (f"CPU {cap} with native bfloat16 [{flags}]; probe speedup {speedup:.2f}x "
-                f"{'>' if ok else '<='} {BF16_MIN_SPEEDUP}x")
+    return False, (f"CPU {cap} with native bfloat16 [{', '.join(flags)}]: auto stays float32 on "
+                   f"every CPU (the same numbers everywhere); set the key to true for bfloat16")
 
 
 def bf16_decision(setting, device="cpu", *, name: str = "bf16") -> tuple[bool, str]:
