@@ -105,10 +105,12 @@ def test_kill_inside_stage1_training(reference, tmp_path):
     _ok(_chain(tmp_path, "stage1"))                              # resumes from step 10
     (new, new_log), (ref, ref_log) = _stage1_state(_run(tmp_path)), _stage1_state(_run(reference))
     assert new["finished"] and new["step"] == ref["step"] == cfg.stage1.steps
+    # the log first: rows up to step 10 come from the killed process, the rest from the
+    # resumed one, so a mismatch names where the two runs part (before or after the resume)
+    pd.testing.assert_frame_equal(new_log, ref_log)
     assert new["model"].keys() == ref["model"].keys()
     for k in ref["model"]:
         assert torch.equal(new["model"][k], ref["model"][k]), k
-    pd.testing.assert_frame_equal(new_log, ref_log)
 
 
 def test_kill_inside_caption_generation(reference, tmp_path):
