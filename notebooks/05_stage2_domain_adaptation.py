@@ -176,6 +176,11 @@ save_figure(fig, "05_da_features", cfg)
 #   trials -> the target trials): what a read-out achieves with no measurement noise left.
 #   (The trained network fed noise-free blocks is no ceiling: they are ~15x smaller than the
 #   noisy blocks it learned from.)
+# * **semantic read-out** (`eval.semantic_readout`): logistic read-outs of the class and the
+#   scene from the voxels (training subjects only; C by leave-one-subject-out), then the mean
+#   video tokens of the training trials of the decoded class plus those of the decoded scene,
+#   through the video-LLM's own projection into the frozen LLM — no Stage I or Stage II
+#   training; its chance decodes shuffle the read-outs across trials.
 #
 # All are written to `results/stage2/` as TSVs with the columns subject, trial_index,
 # clip_id, stim_file, instruction, fmri2text, video2text.
@@ -183,11 +188,13 @@ save_figure(fig, "05_da_features", cfg)
 # %%
 t0 = time.time()
 manifest = write_stage2_outputs(cfg, {name: r.model for name, r in runs.items()}, ev, captions,
-                                tc=tc, train_subjects=splits.train_subjects)
+                                tc=tc, train_subjects=splits.train_subjects, splits=splits,
+                                vlm=vlm)
 timing["decode_s"] = time.time() - t0
 print(f"decoded in {timing['decode_s']:.0f} s;", {k: manifest[k] for k in
                                                     ("fmri2text", "chance", "baseline", "ceiling",
-                                                     "no_brain", "constant") if k in manifest})
+                                                     "no_brain", "constant", "semantic")
+                                                    if k in manifest})
 
 # %% [markdown]
 # ## Domain adaptation on vs off
@@ -202,7 +209,7 @@ scored = score_run(cfg)        # cached under runs/<profile>/eval: notebook 06 r
 timing["score_s"] = time.time() - t0
 metrics = ["bertscore", "sacrebleu1", "rougeL_f"]
 named = {"DA on": scored.model, "DA off": scored.noda, "ridge + NN baseline": scored.baseline,
-         "noise ceiling": scored.ceiling}
+         "semantic read-out": scored.semantic, "noise ceiling": scored.ceiling}
 scores = {k: v for k, v in named.items() if v is not None}
 rows = []
 for cond, sc in scores.items():
@@ -230,8 +237,10 @@ ci = bootstrap_ci(diff, n_boot=cfg.eval.n_bootstrap, rng=cfg.run.seed, alpha=cfg
 print(f"BERTScore, DA on - DA off (paired, per trial): {ci}  (n = {len(diff)} trials)")
 fig, ax = plt.subplots(figsize=(8, 3.8))
 piv = table.pivot(index="subject", columns="condition", values="bertscore")
-order = [c for c in ("DA on", "DA off", "ridge + NN baseline", "noise ceiling") if c in piv]
-piv[order].plot.bar(ax=ax, rot=0, color=["C0", "C1", "C7", "C2"][:len(order)])
+colors = {"DA on": "C0", "DA off": "C1", "ridge + NN baseline": "C7", "semantic read-out": "C4",
+          "noise ceiling": "C2"}
+order = [c for c in colors if c in piv]
+piv[order].plot.bar(ax=ax, rot=0, color=[colors[c] for c in order])
 for i, subj in enumerate(piv.index if "chance (mean)" in piv else []):
     ax.hlines(piv.loc[subj, "chance (mean)"], i - 0.4, i + 0.4, color="k", ls="--", lw=1,
               label="chance (shuffled fMRI)" if i == 0 else None)

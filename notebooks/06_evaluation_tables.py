@@ -26,6 +26,7 @@
 # | **baseline** (ridge to the video embedding, then the nearest training clip's answer) | does the LLM decoder beat a simple linear read-out plus retrieval? |
 # | **LLM without brain tokens** (the same prompt, the placeholder left empty) | how much of the answer comes from the instruction and the LLM alone (Tang et al.'s null sequences)? |
 # | **constant answer** (the most frequent training answer, for every trial) | what does a decoder score that ignores the brain and guesses the mode? |
+# | **semantic read-out** (logistic read-outs of class and scene from the voxels, trained on the training subjects; the training trials' mean video tokens of the decoded class and scene, through the video-LLM untouched), beside its own chance (the read-outs shuffled across trials) | what reaches the LLM when the brain's class and scene information is handed over directly, with no Stage I or Stage II training? |
 # | **noise ceiling** (the ridge + nearest-neighbour decoder fitted and applied on the simulator's noise-free responses) | how far is it from what this decoder could reach without measurement noise? (simulated data only) |
 # | **Video2Text vs truth** (the video-LLM's answers against the clips' true descriptions) | how good is the target itself? The decoder is scored against Video2Text, never against the video. (simulated data only) |
 #

@@ -43,6 +43,19 @@ class EvalConfig:
         ``pooled`` (every metric recomputed over all trials of all target subjects).
     n_examples : int
         Qualitative examples per target subject (best, median, worst, ... by BERTScore).
+    semantic_readout : bool
+        Also decode with the semantic read-out (:mod:`llm4brain.evaluation.semantic`: voxel
+        logistic read-outs of class and scene -> their training trials' mean video tokens ->
+        the video-LLM, untrained), with its own shuffled-read-out chance: a row of Table 2
+        and of the attribute table.
+    semantic_labels : list of str
+        Labels read out, ``class`` first; others are columns of the stimulus table (``scene``
+        on the simulated data; real data: ``[class]``).
+    semantic_pca : int
+        PCA components of the read-outs (capped at the training trials - 1).
+    semantic_cs : list of float
+        Inverse regularisations of the logistic read-outs; one is chosen per label by
+        leave-one-subject-out accuracy over the training subjects.
     """
 
     bertscore_model: str = "minilm"
@@ -58,6 +71,10 @@ class EvalConfig:
     ci_alpha: float = 0.05
     total_row: str = "mean_of_subjects"
     n_examples: int = 4
+    semantic_readout: bool = True
+    semantic_labels: tuple[str, ...] = ("class", "scene")
+    semantic_pca: int = 256
+    semantic_cs: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
 
     def __post_init__(self):
         if self.total_row not in _TOTALS:
@@ -67,6 +84,15 @@ class EvalConfig:
                              f"e.g. 0.05 for 95 % intervals")
         if self.bertscore_layers < 1:
             raise ValueError(f"eval.bertscore_layers = {self.bertscore_layers}; must be >= 1")
-        for key in ("n_shuffles", "n_permutations", "n_bootstrap", "bertscore_batch_size"):
+        if not self.semantic_labels or self.semantic_labels[0] != "class":
+            raise ValueError(f"eval.semantic_labels = {list(self.semantic_labels)}; it must "
+                             f"start with 'class', e.g. [class, scene] or [class]")
+        if len(set(self.semantic_labels)) != len(self.semantic_labels):
+            raise ValueError(f"eval.semantic_labels = {list(self.semantic_labels)} repeats a label")
+        if not self.semantic_cs or min(self.semantic_cs) <= 0:
+            raise ValueError(f"eval.semantic_cs = {list(self.semantic_cs)}; give one or more "
+                             f"positive values, e.g. [0.0001, 0.001, 0.01, 0.1]")
+        for key in ("n_shuffles", "n_permutations", "n_bootstrap", "bertscore_batch_size",
+                    "semantic_pca"):
             if getattr(self, key) < 1:
                 raise ValueError(f"eval.{key} = {getattr(self, key)}; must be >= 1")

@@ -343,7 +343,9 @@ ATTRIBUTE_CONDITIONS: dict[str, str] = {
     "ceiling": "noise ceiling (noise-free ridge + NN)",
     "no_brain": "LLM without brain tokens",
     "constant": "constant answer (most frequent training answer)",
+    "semantic": "semantic read-out (voxel class/scene -> video-LLM)",
     "chance": "chance: shuffled fMRI",
+    "semantic_chance": "chance of the semantic read-out: read-outs shuffled",
 }
 
 
@@ -364,26 +366,40 @@ def stage2_attribute_tables(results, stim: pd.DataFrame, *, n_boot: int = 1000,
     dict with two tidy tables (rows of :func:`attribute_summary`):
         ``"truth"``: each condition's texts against the clips' true attributes, every fMRI
         condition with its p-value against the shuffled-fMRI decodes (sign-flip test over
-        trials) and the mean accuracy of those decodes; ``"video2text"``: the fMRI conditions
-        against the attributes Video2Text names (the decoder's training target).
+        trials) and the mean accuracy of those decodes (the semantic read-out against its own
+        decodes with the read-outs shuffled, when saved); ``"video2text"``: the fMRI
+        conditions against the attributes Video2Text names (the decoder's training target).
     """
     parser = parser or AttributeParser()
     model = results.model
     truth = truth_frame(stim, model["stim_file"])
     texts = {ATTRIBUTE_CONDITIONS["upper"]: model["video2text"].astype(str).tolist(),
              ATTRIBUTE_CONDITIONS["model"]: model["fmri2text"].astype(str).tolist()}
-    for cond in ("noda", "baseline", "ceiling", "no_brain", "constant"):
+    for cond in ("noda", "baseline", "ceiling", "no_brain", "constant", "semantic"):
         t = _aligned(getattr(results, cond, None), model, "fmri2text")
         if t is not None:
             texts[ATTRIBUTE_CONDITIONS[cond]] = t
     shuffles = [c["fmri2text"].astype(str).tolist() for c in results.chance]
+    sem_shuffles = [c["fmri2text"].astype(str).tolist()
+                    for c in getattr(results, "semantic_chance", None) or []]
     fmri = [k for k in texts if k != ATTRIBUTE_CONDITIONS["upper"]]
     chance = {k: shuffles for k in fmri} if shuffles else None
+    if ATTRIBUTE_CONDITIONS["semantic"] in texts and (chance is not None or sem_shuffles):
+        chance = dict(chance or {})
+        if sem_shuffles:                          # its own null: the read-outs shuffled
+            chance[ATTRIBUTE_CONDITIONS["semantic"]] = sem_shuffles
+        else:
+            chance.pop(ATTRIBUTE_CONDITIONS["semantic"], None)
     out_truth = attribute_summary(texts, truth, chance=chance, parser=parser, n_boot=n_boot,
                                   n_perm=n_perm, rng=rng)
     if shuffles:
         pooled = attribute_summary({ATTRIBUTE_CONDITIONS["chance"]: sum(shuffles, [])},
                                    pd.concat([truth] * len(shuffles), ignore_index=True),
+                                   parser=parser, n_boot=n_boot, n_perm=n_perm, rng=rng)
+        out_truth = pd.concat([out_truth, pooled], ignore_index=True)
+    if sem_shuffles:
+        pooled = attribute_summary({ATTRIBUTE_CONDITIONS["semantic_chance"]: sum(sem_shuffles, [])},
+                                   pd.concat([truth] * len(sem_shuffles), ignore_index=True),
                                    parser=parser, n_boot=n_boot, n_perm=n_perm, rng=rng)
         out_truth = pd.concat([out_truth, pooled], ignore_index=True)
     v2t = parser.frame(model["video2text"].astype(str).tolist())

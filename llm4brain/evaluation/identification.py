@@ -99,7 +99,7 @@ def stage2_identification(results, scorer=None, *, stim: pd.DataFrame | None = N
     model = results.model
     n_way = min(n_way, len(model))
     conds = {labels["model"]: model["fmri2text"].astype(str).tolist()}
-    for cond in ("noda", "baseline", "ceiling", "no_brain", "constant"):
+    for cond in ("noda", "baseline", "ceiling", "no_brain", "constant", "semantic"):
         t = _aligned(getattr(results, cond, None), model, "fmri2text")
         if t is not None:
             conds[labels[cond]] = t

@@ -128,7 +128,7 @@ def build_report(ev: EvalResults, cfg=None, *, n_boot: int | None = None, rng=No
     ceiling_table = subject_table(ev.ceiling, total=ec.total_row) if ev.ceiling is not None \
         else None
     extra = {CONDITION_ORDER[k]: getattr(ev, k) for k in ("noda",) + EXTRA_CONTROLS
-             if getattr(ev, k, None) is not None}
+             + ("semantic_chance",) if getattr(ev, k, None) is not None}
     tidy = summary_table(ev.model, chance=ev.chance, baseline=ev.baseline, ceiling=ev.ceiling,
                          upper=ev.upper, extra=extra or None,
                          n_boot=n_boot, rng=rng, alpha=ec.ci_alpha, total=ec.total_row)

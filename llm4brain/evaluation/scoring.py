@@ -101,6 +101,8 @@ class EvalResults:
     status: dict = field(default_factory=dict)
     no_brain: TextScores | None = None
     constant: TextScores | None = None
+    semantic: TextScores | None = None
+    semantic_chance: ChanceResult | None = None
 
     def conditions(self) -> dict:
         """Non-empty results by condition key (the keys of :data:`CONDITION_ORDER`)."""
@@ -164,31 +166,37 @@ def score_run(cfg, *, scorer: TextScorer | None = None, results: Stage2Results |
                                                        rebuild)
     elif len(res.chance) == 1:
         status["chance"] = "skipped: one shuffle cannot give an interval (stage2 n_shuffles >= 2)"
+    sem = getattr(res, "semantic_chance", None) or []
+    if len(sem) >= 2:
+        out.semantic_chance, _ = _chance_cached(scorer, cache, sem, model, status, rebuild,
+                                                name="semantic_chance")
+    elif len(sem) == 1:
+        status["semantic_chance"] = "skipped: one shuffle cannot give an interval"
     return out
 
 
-def _chance_cached(scorer, cache, chance_frames, model, status, rebuild):
+def _chance_cached(scorer, cache, chance_frames, model, status, rebuild, name="chance"):
     refs = model["video2text"].tolist()
     meta = _meta(model)
     cands = [c["fmri2text"].tolist() for c in chance_frames]
     c = scorer.cfg
     key = _input_key(scorer, cands, refs, meta, extra=dict(alpha=c.ci_alpha, total=c.total_row))
     if not rebuild:
-        per = _load_cached(cache, "chance_trials", key)
+        per = _load_cached(cache, f"{name}_trials", key)
         try:
-            ch = ChanceResult.load(cache, "chance")
+            ch = ChanceResult.load(cache, name)
         except FileNotFoundError:
             ch = None
         if per is not None and ch is not None and ch.metadata.get("input_key") == key:
-            status["chance"] = "cached"
+            status[name] = "cached"
             return ch, per
     scores = scorer.score_many(cands, refs, meta=meta)
     md = {**scores[0].metadata, "input_key": key}
     ch = _chance_from_scores(scores, "fmri_shuffle", c.ci_alpha, c.total_row, "subject", None,
                              {"n_draws": len(scores), "total": c.total_row, **md})
-    ch.save(cache, "chance")
+    ch.save(cache, name)
     per = TextScores(pd.concat([s.per_trial.assign(draw=k) for k, s in enumerate(scores)],
                                ignore_index=True), {}, md)
-    per.save(cache, "chance_trials")
-    status["chance"] = "scored"
+    per.save(cache, f"{name}_trials")
+    status[name] = "scored"
     return ch, per

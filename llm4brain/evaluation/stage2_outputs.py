@@ -3,7 +3,9 @@
 :func:`write_stage2_outputs` decodes the evaluation trials with each trained model and writes,
 under ``<run_dir>/results/stage2`` (:mod:`llm4brain.evaluation.stage2_results`), the chance
 decodes, the LLM without brain tokens, the constant answer, the ridge + nearest-neighbour
-baseline, the noise ceiling (simulated data) and ``manifest.json`` naming each file's role.
+baseline, the noise ceiling (simulated data), the semantic read-out with its own chance
+decodes (:mod:`llm4brain.evaluation.semantic`; ``eval.semantic_readout``) and
+``manifest.json`` naming each file's role.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ __all__ = ["write_stage2_outputs"]
 
 def write_stage2_outputs(cfg, models: dict, eval_set: EvalSet, captions: pd.DataFrame, *,
                          tc=None, main: str | None = None, train_subjects: Sequence[str] = (),
+                         splits=None, vlm=None, features=None, stim: pd.DataFrame | None = None,
                          progress: bool = True) -> dict:
     """Decode the evaluation trials with every model and write the controls of notebook 06.
 
@@ -42,6 +45,14 @@ def write_stage2_outputs(cfg, models: dict, eval_set: EvalSet, captions: pd.Data
     train_subjects : list of str
         The training subjects (``splits.train_subjects``), for the constant-answer control
         (skipped when empty).
+    splits, vlm : Splits, VideoLLM, optional
+        For the semantic read-out (with ``tc`` and ``eval.semantic_readout``; skipped, with a
+        note in the manifest, when one is missing).
+    features : FrameFeatureCache, optional
+        Default :func:`llm4brain.training.vlpretrain.video_features` (read from its cache).
+    stim : DataFrame, optional
+        The stimulus table (default :func:`llm4brain.data.load_stimuli`), for the read-outs'
+        labels other than ``class``.
 
     Returns
     -------
@@ -85,6 +96,42 @@ def write_stage2_outputs(cfg, models: dict, eval_set: EvalSet, captions: pd.Data
         manifest["ceiling_note"] = ("no noise ceiling: the dataset has no simulator ground truth "
                                     "(real data)" if not has_ground_truth(cfg) else
                                     "no noise ceiling: tc (the trial cache) not given")
+    _semantic(cfg, manifest, d, eval_set, tc=tc, splits=splits, vlm=vlm, features=features,
+              stim=stim, n_shuffles=n_sh, seed=seed, progress=progress)
     write_json(d / "manifest.json", manifest, indent=1)
     save_config(cfg, d)
     return manifest
+
+
+def _semantic(cfg, manifest: dict, d, eval_set: EvalSet, *, tc, splits, vlm, features, stim,
+              n_shuffles: int, seed: int, progress: bool) -> None:
+    """The semantic read-out's decodes, its chance decodes and its fitted settings."""
+    for f in [d / "semantic.tsv", *d.glob("semantic_shuffle_*.tsv")]:   # an earlier run's
+        f.unlink(missing_ok=True)
+    if not cfg.eval.semantic_readout:
+        manifest["semantic_note"] = "eval.semantic_readout is false"
+        return
+    missing = [k for k, v in (("tc", tc), ("splits", splits), ("vlm", vlm)) if v is None]
+    if missing:
+        manifest["semantic_note"] = f"no semantic read-out: {', '.join(missing)} not given"
+        return
+    from ..data import load_stimuli
+    from ..models.stage2 import build_stage2_model
+    from ..training.vlpretrain import video_features
+    from .semantic import fit_semantic_readout, semantic_decodes
+
+    features = features if features is not None else video_features(cfg, progress=progress)
+    if stim is None and len(cfg.eval.semantic_labels) > 1:     # labels beyond the class
+        stim = load_stimuli(cfg)
+    readout = fit_semantic_readout(cfg, tc, splits, vlm, features, stim)
+    model = build_stage2_model(cfg, vlm.branch.proj, vlm.llm, domain_adaptation=False)
+    dec, shuffled, _ = semantic_decodes(cfg, readout, model, tc, splits, eval_set, n_shuffles,
+                                        seed=seed, progress=progress)
+    save_decodes(dec, d / "semantic.tsv")
+    manifest["semantic"] = "semantic.tsv"
+    manifest["semantic_chance"] = []
+    for k, df in enumerate(shuffled):
+        f = f"semantic_shuffle_{k}.tsv"
+        save_decodes(df, d / f)
+        manifest["semantic_chance"].append(f)
+    manifest["semantic_readout"] = readout.info

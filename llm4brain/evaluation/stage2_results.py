@@ -13,6 +13,8 @@ condition                   file (see :data:`STAGE2_FILES`, the one place to adj
 ``baseline``                ridge to video embedding -> nearest training clip's answer
 ``ceiling``                 ridge + NN fitted and applied on the simulator's noise-free responses (simulated only)
 ``no_brain``, ``constant``  the LLM without brain tokens; the most frequent training answer
+``semantic``                voxel class/scene read-outs -> prototype video tokens -> video-LLM
+``semantic_chance``         ``semantic_shuffle_<k>.tsv``: the same with the read-outs shuffled
 ==========================  ===========================================================
 
 Everything that writes or reads these files goes through this module: :func:`save_decodes`,
@@ -35,7 +37,8 @@ import pandas as pd
 from ..data import load_stimuli
 
 __all__ = [
-    "DECODE_COLUMNS", "STAGE2_FILES", "EXTRA_CONTROLS", "CHANCE_PATTERN", "CONDITION_ORDER",
+    "DECODE_COLUMNS", "STAGE2_FILES", "EXTRA_CONTROLS", "CHANCE_PATTERN",
+    "SEMANTIC_CHANCE_PATTERN", "CONDITION_ORDER",
     "stage2_results_dir", "resolve_stage2_files", "save_decodes", "read_decodes",
     "load_descriptions", "Stage2Results", "load_stage2_results",
 ]
@@ -56,15 +59,19 @@ STAGE2_FILES: dict[str, tuple[str, ...]] = {
     "ceiling": ("ceiling.tsv",),
     "no_brain": ("no_brain.tsv",),
     "constant": ("constant.tsv",),
+    "semantic": ("semantic.tsv",),
 }
 
 
 #: Controls that are decoders of their own (written by Stage II, scored like the model).
-EXTRA_CONTROLS = ("no_brain", "constant")
+EXTRA_CONTROLS = ("no_brain", "constant", "semantic")
 
 
 #: Chance decodings (fMRI shuffled across trials), one file per shuffle ``k``.
 CHANCE_PATTERN = re.compile(r"^chance_shuffle_(\d+)\.tsv$")
+
+#: Chance decodings of the semantic read-out (read-outs shuffled across trials).
+SEMANTIC_CHANCE_PATTERN = re.compile(r"^semantic_shuffle_(\d+)\.tsv$")
 
 
 #: Label of each condition (file role) in tables and plots, in the summary table's column
@@ -77,6 +84,8 @@ CONDITION_ORDER: dict[str, str] = {
     "noda": "llm4brain without DA",
     "no_brain": "LLM without brain tokens",
     "constant": "constant answer (most frequent training answer)",
+    "semantic": "semantic read-out (voxel class/scene -> video-LLM)",
+    "semantic_chance": "semantic read-out, read-outs shuffled",
     "ceiling": "noise ceiling",
     "upper": "Video2Text vs truth",
 }
@@ -123,8 +132,9 @@ def resolve_stage2_files(cfg_or_dir) -> dict[str, Path | list[Path] | None]:
     out: dict[str, Path | list[Path] | None] = {}
     for cond, names in STAGE2_FILES.items():
         out[cond] = next((d / n for n in names if (d / n).is_file()), None)
-    chance = [(int(m.group(1)), p) for p in d.iterdir() if (m := CHANCE_PATTERN.match(p.name))]
-    out["chance"] = [p for _, p in sorted(chance)]
+    for key, pattern in (("chance", CHANCE_PATTERN), ("semantic_chance", SEMANTIC_CHANCE_PATTERN)):
+        found = [(int(m.group(1)), p) for p in d.iterdir() if (m := pattern.match(p.name))]
+        out[key] = [p for _, p in sorted(found)]
     man = d / "manifest.json"
     if man.is_file():  # written by llm4brain.evaluation.stage2_outputs.write_stage2_outputs: authoritative
         out.update(_from_manifest(json.loads(man.read_text()), d, man))
@@ -153,8 +163,9 @@ def _from_manifest(m: Mapping, d: Path, path: Path) -> dict:
     if main in dec:
         out["model"] = existing(dec[main])
     out["noda"] = existing(dec["noda"]) if "noda" in dec and main != "noda" else None
-    if "chance" in m:
-        out["chance"] = [existing(f) for f in m["chance"]]
+    for key in ("chance", "semantic_chance"):
+        if key in m:
+            out[key] = [existing(f) for f in m[key]]
     for cond in ("baseline", "ceiling") + EXTRA_CONTROLS:
         if cond in m:
             out[cond] = existing(m[cond])
@@ -275,6 +286,8 @@ class Stage2Results:
     files: dict = field(default_factory=dict)
     no_brain: pd.DataFrame | None = None
     constant: pd.DataFrame | None = None
+    semantic: pd.DataFrame | None = None
+    semantic_chance: list[pd.DataFrame] = field(default_factory=list)
 
     def available(self) -> pd.DataFrame:
         """One row per condition: file, trials (for the notebook's overview)."""
@@ -286,6 +299,10 @@ class Stage2Results:
         rows.append(dict(condition=CONDITION_ORDER["chance"],
                          file=f"{len(self.chance)} x chance_shuffle_<k>.tsv" if self.chance
                          else "--", n_trials=len(self.chance[0]) if self.chance else 0))
+        if self.semantic_chance:
+            rows.append(dict(condition=CONDITION_ORDER["semantic_chance"],
+                             file=f"{len(self.semantic_chance)} x semantic_shuffle_<k>.tsv",
+                             n_trials=len(self.semantic_chance[0])))
         rows.append(dict(condition=CONDITION_ORDER["upper"],
                          file="true descriptions" if self.descriptions is not None else "--",
                          n_trials=len(self.model) if self.descriptions is not None else 0))
@@ -334,10 +351,11 @@ def load_stage2_results(cfg_or_run_dir, *, descriptions: pd.Series | None | bool
     other = {c: read_decodes(files[c]) if files.get(c) is not None else None
              for c in ("noda", "baseline", "ceiling") + EXTRA_CONTROLS}
     chance = [_align(read_decodes(p), model, p) for p in files["chance"]]
+    sem_chance = [_align(read_decodes(p), model, p) for p in files.get("semantic_chance", [])]
     if descriptions is True:
         cfg = cfg_or_run_dir if hasattr(cfg_or_run_dir, "run_dir") else None
         rd = None if cfg is not None else Path(files["model"]).parents[2]
         descriptions = load_descriptions(cfg, rd)
     return Stage2Results(model, other["noda"], chance, other["baseline"], other["ceiling"],
                          descriptions if isinstance(descriptions, pd.Series) else None, files,
-                         other["no_brain"], other["constant"])
+                         other["no_brain"], other["constant"], other["semantic"], sem_chance)

@@ -1,0 +1,242 @@
+"""The semantic read-out decoder: voxels -> class (and scene) -> prototype video tokens -> the
+video-LLM. A decoder that goes through the frozen LLM without any Stage I or Stage II training.
+
+For each label of ``eval.semantic_labels`` (``class``, and on the simulated data ``scene``) a
+logistic read-out is fitted on the training subjects' training trials: mask voxels averaged
+over the block's volumes, standardised, PCA (``eval.semantic_pca`` components), standardised,
+logistic regression with C chosen from ``eval.semantic_cs`` by leave-one-subject-out accuracy
+over the training subjects, then refitted on them all. A target evaluation trial's most
+probable class and scene pick the *prototype* video tokens: the mean video tokens (the video
+Q-Former's outputs, before the projection into the LLM) of the training trials of that class,
+plus the mean of those of that scene, minus the grand mean (the simulator draws scenes
+independently of classes). The video-LLM's own projection (an untrained Stage II bridge)
+carries them into the frozen LLM, which answers the trial's instruction.
+
+Its chance level shuffles the read-outs across the evaluation trials of each subject (the same
+derangements as the fMRI2Text chance decodes, :func:`llm4brain.evaluation.decoding.chance_decodes`).
+Nothing here reads a target subject's video, caption or label: the evaluation trials give their
+voxels only (:func:`llm4brain.training.guard.target_evaluation_view`).
+
+Measured on two pseudo-targets (``bench/bench_semantic_readout.py``,
+``bench/results/semantic_readout.md``): 54-59 distinct answers of 120, the scene above its
+shuffled level on three of four runs, the agent on one of two subjects; answers from the
+posterior-weighted mean of the prototypes instead of the most probable one collapse.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ..data import voxel_features
+from ..training.guard import source_view, target_evaluation_view
+from .controls import derangements
+from .decoding import EvalSet, decode_eval_set
+
+__all__ = ["LabelReadout", "SemanticReadout", "fit_label_readout", "fit_semantic_readout",
+           "semantic_decodes"]
+
+
+@dataclass
+class LabelReadout:
+    """One label's logistic read-out: the fitted pipeline, its classes, the chosen C and the
+    leave-one-subject-out accuracy of every candidate C (training subjects only)."""
+
+    label: str
+    model: object
+    classes: np.ndarray
+    C: float
+    loso: dict[float, float]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes[self.model.predict_proba(X).argmax(1)]
+
+
+def _pipeline(C: float, n_pca: int, n: int):
+    return make_pipeline(StandardScaler(), PCA(min(n_pca, n - 1), random_state=0),
+                         StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+
+
+def fit_label_readout(X: np.ndarray, y: Sequence, groups: Sequence, *, label: str = "class",
+                      n_pca: int = 256, cs: Sequence[float] = (1e-4, 1e-3, 1e-2, 1e-1)
+                      ) -> LabelReadout:
+    """Logistic read-out of ``y`` from ``X`` (rows: trials), C by leave-one-group-out.
+
+    Parameters
+    ----------
+    X : array (n, V)
+    y : labels (n,)
+    groups : subject of each row (at least two distinct)
+    label : name, for messages
+    n_pca, cs : PCA components (capped at n - 1) and the candidate inverse regularisations
+
+    Raises
+    ------
+    ValueError
+        Fewer than two groups or two classes, or rows that disagree in number.
+    """
+    X, y, groups = np.asarray(X, np.float32), np.asarray(y).astype(str), np.asarray(groups).astype(str)
+    if not (len(X) == len(y) == len(groups)):
+        raise ValueError(f"semantic read-out of {label}: {len(X)} rows of voxels, {len(y)} "
+                         f"labels, {len(groups)} groups")
+    if len(np.unique(groups)) < 2:
+        raise ValueError(f"semantic read-out of {label}: C is chosen by leave-one-subject-out "
+                         f"and needs at least two training subjects, got {sorted(set(groups))}")
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"semantic read-out of {label}: the training trials hold one value "
+                         f"({y[0]!r}); nothing to read out")
+    if not cs:
+        raise ValueError("semantic read-out: eval.semantic_cs is empty")
+    loso = {}
+    for c in cs:
+        acc = []
+        for g in np.unique(groups):
+            tr, te = groups != g, groups == g
+            acc.append(float((_pipeline(c, n_pca, int(tr.sum())).fit(X[tr], y[tr])
+                              .predict(X[te]) == y[te]).mean()))
+        loso[float(c)] = float(np.mean(acc))
+    best = max(loso, key=loso.get)           # first of the best (the grid's order breaks ties)
+    model = _pipeline(best, n_pca, len(X)).fit(X, y)
+    return LabelReadout(label, model, np.asarray(model.classes_), best, loso)
+
+
+@dataclass
+class SemanticReadout:
+    """What :func:`fit_semantic_readout` returns.
+
+    readouts : one :class:`LabelReadout` per label; prototypes : per label, a dict value ->
+    mean video tokens (L, H) of its training trials; grand : mean video tokens of all training
+    trials (L, H).
+    """
+
+    readouts: dict[str, LabelReadout]
+    prototypes: dict[str, dict[str, torch.Tensor]]
+    grand: torch.Tensor
+    info: dict = field(default_factory=dict)
+
+    def tokens(self, decoded: dict[str, Sequence[str]]) -> torch.Tensor:
+        """Prototype tokens (n, L, H): the sum over labels of the decoded value's mean tokens,
+        minus (labels - 1) grand means."""
+        labels = list(self.readouts)
+        n = len(decoded[labels[0]])
+        out = -(len(labels) - 1) * self.grand.expand(n, *self.grand.shape).clone()
+        for lab in labels:
+            out += torch.stack([self.prototypes[lab][str(v)] for v in decoded[lab]])
+        return out
+
+    def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """Most probable value of every label for voxel rows ``X``."""
+        return {lab: r.predict(X) for lab, r in self.readouts.items()}
+
+
+def _label_values(label: str, view, stim: pd.DataFrame | None) -> np.ndarray:
+    if label == "class":
+        return np.asarray(view.class_name).astype(str)
+    if stim is None or label not in stim.columns:
+        raise ValueError(f"eval.semantic_labels names {label!r}, but the stimulus table has no "
+                         f"{label!r} column (the simulated data has 'scene'; real data has only "
+                         f"'class'): set eval.semantic_labels to [class]")
+    col = stim.drop_duplicates("stim_file").set_index("stim_file")[label]
+    files = np.asarray(view.stim_file).astype(str)
+    unknown = sorted(set(files) - set(col.index.astype(str)))
+    if unknown:
+        raise ValueError(f"{len(unknown)} training clip(s) are not in the stimulus table, e.g. "
+                         f"{unknown[:3]}")
+    return col.reindex(files).astype(str).to_numpy()
+
+
+@torch.no_grad()
+def _video_tokens(vlm, features, stim_files: Sequence[str], batch_size: int) -> torch.Tensor:
+    """Video Q-Former outputs (n, L, H) of clips (before the projection into the LLM)."""
+    files = list(dict.fromkeys(str(s) for s in stim_files))
+    dev = next(vlm.branch.parameters()).device
+    was = vlm.branch.training
+    vlm.branch.eval()
+    try:
+        per = torch.cat([vlm.branch.video_hidden(features.get(files[s:s + batch_size]).to(dev))
+                         .float().cpu() for s in range(0, len(files), batch_size)])
+    finally:
+        vlm.branch.train(was)
+    row = {f: i for i, f in enumerate(files)}
+    return per[torch.as_tensor([row[str(s)] for s in stim_files])]
+
+
+def fit_semantic_readout(cfg, tc, splits, vlm, features, stim: pd.DataFrame | None = None
+                         ) -> SemanticReadout:
+    """Fit the read-outs and prototypes on the training subjects' training trials.
+
+    Parameters
+    ----------
+    cfg : Config
+        ``eval.semantic_labels`` / ``semantic_pca`` / ``semantic_cs``,
+        ``stage1.eval_batch_size``.
+    tc : TrialCache
+    splits : Splits
+    vlm : VideoLLM
+        Its video branch gives the prototypes' tokens.
+    features : FrameFeatureCache
+        :func:`llm4brain.training.vlpretrain.video_features`.
+    stim : DataFrame, optional
+        The stimulus table (needed for labels other than ``class``).
+    """
+    e = cfg.eval
+    labels = list(e.semantic_labels)
+    if not labels or labels[0] != "class":
+        raise ValueError(f"eval.semantic_labels = {labels}: the first label must be 'class'")
+    sv = source_view(tc, splits, "train")
+    bs = cfg.stage1.eval_batch_size
+    X = voxel_features(sv.blocks, len(sv), tc.mask, batch_size=bs)
+    groups = np.asarray(sv.subject).astype(str)
+    Y = _video_tokens(vlm, features, list(np.asarray(sv.stim_file).astype(str)), bs)
+    readouts, prototypes = {}, {}
+    for lab in labels:
+        y = _label_values(lab, sv, stim)
+        r = fit_label_readout(X, y, groups, label=lab, n_pca=e.semantic_pca, cs=e.semantic_cs)
+        readouts[lab] = r
+        prototypes[lab] = {str(v): Y[torch.as_tensor(y == v)].mean(0) for v in r.classes}
+    info = {lab: dict(C=r.C, loso_accuracy=r.loso[r.C], n_values=len(r.classes))
+            for lab, r in readouts.items()}
+    return SemanticReadout(readouts, prototypes, Y.mean(0), info)
+
+
+def semantic_decodes(cfg, readout: SemanticReadout, model, tc, splits, eval_set: EvalSet,
+                     n_shuffles: int, *, seed: int = 0, progress: bool = False
+                     ) -> tuple[pd.DataFrame, list[pd.DataFrame], dict[str, np.ndarray]]:
+    """Decode every target evaluation trial from its prototype tokens, and ``n_shuffles``
+    times with the read-outs deranged within subject (shuffle ``k``: rng ``(seed, k)``).
+
+    Parameters
+    ----------
+    model : Stage2Model
+        An untrained bridge (``build_stage2_model(cfg, vlm.branch.proj, vlm.llm,
+        domain_adaptation=False)``): the video-LLM's own projection.
+    eval_set : EvalSet
+        Its rows must be the target evaluation view's, in order.
+
+    Returns
+    -------
+    (decodes, shuffled decodes, decoded labels of each trial)
+    """
+    ev = target_evaluation_view(tc, splits)
+    if list(np.asarray(ev.rows, int)) != list(eval_set.table["trial_index"].astype(int)):
+        raise ValueError("semantic_decodes: the evaluation set's trials are not the target "
+                         "evaluation view's (build it with build_eval_set on the same splits)")
+    X = voxel_features(ev.blocks, len(ev), tc.mask, batch_size=cfg.stage1.eval_batch_size)
+    decoded = readout.predict(X)
+    out = decode_eval_set(model, eval_set, z=readout.tokens(decoded), seed=seed,
+                          progress=progress, desc="semantic read-out")
+    subj = eval_set.table["subject"].astype(str).to_numpy()
+    shuffled = []
+    for k in range(n_shuffles):
+        perm = derangements(len(subj), 1, np.random.default_rng((seed, k)), groups=subj)[0]
+        z = readout.tokens({lab: v[perm] for lab, v in decoded.items()})
+        shuffled.append(decode_eval_set(model, eval_set, z=z, seed=seed, progress=progress,
+                                        desc=f"semantic chance {k}"))
+    return out, shuffled, decoded

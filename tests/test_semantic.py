@@ -1,0 +1,184 @@
+"""The semantic read-out decoder (llm4brain.evaluation.semantic): its logistic read-outs, the
+prototype-token arithmetic, the decodes and chance decodes Stage II's outputs write, how the
+results are read and scored, and that nothing of the target subjects but their voxels enters."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from llm4brain.config import ConfigError, load_config
+from llm4brain.evaluation import decoding as dec2
+from llm4brain.evaluation import stage2_outputs as out2
+from llm4brain.evaluation import stage2_results as res2
+from llm4brain.evaluation.attributes import ATTRIBUTE_CONDITIONS, stage2_attribute_tables
+from llm4brain.evaluation.stage1 import evaluate_stage1
+from llm4brain.evaluation.semantic import (SemanticReadout, fit_label_readout,
+                                           fit_semantic_readout, semantic_decodes)
+from llm4brain.models.stage2 import build_stage2_model
+from llm4brain.training import stage2 as s2
+
+
+# ----------------------------------------------------------------------------- read-outs
+def _separable(rng, n_per=30, groups=3, classes=3, d=40, shift=2.0):
+    y = np.tile(np.repeat(np.arange(classes), n_per // classes), groups).astype(str)
+    g = np.repeat([f"s{k}" for k in range(groups)], n_per)
+    centres = rng.standard_normal((classes, d)) * shift
+    X = centres[y.astype(int)] + rng.standard_normal((len(y), d))
+    return X, y, g
+
+
+def test_label_readout_reads_separable_classes_and_picks_c_by_loso():
+    rng = np.random.default_rng(0)
+    X, y, g = _separable(rng)
+    r = fit_label_readout(X, y, g, n_pca=10, cs=(1e-4, 1e-1))
+    assert set(r.loso) == {1e-4, 1e-1} and r.C == max(r.loso, key=r.loso.get)
+    assert r.loso[r.C] > 0.9
+    Xt, yt, _ = _separable(np.random.default_rng(0), n_per=9, groups=1)   # same centres
+    assert (r.predict(Xt) == yt).mean() > 0.9
+    assert list(r.classes) == ["0", "1", "2"]
+
+
+def test_label_readout_on_noise_is_near_chance():
+    rng = np.random.default_rng(1)
+    X, y, g = _separable(rng, shift=0.0)
+    r = fit_label_readout(X, y, g, n_pca=10)
+    assert r.loso[r.C] < 0.6                      # 3 classes: chance 1/3
+
+
+@pytest.mark.parametrize("groups, labels, match", [
+    (["a"] * 6, list("abcabc"), "at least two training subjects"),
+    (list("aaabbb"), ["x"] * 6, "nothing to read out"),
+    (list("aaab"), list("abcabc"), "6 rows of voxels, 6 labels, 4 groups"),
+])
+def test_label_readout_errors(groups, labels, match):
+    with pytest.raises(ValueError, match=match):
+        fit_label_readout(np.zeros((6, 3)), labels, groups, label="class")
+
+
+def test_prototype_tokens_add_class_and_scene_means_minus_the_grand_mean():
+    g = torch.full((2, 3), 1.0)
+    proto = {"class": {"a": torch.full((2, 3), 4.0), "b": torch.full((2, 3), 6.0)},
+             "scene": {"x": torch.full((2, 3), 2.0), "y": torch.zeros(2, 3)}}
+    r = SemanticReadout({"class": None, "scene": None}, proto, g)
+    z = r.tokens({"class": ["a", "b", "a"], "scene": ["x", "x", "y"]})
+    assert z.shape == (3, 2, 3)
+    assert torch.equal(z[:, 0, 0], torch.tensor([4 + 2 - 1, 6 + 2 - 1, 4 + 0 - 1.0]))
+    only_class = SemanticReadout({"class": None}, {"class": proto["class"]}, g)
+    assert torch.equal(only_class.tokens({"class": ["b"]})[0], proto["class"]["b"])
+
+
+def test_config_checks_the_labels_and_the_grid():
+    assert load_config("default").eval.semantic_labels == ("class", "scene")
+    assert load_config("had").eval.semantic_labels == ("class",)
+    with pytest.raises(ConfigError, match="must start with 'class'"):
+        load_config("smoke", overrides={"eval": {"semantic_labels": ["scene", "class"]}})
+    with pytest.raises(ConfigError, match="repeats a label"):
+        load_config("smoke", overrides={"eval": {"semantic_labels": ["class", "class"]}})
+    with pytest.raises(ConfigError, match="semantic_cs"):
+        load_config("smoke", overrides={"eval": {"semantic_cs": [0.0, 1.0]}})
+
+
+# ----------------------------------------------------------------------------- on a tiny world
+@pytest.fixture(scope="module")
+def world(fit_tiny_stage1, tiny_world, make_tiny_llm, tmp_path_factory):
+    w = tiny_world(tmp_path_factory.mktemp("sem"), eval={"semantic_labels": ["class"]})
+    tgt = w["tc"].trials["subject"] == "03"                       # what must never be read
+    w["tc"].trials.loc[tgt, "class_name"] = "LEAKED_CLASS"
+    w["captions"].loc[w["captions"]["subject"] == "03", "answer"] = "LEAKED ANSWER"
+    model, video, _ = fit_tiny_stage1(w)
+    evaluate_stage1(w["cfg"], model, w["tc"], w["splits"], video, progress=False)   # baseline
+    texts = list(w["captions"]["answer"]) + ["The video shows a ball"]
+    w.update(stage1=model, video=video, llm=make_tiny_llm(texts, hidden=32, layers=1, heads=2))
+    w["vlm"] = SimpleNamespace(branch=w["branch"], llm=w["llm"])
+    return w
+
+
+def test_readout_fits_on_training_subjects_only(world):
+    w = world
+    r = fit_semantic_readout(w["cfg"], w["tc"], w["splits"], w["vlm"], w["features"])
+    assert list(r.readouts) == ["class"]
+    assert set(r.prototypes["class"]) == {"class0", "class1", "class2"}     # no LEAKED_CLASS
+    tr = w["tc"].trials.iloc[w["splits"].train_idx]
+    with torch.no_grad():
+        Y = w["branch"].video_hidden(w["features"].get(list(tr["stim_file"]))).float()
+    for c in ("class0", "class2"):                    # the mean of that class's training trials
+        want = Y[torch.as_tensor((tr["class_name"] == c).to_numpy().copy())].mean(0)
+        assert torch.allclose(r.prototypes["class"][c], want, atol=1e-6)
+    assert torch.allclose(r.grand, Y.mean(0), atol=1e-6)
+    assert set(r.info["class"]) == {"C", "loso_accuracy", "n_values"}
+
+
+def test_scene_label_needs_a_scene_column(world):
+    w = world
+    cfg = w["cfg"].replace(eval__semantic_labels=("class", "scene"))
+    stim = pd.DataFrame(dict(stim_file=w["tc"].trials["stim_file"]))
+    with pytest.raises(ValueError, match=r"no 'scene' column.*eval.semantic_labels to \[class\]"):
+        fit_semantic_readout(cfg, w["tc"], w["splits"], w["vlm"], w["features"], stim)
+    stim["scene"] = np.where(np.arange(len(stim)) % 2, "beach", "park")
+    r = fit_semantic_readout(cfg, w["tc"], w["splits"], w["vlm"], w["features"], stim)
+    assert set(r.prototypes["scene"]) == {"beach", "park"}
+
+
+def test_decodes_and_chance_decodes(world):
+    w = world
+    cfg = w["cfg"]
+    r = fit_semantic_readout(cfg, w["tc"], w["splits"], w["vlm"], w["features"])
+    ev = dec2.build_eval_set(cfg, w["stage1"], w["tc"], w["splits"], w["captions"])
+    model = build_stage2_model(cfg, w["branch"].proj, w["llm"], domain_adaptation=False)
+    out, shuffled, decoded = semantic_decodes(cfg, r, model, w["tc"], w["splits"], ev, 2)
+    assert list(out["trial_index"]) == list(ev.table["trial_index"]) and len(shuffled) == 2
+    assert set(decoded["class"]) <= {"class0", "class1", "class2"}
+    # the decode of a trial is the LLM given that trial's prototype tokens
+    direct = dec2.decode_eval_set(model, ev, z=r.tokens(decoded), seed=0)
+    assert direct["fmri2text"].tolist() == out["fmri2text"].tolist()
+    # a shuffle hands each trial another trial's read-out (derangement within subject)
+    perm = dec2.derangements(len(ev), 1, np.random.default_rng((0, 1)),
+                             groups=ev.table["subject"].to_numpy())[0]
+    z1 = r.tokens({"class": decoded["class"][perm]})
+    again = dec2.decode_eval_set(model, ev, z=z1, seed=0)
+    assert again["fmri2text"].tolist() == shuffled[1]["fmri2text"].tolist()
+    bad = dec2.EvalSet(ev.table.iloc[::-1].reset_index(drop=True), ev.z)
+    with pytest.raises(ValueError, match="not the target evaluation view"):
+        semantic_decodes(cfg, r, model, w["tc"], w["splits"], bad, 1)
+
+
+def test_stage2_outputs_write_read_and_score_the_semantic_rows(world):
+    w = world
+    cfg = w["cfg"]
+    data = s2.build_stage2_data(cfg, w["stage1"], w["tc"], w["splits"], w["captions"])
+    m = s2.train_stage2(cfg, data, w["llm"], w["branch"].proj, domain_adaptation=True,
+                        progress=False).model
+    ev = dec2.build_eval_set(cfg, w["stage1"], w["tc"], w["splits"], w["captions"])
+    man = out2.write_stage2_outputs(cfg, {"da": m}, ev, w["captions"], tc=w["tc"],
+                                    splits=w["splits"], vlm=w["vlm"], features=w["features"],
+                                    progress=False)
+    assert man["semantic"] == "semantic.tsv"
+    assert man["semantic_chance"] == [f"semantic_shuffle_{k}.tsv"
+                                      for k in range(dec2.n_chance_decodes(cfg))]
+    assert man["semantic_readout"]["class"]["n_values"] == 3
+    r = res2.load_stage2_results(cfg, descriptions=None)
+    assert r.semantic is not None and len(r.semantic_chance) == len(man["semantic_chance"])
+    assert (r.semantic["video2text"] == "LEAKED ANSWER").all()      # references: scoring only
+    avail = r.available().set_index("condition")
+    assert avail.loc[res2.CONDITION_ORDER["semantic"], "n_trials"] == len(ev)
+    assert avail.loc[res2.CONDITION_ORDER["semantic_chance"], "n_trials"] == len(ev)
+    # the attribute table scores it against its own shuffles
+    stim = pd.DataFrame(dict(stim_file=w["tc"].trials["stim_file"], agent="ball", action="rolls",
+                             colour="red", size="small", direction="left", speed="slowly",
+                             scene="park"))
+    t = stage2_attribute_tables(r, stim, n_boot=20, n_perm=20)["truth"]
+    assert ATTRIBUTE_CONDITIONS["semantic"] in set(t["condition"])
+    assert ATTRIBUTE_CONDITIONS["semantic_chance"] in set(t["condition"])
+    # switched off: no files, a note, and an earlier run's files removed
+    off = cfg.replace(eval__semantic_readout=False)
+    man = out2.write_stage2_outputs(off, {"da": m}, ev, w["captions"], tc=w["tc"],
+                                    splits=w["splits"], vlm=w["vlm"], progress=False)
+    d = res2.stage2_results_dir(cfg)
+    assert "semantic" not in man and man["semantic_note"] == "eval.semantic_readout is false"
+    assert not (d / "semantic.tsv").exists() and not list(d.glob("semantic_shuffle_*"))
+    r = res2.load_stage2_results(cfg, descriptions=None)
+    assert r.semantic is None and r.semantic_chance == []
