@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -42,6 +41,7 @@ from llm4brain.evaluation.attributes import (AttributeParser, attribute_accuracy
                                              truth_frame)
 from llm4brain.evaluation.controls import derangements
 from llm4brain.evaluation.decoding import EvalSet, build_eval_set, decode_eval_set
+from llm4brain.evaluation.semantic import fit_label_readout
 from llm4brain.experiments import experiment_inputs, tune_stage1
 from llm4brain.models.stage1 import embed_clips
 from llm4brain.models.stage2 import build_stage2_model
@@ -53,19 +53,11 @@ CS = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
 def fit_logistic(X, y, groups, n_pca=256):
-    """PCA -> standardise -> logistic; C by leave-one-subject-out accuracy on the training set."""
-    def model(c):
-        return make_pipeline(StandardScaler(), PCA(min(n_pca, len(X) - 1), random_state=0),
-                             StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-    score = {}
-    for c in CS:
-        acc = []
-        for g in np.unique(groups):
-            tr, te = groups != g, groups == g
-            acc.append(float((model(c).fit(X[tr], y[tr]).predict(X[te]) == y[te]).mean()))
-        score[c] = float(np.mean(acc))
-    best = max(score, key=score.get)
-    return model(best).fit(X, y), best, score
+    """PCA -> standardise -> logistic; C by leave-one-subject-out accuracy on the training set
+    (the package's :func:`llm4brain.evaluation.semantic.fit_label_readout`): ``(fitted
+    pipeline, C, {C: LOSO accuracy})``."""
+    r = fit_label_readout(X, y, groups, n_pca=n_pca, cs=CS)
+    return r.model, r.C, r.loso
 
 
 def main(subject=None, n_shuffles: int = 5, response: str = "block", seed: int = 0,

@@ -42,6 +42,13 @@ def test_label_readout_reads_separable_classes_and_picks_c_by_loso():
     assert list(r.classes) == ["0", "1", "2"]
 
 
+def test_label_readout_caps_pca_at_the_features():
+    rng = np.random.default_rng(2)
+    X, y, g = _separable(rng, d=5)                # 90 trials, 5 features, 256 components asked
+    r = fit_label_readout(X, y, g)
+    assert r.model.named_steps["pca"].n_components == 5 and r.loso[r.C] > 0.8
+
+
 def test_label_readout_on_noise_is_near_chance():
     rng = np.random.default_rng(1)
     X, y, g = _separable(rng, shift=0.0)

@@ -59,8 +59,9 @@ class LabelReadout:
         return self.classes[self.model.predict_proba(X).argmax(1)]
 
 
-def _pipeline(C: float, n_pca: int, n: int):
-    return make_pipeline(StandardScaler(), PCA(min(n_pca, n - 1), random_state=0),
+def _pipeline(C: float, n_pca: int, n: int, n_features: int):
+    k = max(1, min(n_pca, n - 1, n_features))        # PCA needs k <= min(trials, features)
+    return make_pipeline(StandardScaler(), PCA(k, random_state=0),
                          StandardScaler(), LogisticRegression(C=C, max_iter=2000))
 
 
@@ -75,7 +76,8 @@ def fit_label_readout(X: np.ndarray, y: Sequence, groups: Sequence, *, label: st
     y : labels (n,)
     groups : subject of each row (at least two distinct)
     label : name, for messages
-    n_pca, cs : PCA components (capped at n - 1) and the candidate inverse regularisations
+    n_pca, cs : PCA components (capped at the training rows - 1 and at the features) and the
+        candidate inverse regularisations
 
     Raises
     ------
@@ -99,11 +101,11 @@ def fit_label_readout(X: np.ndarray, y: Sequence, groups: Sequence, *, label: st
         acc = []
         for g in np.unique(groups):
             tr, te = groups != g, groups == g
-            acc.append(float((_pipeline(c, n_pca, int(tr.sum())).fit(X[tr], y[tr])
+            acc.append(float((_pipeline(c, n_pca, int(tr.sum()), X.shape[1]).fit(X[tr], y[tr])
                               .predict(X[te]) == y[te]).mean()))
         loso[float(c)] = float(np.mean(acc))
     best = max(loso, key=loso.get)           # first of the best (the grid's order breaks ties)
-    model = _pipeline(best, n_pca, len(X)).fit(X, y)
+    model = _pipeline(best, n_pca, len(X), X.shape[1]).fit(X, y)
     return LabelReadout(label, model, np.asarray(model.classes_), best, loso)
 
 
