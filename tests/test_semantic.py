@@ -180,6 +180,24 @@ def test_stage2_outputs_write_read_and_score_the_semantic_rows(world):
     t = stage2_attribute_tables(r, stim, n_boot=20, n_perm=20)["truth"]
     assert ATTRIBUTE_CONDITIONS["semantic"] in set(t["condition"])
     assert ATTRIBUTE_CONDITIONS["semantic_chance"] in set(t["condition"])
+    # scored: its own row and its own chance (the mean over its shuffles), beside the others
+    from sacrebleu.metrics import BLEU
+
+    from llm4brain.evaluation.metrics import TextScorer
+    from llm4brain.evaluation.report import build_report
+    from llm4brain.evaluation.scoring import score_run
+
+    def bleu1(df):
+        return BLEU(max_ngram_order=1).corpus_score(list(df["fmri2text"]),
+                                                    [list(df["video2text"])]).score
+
+    ev_scores = score_run(cfg, scorer=TextScorer(cfg.eval, bertscore=False))
+    assert ev_scores.semantic is not None and ev_scores.semantic_chance is not None
+    summ = build_report(ev_scores, cfg).summary.set_index(["metric", "condition"])
+    got = summ.loc[("sacrebleu1", res2.CONDITION_ORDER["semantic"]), "estimate"]
+    assert got == pytest.approx(bleu1(r.semantic))                  # one target subject
+    got = summ.loc[("sacrebleu1", res2.CONDITION_ORDER["semantic_chance"]), "estimate"]
+    assert got == pytest.approx(np.mean([bleu1(c) for c in r.semantic_chance]))
     # switched off: no files, a note, and an earlier run's files removed
     off = cfg.replace(eval__semantic_readout=False)
     man = out2.write_stage2_outputs(off, {"da": m}, ev, w["captions"], tc=w["tc"],
@@ -189,3 +207,5 @@ def test_stage2_outputs_write_read_and_score_the_semantic_rows(world):
     assert not (d / "semantic.tsv").exists() and not list(d.glob("semantic_shuffle_*"))
     r = res2.load_stage2_results(cfg, descriptions=None)
     assert r.semantic is None and r.semantic_chance == []
+    man = out2.write_stage2_outputs(cfg, {"da": m}, ev, w["captions"], tc=w["tc"], progress=False)
+    assert man["semantic_note"] == "no semantic read-out: splits, vlm not given"
