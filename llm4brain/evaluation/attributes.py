@@ -32,6 +32,7 @@ import pandas as pd
 
 from ..sim import description_lexicon
 from .controls import bootstrap_ci
+from .stage2_results import EXTRA_CONTROLS
 
 __all__ = ["ATTRIBUTES", "COMBINED", "AttributeParser", "load_lexicon", "attribute_frame",
            "attribute_correct", "attribute_accuracy", "attribute_chance", "distinct_share",
@@ -375,7 +376,7 @@ def stage2_attribute_tables(results, stim: pd.DataFrame, *, n_boot: int = 1000,
     truth = truth_frame(stim, model["stim_file"])
     texts = {ATTRIBUTE_CONDITIONS["upper"]: model["video2text"].astype(str).tolist(),
              ATTRIBUTE_CONDITIONS["model"]: model["fmri2text"].astype(str).tolist()}
-    for cond in ("noda", "baseline", "ceiling", "no_brain", "constant", "semantic"):
+    for cond in ("noda", "baseline", "ceiling") + EXTRA_CONTROLS:
         t = _aligned(getattr(results, cond, None), model, "fmri2text")
         if t is not None:
             texts[ATTRIBUTE_CONDITIONS[cond]] = t
@@ -383,13 +384,10 @@ def stage2_attribute_tables(results, stim: pd.DataFrame, *, n_boot: int = 1000,
     sem_shuffles = [c["fmri2text"].astype(str).tolist()
                     for c in getattr(results, "semantic_chance", None) or []]
     fmri = [k for k in texts if k != ATTRIBUTE_CONDITIONS["upper"]]
-    chance = {k: shuffles for k in fmri} if shuffles else None
-    if ATTRIBUTE_CONDITIONS["semantic"] in texts and (chance is not None or sem_shuffles):
-        chance = dict(chance or {})
-        if sem_shuffles:                          # its own null: the read-outs shuffled
-            chance[ATTRIBUTE_CONDITIONS["semantic"]] = sem_shuffles
-        else:
-            chance.pop(ATTRIBUTE_CONDITIONS["semantic"], None)
+    # each fMRI condition against the shuffled-fMRI decodes, the semantic read-out against its
+    # own (the read-outs shuffled): a decoder's null is that decoder with its input shuffled
+    own = {ATTRIBUTE_CONDITIONS["semantic"]: sem_shuffles}
+    chance = {k: own.get(k, shuffles) for k in fmri if own.get(k, shuffles)} or None
     out_truth = attribute_summary(texts, truth, chance=chance, parser=parser, n_boot=n_boot,
                                   n_perm=n_perm, rng=rng)
     if shuffles:

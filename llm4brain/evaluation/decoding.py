@@ -29,7 +29,7 @@ from .controls import derangements
 from .stage2_results import DECODE_COLUMNS
 
 __all__ = ["EvalSet", "build_eval_set", "decode", "decode_eval_set", "no_brain_decodes",
-           "constant_decodes", "n_chance_decodes", "chance_decodes"]
+           "constant_decodes", "n_chance_decodes", "chance_permutation", "chance_decodes"]
 
 
 @dataclass
@@ -163,16 +163,22 @@ def n_chance_decodes(cfg) -> int:
     return min(n, cap) if cap > 0 else n
 
 
+def chance_permutation(eval_set: EvalSet, k: int, *, seed: int = 0) -> np.ndarray:
+    """Shuffle ``k`` of the chance decodes: a derangement of the evaluation trials within
+    subject (:func:`llm4brain.evaluation.controls.derangements`, rng ``(seed, k)``)."""
+    subj = eval_set.table["subject"].astype(str).to_numpy()
+    return derangements(len(subj), 1, np.random.default_rng((seed, k)), groups=subj)[0]
+
+
 def chance_decodes(model: Stage2Model, eval_set: EvalSet, n_shuffles: int, *, seed: int = 0,
                    progress: bool = False) -> list[pd.DataFrame]:
     """Chance level: decode with the fMRI tokens shuffled across the evaluation trials of each
     subject, no trial keeping its own (a derangement within subject,
     :func:`llm4brain.evaluation.controls.derangements`; shuffle ``k`` uses seed ``(seed, k)``).
     Instructions and references stay put."""
-    subj = eval_set.table["subject"].astype(str).to_numpy()
     out = []
     for k in range(n_shuffles):
-        perm = derangements(len(subj), 1, np.random.default_rng((seed, k)), groups=subj)[0]
+        perm = chance_permutation(eval_set, k, seed=seed)
         out.append(decode_eval_set(model, eval_set, z=eval_set.z[torch.as_tensor(perm)],
                                    seed=seed, progress=progress, desc=f"chance {k}"))
     return out

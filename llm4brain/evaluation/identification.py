@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .attributes import ATTRIBUTES, ATTRIBUTE_CONDITIONS, AttributeParser, _aligned, truth_frame
+from .stage2_results import EXTRA_CONTROLS
 from .controls import bootstrap_ci
 
 __all__ = ["nway_identification", "attribute_similarity", "stage2_identification",
@@ -99,7 +100,7 @@ def stage2_identification(results, scorer=None, *, stim: pd.DataFrame | None = N
     model = results.model
     n_way = min(n_way, len(model))
     conds = {labels["model"]: model["fmri2text"].astype(str).tolist()}
-    for cond in ("noda", "baseline", "ceiling", "no_brain", "constant", "semantic"):
+    for cond in ("noda", "baseline", "ceiling") + EXTRA_CONTROLS:
         t = _aligned(getattr(results, cond, None), model, "fmri2text")
         if t is not None:
             conds[labels[cond]] = t

@@ -37,8 +37,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ..data import voxel_features
 from ..training.guard import source_view, target_evaluation_view
-from .controls import derangements
-from .decoding import EvalSet, decode_eval_set
+from .decoding import EvalSet, chance_permutation, decode_eval_set
 
 __all__ = ["LabelReadout", "SemanticReadout", "fit_label_readout", "fit_semantic_readout",
            "semantic_decodes"]
@@ -234,10 +233,9 @@ def semantic_decodes(cfg, readout: SemanticReadout, model, tc, splits, eval_set:
     decoded = readout.predict(X)
     out = decode_eval_set(model, eval_set, z=readout.tokens(decoded), seed=seed,
                           progress=progress, desc="semantic read-out")
-    subj = eval_set.table["subject"].astype(str).to_numpy()
     shuffled = []
     for k in range(n_shuffles):
-        perm = derangements(len(subj), 1, np.random.default_rng((seed, k)), groups=subj)[0]
+        perm = chance_permutation(eval_set, k, seed=seed)      # the fMRI2Text chance's shuffles
         z = readout.tokens({lab: v[perm] for lab, v in decoded.items()})
         shuffled.append(decode_eval_set(model, eval_set, z=z, seed=seed, progress=progress,
                                         desc=f"semantic chance {k}"))
