@@ -36,6 +36,7 @@ from sklearn.preprocessing import StandardScaler
 
 from bench_zero_shot import READOUT
 from llm4brain.captions import load_captions
+from llm4brain.config import EvalConfig
 from llm4brain.data import load_stimuli, load_trial_cache, voxel_features
 from llm4brain.evaluation.attributes import (AttributeParser, attribute_accuracy, distinct_share,
                                              truth_frame)
@@ -50,14 +51,16 @@ from llm4brain.training.tuning import pseudo_target_splits, sealed_cache, with_o
 
 OUT = Path(__file__).resolve().parent / "results" / "semantic_readout.csv"
 CS = (1e-4, 1e-3, 1e-2, 1e-1)
+VOXELS = EvalConfig().semantic_voxels     # the package default grid
 
 
-def fit_logistic(X, y, groups, n_pca=256):
-    """PCA -> standardise -> logistic; C by leave-one-subject-out accuracy on the training set
-    (the package's :func:`llm4brain.evaluation.semantic.fit_label_readout`): ``(fitted
-    pipeline, C, {C: LOSO accuracy})``."""
-    r = fit_label_readout(X, y, groups, n_pca=n_pca, cs=CS)
-    return r.model, r.C, r.loso
+def fit_logistic(X, y, groups, n_pca=256, n_voxels=VOXELS):
+    """Voxel selection or PCA -> standardise -> logistic; the number of voxels and C by
+    leave-one-subject-out accuracy on the training set (the package's
+    :func:`llm4brain.evaluation.semantic.fit_label_readout`): ``(fitted pipeline,
+    (n_voxels, C), {(n_voxels, C): LOSO accuracy})``."""
+    r = fit_label_readout(X, y, groups, n_pca=n_pca, cs=CS, n_voxels=n_voxels)
+    return r.model, (r.n_voxels, r.C), r.loso
 
 
 def main(subject=None, n_shuffles: int = 5, response: str = "block", seed: int = 0,
@@ -95,7 +98,8 @@ def main(subject=None, n_shuffles: int = 5, response: str = "block", seed: int =
         clf, c, cv = fit_logistic(X_tr, t_tr[att].to_numpy(), groups)
         post[att] = (clf.classes_, clf.predict_proba(X_ev))
         acc = float((clf.classes_[post[att][1].argmax(1)] == t_ev[att].to_numpy()).mean())
-        row(condition=f"voxels -> {att} (logistic, C={c:g}, LOSO {100 * cv[c]:.1f})",
+        row(condition=f"voxels -> {att} (logistic, {c[0] or 'all'} voxels, C={c[1]:g}, "
+                      f"LOSO {100 * cv[c]:.1f})",
             kind="read-out", **{att: round(100 * acc, 1)},
             chance=round(100 * float(t_ev[att].value_counts(normalize=True).max()), 1))
     es = build_eval_set(cfg, s1, sc, ps, captions)

@@ -35,8 +35,8 @@ def test_label_readout_reads_separable_classes_and_picks_c_by_loso():
     rng = np.random.default_rng(0)
     X, y, g = _separable(rng)
     r = fit_label_readout(X, y, g, n_pca=10, cs=(1e-4, 1e-1))
-    assert set(r.loso) == {1e-4, 1e-1} and r.C == max(r.loso, key=r.loso.get)
-    assert r.loso[r.C] > 0.9
+    assert set(r.loso) == {(0, 1e-4), (0, 1e-1)} and (0, r.C) == max(r.loso, key=r.loso.get)
+    assert r.n_voxels == 0 and r.loso[(0, r.C)] > 0.9
     Xt, yt, _ = _separable(np.random.default_rng(0), n_per=9, groups=1)   # same centres
     assert (r.predict(Xt) == yt).mean() > 0.9
     assert list(r.classes) == ["0", "1", "2"]
@@ -46,14 +46,27 @@ def test_label_readout_caps_pca_at_the_features():
     rng = np.random.default_rng(2)
     X, y, g = _separable(rng, d=5)                # 90 trials, 5 features, 256 components asked
     r = fit_label_readout(X, y, g)
-    assert r.model.named_steps["pca"].n_components == 5 and r.loso[r.C] > 0.8
+    assert r.model.named_steps["pca"].n_components == 5 and r.loso[(0, r.C)] > 0.8
 
 
 def test_label_readout_on_noise_is_near_chance():
     rng = np.random.default_rng(1)
     X, y, g = _separable(rng, shift=0.0)
-    r = fit_label_readout(X, y, g, n_pca=10)
-    assert r.loso[r.C] < 0.6                      # 3 classes: chance 1/3
+    r = fit_label_readout(X, y, g, n_pca=10, n_voxels=(5, 0))
+    assert max(r.loso.values()) < 0.6             # 3 classes: chance 1/3
+
+
+def test_label_readout_keeps_the_selective_voxels_when_most_are_noise():
+    rng = np.random.default_rng(3)
+    X, y, g = _separable(rng, n_per=60, d=4, shift=1.0)
+    X = np.hstack([X, rng.standard_normal((len(X), 400)) * 1.5])   # 4 signal + 400 noise columns
+    r = fit_label_readout(X, y, g, n_pca=100, cs=(1e-2, 1.0), n_voxels=(4, 0))
+    assert r.n_voxels == 4                        # chosen by leave-one-subject-out
+    assert r.loso[(4, r.C)] > max(r.loso[(0, c)] for c in (1e-2, 1.0)) + 0.1
+    kept = np.flatnonzero(r.model.named_steps["selectkbest"].get_support())
+    assert len(set(kept) & {0, 1, 2, 3}) >= 3     # the refit on all rows keeps the signal columns
+    with pytest.raises(ValueError, match="semantic_voxels"):
+        fit_label_readout(X, y, g, n_voxels=(-1,))
 
 
 @pytest.mark.parametrize("groups, labels, match", [
@@ -87,6 +100,8 @@ def test_config_checks_the_labels_and_the_grid():
         load_config("smoke", overrides={"eval": {"semantic_labels": ["class", "class"]}})
     with pytest.raises(ConfigError, match="semantic_cs"):
         load_config("smoke", overrides={"eval": {"semantic_cs": [0.0, 1.0]}})
+    with pytest.raises(ConfigError, match="semantic_voxels"):
+        load_config("smoke", overrides={"eval": {"semantic_voxels": [-5]}})
 
 
 # ----------------------------------------------------------------------------- on a tiny world
@@ -116,7 +131,7 @@ def test_readout_fits_on_training_subjects_only(world):
         want = Y[torch.as_tensor((tr["class_name"] == c).to_numpy().copy())].mean(0)
         assert torch.allclose(r.prototypes["class"][c], want, atol=1e-6)
     assert torch.allclose(r.grand, Y.mean(0), atol=1e-6)
-    assert set(r.info["class"]) == {"C", "loso_accuracy", "n_values"}
+    assert set(r.info["class"]) == {"C", "n_voxels", "loso_accuracy", "n_values"}
 
 
 def test_scene_label_needs_a_scene_column(world):

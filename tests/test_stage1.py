@@ -303,6 +303,29 @@ def test_voxel_readout_full_rank_is_sklearns_ridge(rng):
     assert info2["rank"] == 2 and 0.3 < info2["kept_variance"] < 1.0
     with pytest.raises(ValueError, match="mask"):
         ro(torch.zeros(1, 2, 3, 3, 2))
+    # a voxel selection: the ridge of the kept columns, the others read with weight zero
+    keep = np.array([0, 3, 4, 9])
+    ro3 = VoxelReadout(mask, n_tokens=2, out_dim=3, rank=6)
+    info3 = ro3.fit_ridge(X, Y, alphas=(0.1, 1.0, 10.0), voxels=keep)
+    ref3 = RidgeCV(alphas=(0.1, 1.0, 10.0)).fit(X[:, keep].astype(np.float64), Y.reshape(40, -1))
+    got3 = ro3(torch.from_numpy(blocks)).detach().numpy().reshape(40, -1)
+    np.testing.assert_allclose(got3, ref3.predict(X[:, keep].astype(np.float64)), atol=1e-4)
+    assert info3["n_voxels"] == 4 and ro3.keep.sum() == 4
+    assert torch.count_nonzero(ro3.down.weight[:, [1, 2, 5]]) == 0
+    with pytest.raises(ValueError, match="voxels must index"):
+        ro3.fit_ridge(X, Y, alphas=(1.0,), voxels=[12])
+
+
+def test_selective_voxels_ranks_by_the_anova_f(rng):
+    y = np.repeat(["a", "b", "c"], 20)
+    X = rng.normal(size=(60, 8))
+    X[:, 5] += np.repeat([0.0, 3.0, -3.0], 20)              # strongly class-selective
+    X[:, 2] += np.repeat([0.0, 1.0, -1.0], 20)              # weakly
+    X[:, 7] = 1.0                                            # constant: ranks last
+    assert list(s1.selective_voxels(X, y, 2)) == [2, 5]
+    assert 7 not in s1.selective_voxels(X, y, 7)
+    with pytest.raises(ValueError, match="one class"):
+        s1.selective_voxels(X, ["a"] * 60, 2)
 
 
 def test_voxel_readout_starts_stage1_at_the_ridge_and_needs_the_mask(tiny_world, tmp_path):
@@ -332,6 +355,13 @@ def test_voxel_readout_starts_stage1_at_the_ridge_and_needs_the_mask(tiny_world,
     ref = RidgeCV(cfg.stage1.ridge_alphas).fit(X, Y).predict(X)
     got = ms1.embed_fmri(m, view.blocks, len(view)).numpy().reshape(len(view), -1)
     np.testing.assert_allclose(got, ref, atol=1e-3 * np.abs(ref).max())
+    assert s1.stage1_run_name(cfg.replace(stage1__voxel_readout_voxels=5)) != \
+        s1.stage1_run_name(cfg)
+    assert s1.stage1_run_name(w["cfg"].replace(stage1__voxel_readout_voxels=5)) == \
+        s1.stage1_run_name(w["cfg"])
+    info = s1.fit_voxel_readout(cfg.replace(stage1__voxel_readout_voxels=5), m, view, video,
+                                w["tc"].mask)
+    assert info["n_voxels"] == 5 and int(m.readout.keep.sum()) == 5
     tuned = ms1.build_stage1_model(cfg.replace(stage1__voxel_readout="ridge-tuned"),
                                    w["encoder"], w["branch"], mask=w["tc"].mask)
     assert all(p.requires_grad for p in tuned.readout.parameters())

@@ -56,6 +56,10 @@ class EvalConfig:
     semantic_cs : list of float
         Inverse regularisations of the logistic read-outs; one is chosen per label by
         leave-one-subject-out accuracy over the training subjects.
+    semantic_voxels : list of int
+        Candidate numbers of voxels a read-out keeps (the most label-selective by the ANOVA
+        F-test on the fitting trials; 0 = every voxel, reduced by PCA to ``semantic_pca``),
+        chosen with C by the same leave-one-subject-out accuracy.
     """
 
     bertscore_model: str = "minilm"
@@ -75,6 +79,7 @@ class EvalConfig:
     semantic_labels: tuple[str, ...] = ("class", "scene")
     semantic_pca: int = 256
     semantic_cs: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
+    semantic_voxels: tuple[int, ...] = (100, 300, 1000, 0)
 
     def __post_init__(self):
         if self.total_row not in _TOTALS:
@@ -92,6 +97,9 @@ class EvalConfig:
         if not self.semantic_cs or min(self.semantic_cs) <= 0:
             raise ValueError(f"eval.semantic_cs = {list(self.semantic_cs)}; give one or more "
                              f"positive values, e.g. [0.0001, 0.001, 0.01, 0.1]")
+        if not self.semantic_voxels or min(self.semantic_voxels) < 0:
+            raise ValueError(f"eval.semantic_voxels = {list(self.semantic_voxels)}; give one or "
+                             f"more counts >= 0 (0: every voxel, with PCA), e.g. [100, 300, 0]")
         for key in ("n_shuffles", "n_permutations", "n_bootstrap", "bertscore_batch_size",
                     "semantic_pca"):
             if getattr(self, key) < 1:

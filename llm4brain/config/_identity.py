@@ -55,6 +55,8 @@ IDENTITY_OFF_DEFAULT: dict[str, dict[str, Callable[[dict], bool]]] = {
         "center": lambda s: not s.get("center", False),                      # candidate, off
         "voxel_readout": lambda s: s.get("voxel_readout", "none") == "none",  # candidate, off
         "voxel_readout_rank": lambda s: s.get("voxel_readout", "none") == "none",
+        "voxel_readout_voxels": lambda s: (s.get("voxel_readout", "none") == "none"
+                                           or not s.get("voxel_readout_voxels", 0)),
     },
     # Stage I's ablation switch (no SC-MBM pretraining), on by default
     "mae": {"pretrained": lambda s: bool(s.get("pretrained", True))},

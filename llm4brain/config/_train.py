@@ -82,6 +82,10 @@ class Stage1Config:
         learns what it adds; ``ridge-tuned``: the same, and the read-out trains with Stage I.
     voxel_readout_rank : int
         Rank of the read-out (the ridge coefficients truncated by an SVD).
+    voxel_readout_voxels : int
+        ``0``: the read-out reads every brain-mask voxel. ``k > 0``: only the ``k`` voxels whose
+        one-way ANOVA F of the training trials' class is largest (most mask voxels carry no
+        stimulus signal; the others' weights stay at zero, also with ``ridge-tuned``).
     center : bool
         Centred cosine (off as in the paper): the CLIP term subtracts each side's batch mean
         before the cosine, and the evaluation (Stage I, ridge baseline, ridge + NN, noise
@@ -142,6 +146,7 @@ class Stage1Config:
     center: bool = False
     voxel_readout: str = "none"
     voxel_readout_rank: int = 128
+    voxel_readout_voxels: int = 0
     projector: str = "query"
     projector_layers: int = 1
     projector_heads: int = 4
@@ -165,6 +170,7 @@ class Stage1Config:
         _one_of("stage1.qformer_adaptors", self.qformer_adaptors, ("video", "both", "none"))
         _one_of("stage1.voxel_readout", self.voxel_readout, ("none", "ridge", "ridge-tuned"))
         _at_least("stage1.voxel_readout_rank", self.voxel_readout_rank, 1)
+        _at_least("stage1.voxel_readout_voxels", self.voxel_readout_voxels, 0)
         _in_unit("stage1.beta", self.beta)
         _in_unit("stage1.alpha", self.alpha)
         _in_unit("stage1.video_warmup", self.video_warmup)

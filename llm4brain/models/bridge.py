@@ -194,6 +194,8 @@ class VoxelReadout(nn.Module):
         m = torch.as_tensor(np.asarray(mask, dtype=bool))
         self.n_tokens, self.out_dim, self.rank = int(n_tokens), int(out_dim), int(rank)
         self.register_buffer("voxel_index", torch.nonzero(m.flatten()).flatten())
+        # 1 for the voxels the read-out reads (all, unless fit_ridge is given a selection)
+        self.register_buffer("keep", torch.ones(int(m.sum())))
         self.mask_shape = tuple(m.shape)
         self.down = nn.Linear(int(m.sum()), self.rank, bias=False)
         self.up = nn.Linear(self.rank, self.n_tokens * self.out_dim)
@@ -209,23 +211,31 @@ class VoxelReadout(nn.Module):
         return blocks.float().mean(1).flatten(1)[:, self.voxel_index]
 
     def forward(self, blocks: torch.Tensor) -> torch.Tensor:
-        h = self.up(self.down(self.voxels(blocks)))
+        h = self.up(self.down(self.voxels(blocks) * self.keep))
         return h.reshape(blocks.shape[0], self.n_tokens, self.out_dim)
 
     @torch.no_grad()
-    def fit_ridge(self, X: np.ndarray, Y: np.ndarray, alphas, cv: int = 0) -> dict:
+    def fit_ridge(self, X: np.ndarray, Y: np.ndarray, alphas, cv: int = 0,
+                  voxels: np.ndarray | None = None) -> dict:
         """Closed-form initialisation from voxels ``X`` (n, V) and video tokens ``Y`` (n, L, H).
 
-        Returns ``{"alpha", "rank", "kept_variance"}`` (the share of the full-rank ridge
-        predictions' variance on ``X`` that rank r keeps).
+        ``voxels`` (indices into the V columns): read only these; the others get zero weight
+        and a zero in :attr:`keep`, so they stay out also when the read-out trains.
+
+        Returns ``{"alpha", "rank", "kept_variance", "n_voxels"}`` (the share of the
+        full-rank ridge predictions' variance on ``X`` that rank r keeps).
         """
         Y2 = np.asarray(Y, np.float64).reshape(len(Y), -1)
         if Y2.shape[1] != self.n_tokens * self.out_dim or X.shape[1] != self.down.in_features:
             raise ValueError(f"fit_ridge: X (n, {self.down.in_features}) and Y (n, "
                              f"{self.n_tokens}, {self.out_dim}) expected, got {X.shape} and "
                              f"{np.shape(Y)}")
+        sel = np.arange(X.shape[1]) if voxels is None else np.unique(np.asarray(voxels, int))
+        if not len(sel) or sel[0] < 0 or sel[-1] >= X.shape[1]:
+            raise ValueError(f"fit_ridge: voxels must index the {X.shape[1]} columns of X")
+        X = np.asarray(X, np.float64)[:, sel]
         ridge = RidgeCV(alphas=alphas, cv=cv).fit(X, Y2)
-        W = np.asarray(ridge.coef_, np.float64).T                  # (V, L*H)
+        W = np.asarray(ridge.coef_, np.float64).T                  # (V_sel, L*H)
         S, Vt = np.linalg.svd((X - X.mean(0)) @ W, full_matrices=False)[1:]
         r = min(self.rank, len(S))
         P = Vt[:r].T                                               # (L*H, r)
@@ -233,11 +243,15 @@ class VoxelReadout(nn.Module):
         # W ~ (W P) P^T: the predictions projected on their top-r directions
         self.down.weight.zero_()
         self.up.weight.zero_()
-        self.down.weight[:r] = torch.as_tensor((W @ P).T, dtype=self.down.weight.dtype)
+        idx = torch.as_tensor(sel)
+        self.down.weight[:r, idx] = torch.as_tensor((W @ P).T, dtype=self.down.weight.dtype)
         self.up.weight[:, :r] = torch.as_tensor(P, dtype=self.up.weight.dtype)
         bias = Y2.mean(0) - X.mean(0) @ (W @ P) @ P.T   # ridge's intercept for the truncated map
         self.up.bias.copy_(torch.as_tensor(bias, dtype=self.up.bias.dtype))
-        return dict(alpha=float(np.atleast_1d(ridge.alpha_)[0]), rank=r, kept_variance=kept)
+        self.keep.zero_()
+        self.keep[idx] = 1.0
+        return dict(alpha=float(np.atleast_1d(ridge.alpha_)[0]), rank=r, kept_variance=kept,
+                    n_voxels=len(sel))
 
 
 def _query(cfg, in_dim, out_dim, n_tokens):

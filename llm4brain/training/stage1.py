@@ -223,11 +223,28 @@ def fit_voxel_readout(cfg, model: Stage1Model, view: SourceView, video: VideoInp
                       mask) -> dict:
     """Closed-form start of ``stage1.voxel_readout``: ridge from the training trials' voxels
     (averaged over the block's volumes) to their clips' video tokens before Stage I, rank
-    ``stage1.voxel_readout_rank``; returns ``{"alpha", "rank", "kept_variance"}``."""
+    ``stage1.voxel_readout_rank``, on the ``stage1.voxel_readout_voxels`` most class-selective
+    voxels (0: all); returns ``{"alpha", "rank", "kept_variance", "n_voxels"}``."""
     s = cfg.stage1
     X = voxel_features(view.blocks, len(view), mask, batch_size=s.eval_batch_size)
     Y = embed_clips(model, video, list(view.stim_file), s.eval_batch_size).numpy()
-    return model.readout.fit_ridge(X, Y, s.ridge_alphas, s.ridge_cv)
+    sel = None
+    if 0 < s.voxel_readout_voxels < X.shape[1]:
+        sel = selective_voxels(X, np.asarray(view.class_name).astype(str), s.voxel_readout_voxels)
+    return model.readout.fit_ridge(X, Y, s.ridge_alphas, s.ridge_cv, voxels=sel)
+
+
+def selective_voxels(X: np.ndarray, labels, k: int) -> np.ndarray:
+    """Indices of the ``k`` columns of ``X`` whose one-way ANOVA F of ``labels`` is largest
+    (``stage1.voxel_readout_voxels``), in column order; constant columns rank last."""
+    from sklearn.feature_selection import f_classif
+    labels = np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        raise ValueError("stage1.voxel_readout_voxels: the training trials hold one class; "
+                         "the voxel selection needs two or more (set the key to 0)")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        F = np.nan_to_num(f_classif(np.asarray(X, np.float64), labels)[0], nan=-1.0)
+    return np.sort(np.argsort(-F, kind="stable")[:int(k)])
 
 
 def load_stage1(cfg, tc, *, vlm=None, mae=None) -> Stage1Model:
