@@ -177,7 +177,8 @@ save_figure(fig, "05_da_features", cfg)
 #   (The trained network fed noise-free blocks is no ceiling: they are ~15x smaller than the
 #   noisy blocks it learned from.)
 # * **semantic read-out** (`eval.semantic_readout`): logistic read-outs of the class and the
-#   scene from the voxels (training subjects only; C by leave-one-subject-out), then the mean
+#   scene from the most label-selective voxels (training subjects only; the number of voxels
+#   and C by leave-one-subject-out), then the mean
 #   video tokens of the training trials of the decoded class plus those of the decoded scene,
 #   through the video-LLM's own projection into the frozen LLM — no Stage I or Stage II
 #   training; its chance decodes shuffle the read-outs across trials.
