@@ -51,6 +51,16 @@ def test_repo_profiles_inherit_default_through_had(monkeypatch):
     assert urgen.data.source == had.data.source == "fmriprep"
 
 
+def test_replicate_profile_is_the_default_with_another_seed(monkeypatch):
+    monkeypatch.delenv("LLM4BRAIN_CONFIGS", raising=False)
+    rep, default = load_config("replicate"), load_config("default")
+    assert rep.run.seed == 1 and default.run.seed == 0
+    assert rep.run_dir.name == "replicate" and rep.figures_dir == rep.run_dir / "figures"
+    for section in ("sim", "data", "tokenizer", "encoder", "mae", "stage1", "stage2", "eval"):
+        assert getattr(rep, section) == getattr(default, section), section
+    assert rep.sim.noise_sd >= 0.5                  # the same, realistic noise
+
+
 def test_inherit_cycle_is_an_error_naming_the_chain(tmp_path, monkeypatch):
     monkeypatch.setenv("LLM4BRAIN_CONFIGS", str(tmp_path))
     _write(tmp_path / "a.yaml", "inherit: b\n")

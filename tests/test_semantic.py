@@ -16,8 +16,9 @@ from llm4brain.evaluation import stage2_outputs as out2
 from llm4brain.evaluation import stage2_results as res2
 from llm4brain.evaluation.attributes import ATTRIBUTE_CONDITIONS, stage2_attribute_tables
 from llm4brain.evaluation.stage1 import evaluate_stage1
-from llm4brain.evaluation.semantic import (SemanticReadout, fit_label_readout,
-                                           fit_semantic_readout, semantic_decodes)
+from llm4brain.evaluation.semantic import (SemanticReadout, cross_fitted_predictions,
+                                           fit_label_readout, fit_semantic_readout,
+                                           semantic_decodes, semantic_stage2_data)
 from llm4brain.models.stage2 import build_stage2_model
 from llm4brain.training import stage2 as s2
 
@@ -77,6 +78,29 @@ def test_label_readout_keeps_the_selective_voxels_when_most_are_noise():
 def test_label_readout_errors(groups, labels, match):
     with pytest.raises(ValueError, match=match):
         fit_label_readout(np.zeros((6, 3)), labels, groups, label="class")
+
+
+def test_cross_fitted_predictions_come_from_the_other_subjects():
+    rng = np.random.default_rng(4)
+    X, y, g = _separable(rng, n_per=30, groups=3, d=20, shift=0.6)
+    r = fit_label_readout(X, y, g, n_pca=10, cs=(1e-2, 1.0), n_voxels=(5, 0))
+    sr = SemanticReadout({"class": r}, {}, torch.zeros(1))
+    got = cross_fitted_predictions(sr, X, g, {"class": y})["class"]
+    for s in np.unique(g):            # reference: the same (k, C) fitted without subject s
+        ref = fit_label_readout(X[g != s], y[g != s], g[g != s], n_pca=10, cs=(r.C,),
+                                n_voxels=(r.n_voxels,))
+        assert list(got[g == s]) == list(ref.predict(X[g == s]))
+    # on labels that carry nothing the in-sample read-out is confident, the cross-fitted one
+    # is at chance (what an unseen subject gets)
+    Xn = rng.standard_normal((90, 60))
+    r = fit_label_readout(Xn, y, g, n_pca=50, cs=(10.0,))
+    sr = SemanticReadout({"class": r}, {}, torch.zeros(1))
+    assert (sr.predict(Xn)["class"] == y).mean() > 0.9
+    assert (cross_fitted_predictions(sr, Xn, g, {"class": y})["class"] == y).mean() < 0.6
+    with pytest.raises(ValueError, match="at least two subjects"):
+        cross_fitted_predictions(sr, Xn, ["a"] * 90, {"class": y})
+    with pytest.raises(ValueError, match=r"no values given for label\(s\) \['class'\]"):
+        cross_fitted_predictions(sr, Xn, g, {"scene": y})
 
 
 def test_prototype_tokens_add_class_and_scene_means_minus_the_grand_mean():
@@ -224,3 +248,27 @@ def test_stage2_outputs_write_read_and_score_the_semantic_rows(world):
     assert r.semantic is None and r.semantic_chance == []
     man = out2.write_stage2_outputs(cfg, {"da": m}, ev, w["captions"], tc=w["tc"], progress=False)
     assert man["semantic_note"] == "no semantic read-out: splits, vlm not given"
+
+
+def test_stage2_on_semantic_tokens_reads_training_subjects_and_adaptation_fmri_only(world):
+    w = world
+    cfg = w["cfg"]
+    r = fit_semantic_readout(cfg, w["tc"], w["splits"], w["vlm"], w["features"])
+    data = semantic_stage2_data(cfg, r, w["tc"], w["splits"], w["captions"])
+    n_tr = len(w["splits"].train_idx)
+    assert data.source_z.shape == (n_tr, *r.grand.shape)
+    assert len(data.target) == len(w["splits"].adapt_idx)
+    assert not any("LEAKED" in a for a in data.answers) and "LEAKED_CLASS" not in data.class_names
+    # every source token is the prototype of a cross-fitted class: one of the class means
+    protos = torch.stack(list(r.prototypes["class"].values()))
+    d = (data.source_z[:, None] - protos[None]).flatten(2).abs().amax(-1)     # (n, classes)
+    assert bool((d.min(1).values < 1e-5).all())
+    insample = semantic_stage2_data(cfg, r, w["tc"], w["splits"], w["captions"],
+                                    cross_fit=False)
+    tr = w["tc"].trials.iloc[w["splits"].train_idx]
+    X = w["tc"].blocks[w["splits"].train_idx].mean(1)[:, w["tc"].mask]
+    assert torch.equal(insample.source_z, r.tokens(r.predict(X)))
+    assert list(insample.answers) == list(data.answers) and len(tr) == n_tr
+    m = s2.train_stage2(cfg.replace(stage2__steps=2), data, w["llm"], w["branch"].proj,
+                        domain_adaptation=True, progress=False, name="semantic-test")
+    assert m.trained and {"ce", "da"} <= set(m.log.columns)

@@ -43,11 +43,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..data import voxel_features
-from ..training.guard import source_view, target_evaluation_view
+from ..training.guard import source_view, target_adaptation_view, target_evaluation_view
 from .decoding import EvalSet, chance_permutation, decode_eval_set
 
 __all__ = ["LabelReadout", "SemanticReadout", "fit_label_readout", "fit_semantic_readout",
-           "semantic_decodes"]
+           "semantic_decodes", "cross_fitted_predictions", "semantic_stage2_data",
+           "semantic_eval_tokens"]
 
 
 @dataclass
@@ -62,6 +63,14 @@ class LabelReadout:
     C: float
     loso: dict[tuple[int, float], float]
     n_voxels: int = 0
+    n_pca: int = 256
+
+    def refit(self, X: np.ndarray, y: Sequence):
+        """A fresh pipeline with this read-out's number of voxels and C, fitted on ``(X, y)``
+        (e.g. the other subjects' trials, for cross-fitted predictions)."""
+        X = np.asarray(X, np.float32)
+        return _pipeline(self.C, self.n_pca, len(X), X.shape[1], self.n_voxels).fit(
+            X, np.asarray(y).astype(str))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.classes[self.model.predict_proba(X).argmax(1)]
@@ -124,7 +133,8 @@ def fit_label_readout(X: np.ndarray, y: Sequence, groups: Sequence, *, label: st
             loso[(k, float(c))] = float(np.mean(acc))
     best = max(loso, key=loso.get)           # first of the best (the grid's order breaks ties)
     model = _pipeline(best[1], n_pca, len(X), X.shape[1], best[0]).fit(X, y)
-    return LabelReadout(label, model, np.asarray(model.classes_), best[1], loso, best[0])
+    return LabelReadout(label, model, np.asarray(model.classes_), best[1], loso, best[0],
+                        int(n_pca))
 
 
 @dataclass
@@ -246,13 +256,8 @@ def semantic_decodes(cfg, readout: SemanticReadout, model, tc, splits, eval_set:
     -------
     (decodes, shuffled decodes, decoded labels of each trial)
     """
-    ev = target_evaluation_view(tc, splits)
-    if list(np.asarray(ev.rows, int)) != list(eval_set.table["trial_index"].astype(int)):
-        raise ValueError("semantic_decodes: the evaluation set's trials are not the target "
-                         "evaluation view's (build it with build_eval_set on the same splits)")
-    X = voxel_features(ev.blocks, len(ev), tc.mask, batch_size=cfg.stage1.eval_batch_size)
-    decoded = readout.predict(X)
-    out = decode_eval_set(model, eval_set, z=readout.tokens(decoded), seed=seed,
+    z, decoded = semantic_eval_tokens(cfg, readout, tc, splits, eval_set)
+    out = decode_eval_set(model, eval_set, z=z, seed=seed,
                           progress=progress, desc="semantic read-out")
     shuffled = []
     for k in range(n_shuffles):
@@ -261,3 +266,94 @@ def semantic_decodes(cfg, readout: SemanticReadout, model, tc, splits, eval_set:
         shuffled.append(decode_eval_set(model, eval_set, z=z, seed=seed, progress=progress,
                                         desc=f"semantic chance {k}"))
     return out, shuffled, decoded
+
+
+def cross_fitted_predictions(readout: SemanticReadout, X: np.ndarray, groups: Sequence,
+                             labels: dict[str, Sequence]) -> dict[str, np.ndarray]:
+    """Every group's rows decoded by read-outs fitted on the *other* groups (each label with
+    its chosen number of voxels and C): predictions at the noise level of an unseen subject,
+    for training a decoder on top of the read-out without teaching it in-sample confidence.
+
+    Parameters
+    ----------
+    readout : SemanticReadout
+    X : array (n, V) voxel rows
+    groups : (n,) subject of each row (at least two distinct)
+    labels : label -> (n,) values of each row (the read-outs' labels)
+    """
+    X, groups = np.asarray(X, np.float32), np.asarray(groups).astype(str)
+    if len(np.unique(groups)) < 2:
+        raise ValueError(f"cross-fitted read-outs need at least two subjects, got "
+                         f"{sorted(set(groups))}")
+    missing = sorted(set(readout.readouts) - set(labels))
+    if missing:
+        raise ValueError(f"cross_fitted_predictions: no values given for label(s) {missing}")
+    out = {}
+    for lab, r in readout.readouts.items():
+        y = np.asarray(labels[lab]).astype(str)
+        if len(y) != len(X):
+            raise ValueError(f"cross_fitted_predictions: {len(X)} rows, {len(y)} {lab} values")
+        pred = np.empty(len(X), dtype=object)
+        for g in np.unique(groups):
+            te = groups == g
+            m = r.refit(X[~te], y[~te])
+            pred[te] = m.classes_[m.predict_proba(X[te]).argmax(1)]
+        unknown = set(pred) - set(r.classes)
+        if unknown:      # a fold can miss a value the full read-out has; never the reverse
+            raise ValueError(f"cross-fitted {lab} predictions {sorted(unknown)} have no prototype")
+        out[lab] = pred.astype(str)
+    return out
+
+
+def semantic_stage2_data(cfg, readout: SemanticReadout, tc, splits, captions: pd.DataFrame,
+                         stim: pd.DataFrame | None = None, *, cross_fit: bool = True):
+    """Stage II inputs whose fMRI tokens are the semantic read-out's prototype tokens.
+
+    Source: the training subjects' training trials, each with the prototype tokens of its
+    decoded class (and scene) — decoded by read-outs fitted on the *other* training subjects
+    (``cross_fit``, the default: the tokens carry an unseen subject's errors, as the targets'
+    will) or by the read-out itself (in-sample) — and its surrogate answer. Target: the
+    prototype tokens of the target subjects' unlabelled adaptation trials, read through
+    :func:`~llm4brain.training.guard.target_adaptation_view`. Nothing of the targets but their
+    adaptation fMRI is read.
+
+    Returns
+    -------
+    :class:`llm4brain.training.stage2.Stage2Data`
+    """
+    from ..models.stage2 import stage2_seed
+    from ..training.stage2 import Stage2Data, TargetFeatures, caption_pairs
+
+    bs = cfg.stage1.eval_batch_size
+    sv = source_view(tc, splits, "train")
+    X = voxel_features(sv.blocks, len(sv), tc.mask, batch_size=bs)
+    if cross_fit:
+        ys = {lab: _label_values(lab, sv, stim) for lab in readout.readouts}
+        decoded = cross_fitted_predictions(readout, X, sv.subject, ys)
+    else:
+        decoded = readout.predict(X)
+    pairs = caption_pairs(captions, sv.subject, sv.stim_file, "training")
+    classes = np.unique(np.asarray(sv.class_id, dtype=int))
+    labels = np.searchsorted(classes, np.asarray(sv.class_id, dtype=int))
+    names = {int(c): str(n) for c, n in zip(sv.class_id, sv.class_name)}
+    meta = pd.DataFrame(dict(subject=sv.subject, stim_file=sv.stim_file, class_id=sv.class_id,
+                             row=sv.rows))
+    tview = target_adaptation_view(tc, splits, seed=stage2_seed(cfg))
+    Xt = voxel_features(tview.blocks, len(tview), tc.mask, batch_size=bs)
+    target = TargetFeatures(readout.tokens(readout.predict(Xt)), tview.subjects)
+    return Stage2Data(readout.tokens(decoded), labels.astype(np.int64),
+                      [names[int(c)] for c in classes], [p[0] for p in pairs],
+                      [p[1] for p in pairs], meta, target)
+
+
+def semantic_eval_tokens(cfg, readout: SemanticReadout, tc, splits, eval_set: EvalSet
+                         ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+    """Prototype tokens (n, L, H) of the target evaluation trials and their decoded labels
+    (the evaluation set's rows, in order)."""
+    ev = target_evaluation_view(tc, splits)
+    if list(np.asarray(ev.rows, int)) != list(eval_set.table["trial_index"].astype(int)):
+        raise ValueError("semantic read-out: the evaluation set's trials are not the target "
+                         "evaluation view's (build it with build_eval_set on the same splits)")
+    X = voxel_features(ev.blocks, len(ev), tc.mask, batch_size=cfg.stage1.eval_batch_size)
+    decoded = readout.predict(X)
+    return readout.tokens(decoded), decoded
