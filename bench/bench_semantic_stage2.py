@@ -18,7 +18,7 @@ the caption loss, DANCE on the adaptation trials) learns to answer from them. Co
 * ``stage2 in-sample``: the same with the read-out's own (in-sample) predictions;
 * ``stage2 cross-fitted, no DA``: ``stage2.domain_adaptation: false``;
 * a suffix ``@N`` (e.g. ``stage2 cross-fitted@100``) trains for N steps instead of
-  ``stage2.steps``.
+  ``stage2.steps``, ``@N:LR`` also sets ``stage2.lr``.
 
 Each is decoded again with the read-outs deranged across trials within subject, ``n_shuffles``
 times. ``seeds`` (comma-separated, default ``0``) are Stage II seeds; ``variants``
@@ -105,8 +105,11 @@ def main(subject=None, n_shuffles: int = 3, seeds=(0,), variants=VARIANTS,
             cross = "in-sample" not in v
             da = "no DA" not in v
             over = {"stage2.seed": int(seed), "stage2.domain_adaptation": da}
-            if "@" in v:                                 # e.g. "stage2 cross-fitted@100"
-                over["stage2.steps"] = int(v.split("@")[1])
+            if "@" in v:                 # e.g. "stage2 cross-fitted@100" or "...@100:1e-4"
+                steps, _, lr = v.split("@")[1].partition(":")
+                over["stage2.steps"] = int(steps)
+                if lr:
+                    over["stage2.lr"] = float(lr)
             cfg = with_overrides(cfg0, over)
             if cross not in data:
                 data[cross] = semantic_stage2_data(cfg, readout, sc, ps, captions, stim,
