@@ -55,6 +55,7 @@ import torch
 from llm4brain.config import load_config
 from llm4brain.data import load_splits, load_stimuli, load_trial_cache
 from llm4brain.evaluation.retrieval import similarity_matrix
+from llm4brain.evaluation.semantic import fit_semantic_retrieval
 from llm4brain.evaluation.stage1 import evaluate_stage1, stage1_results_dir
 from llm4brain.models.adaptors import adaptor_table
 from llm4brain.plotting import (plot_embedding_2d, plot_loss_curves, plot_similarity_matrix,
@@ -141,10 +142,23 @@ else:
 # embedding from the brain-mask voxels (averaged over the block's volumes) with the
 # regularisation chosen by leave-one-out cross-validation on the training trials; it is
 # scored against the same candidates with the same distractors.
+#
+# The **semantic retrieval** (`eval.semantic_readout`; not the paper's Stage I) scores the
+# same candidates in a space built from what the voxels encode: a trial's fMRI becomes the
+# log-posteriors of the voxels' class and scene read-outs (logistic on the most selective
+# voxels, fitted on the training subjects, as the semantic read-out decoder of notebook 05),
+# a clip the posteriors of logistic probes of the same labels on its pooled video tokens;
+# the score is their dot product. `p_vs_ridge` is a one-sided exact McNemar test on the same
+# trials and distractors: does the method identify more of them than the ridge?
 
 # %%
 t0 = time.time()
-ev = evaluate_stage1(cfg, model, tc, splits, res.video)
+semantic = None
+if cfg.eval.semantic_readout:
+    semantic = fit_semantic_retrieval(cfg, tc, splits, vl.model, features, stim)
+    print("semantic read-outs (leave-one-subject-out on the training subjects):",
+          semantic.readout.info)
+ev = evaluate_stage1(cfg, model, tc, splits, res.video, semantic=semantic)
 timing["stage1_eval_s"] = time.time() - t0
 print(f"ridge alpha (LOO-CV): {ev.ridge_alpha:g}; evaluation {timing['stage1_eval_s']:.0f} s")
 ev.retrieval.round(3)
@@ -154,10 +168,11 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
 for ax, split, title in ((axes[0], "val", "training subjects, held-out runs"),
                          (axes[1], "eval", "target subjects, evaluation trials")):
     t = ev.retrieval[ev.retrieval.split == split]
-    piv = t.pivot(index="subject", columns="method", values="top1")[["stage1", "ridge"]]
+    methods = [m for m in ("stage1", "ridge", "semantic") if m in set(t["method"])]
+    piv = t.pivot(index="subject", columns="method", values="top1")[methods]
     pval = t.pivot(index="subject", columns="method", values="p_value")["stage1"]
     piv.index = [f"sub-{s}" if s != "all" else "all" for s in piv.index]
-    piv.plot.bar(ax=ax, rot=0, color=["C0", "C7"])
+    piv.plot.bar(ax=ax, rot=0, color=["C0", "C7", "C2"][:len(methods)])
     ax.axhline(t["chance_top1"].iloc[0], color="k", ls="--", lw=1, label="chance 1/N")
     for i, p in enumerate(pval.to_numpy()):
         if p < 0.01:
@@ -226,6 +241,12 @@ summary = {
     "n_trials": int(tgt.loc["stage1", "n_trials"]),
     "above_chance_p01": bool(tgt.loc["stage1", "p_value"] < 0.01),
     "beats_ridge": bool(tgt.loc["stage1", "top1"] > tgt.loc["ridge", "top1"]),
+    "p_vs_ridge_stage1": float(tgt.loc["stage1", "p_vs_ridge"]),
+    **({"target_top1_semantic": float(tgt.loc["semantic", "top1"]),
+        "target_top5_semantic": float(tgt.loc["semantic", "top5"]),
+        "p_value_semantic": float(tgt.loc["semantic", "p_value"]),
+        "p_vs_ridge_semantic": float(tgt.loc["semantic", "p_vs_ridge"])}
+       if "semantic" in tgt.index else {}),
     **{k: (round(v, 1) if isinstance(v, float) else v) for k, v in timing.items()},
 }
 (stage1_results_dir(cfg) / "notebook_summary.json").write_text(json.dumps(summary, indent=1))

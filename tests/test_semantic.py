@@ -18,7 +18,9 @@ from llm4brain.evaluation.attributes import ATTRIBUTE_CONDITIONS, stage2_attribu
 from llm4brain.evaluation.stage1 import evaluate_stage1
 from llm4brain.evaluation.semantic import (SemanticReadout, cross_fitted_predictions,
                                            fit_label_readout, fit_semantic_readout,
-                                           semantic_decodes, semantic_stage2_data)
+                                           fit_semantic_retrieval, semantic_decodes,
+                                           semantic_stage2_data)
+from llm4brain.evaluation.stage1 import paired_top1_test
 from llm4brain.models.stage2 import build_stage2_model
 from llm4brain.training import stage2 as s2
 
@@ -272,3 +274,42 @@ def test_stage2_on_semantic_tokens_reads_training_subjects_and_adaptation_fmri_o
     m = s2.train_stage2(cfg.replace(stage2__steps=2), data, w["llm"], w["branch"].proj,
                         domain_adaptation=True, progress=False, name="semantic-test")
     assert m.trained and {"ce", "da"} <= set(m.log.columns)
+
+
+def test_paired_top1_test_is_an_exact_one_sided_mcnemar():
+    a = np.array([1, 1, 1, 1, 1, 0, 1, 0], bool)
+    b = np.array([0, 0, 0, 0, 1, 0, 1, 1], bool)       # 4 trials only A gets, 1 only B
+    assert paired_top1_test(a, b) == pytest.approx((5 + 1) / 32)     # P(X >= 4 | 5, 1/2)
+    assert paired_top1_test(b, a) == pytest.approx(31 / 32)
+    assert paired_top1_test(a, a) == 1.0
+    with pytest.raises(ValueError, match="trials"):
+        paired_top1_test(a, b[:3])
+
+
+def test_semantic_retrieval_scores_clips_by_the_readouts_posteriors(world):
+    w = world
+    cfg = w["cfg"]
+    sr = fit_semantic_retrieval(cfg, w["tc"], w["splits"], w["vlm"], w["features"])
+    assert set(sr.probes) == {"class"}
+    assert list(sr.probes["class"].classes) == list(sr.readout.readouts["class"].classes)
+    clips = list(w["tc"].trials.iloc[w["splits"].eval_idx]["stim_file"])
+    P = sr.clips(clips)
+    assert P.shape == (len(clips), 3) and np.allclose(P.sum(1), 1.0, atol=1e-5)
+    X = w["tc"].blocks[w["splits"].eval_idx].mean(1)[:, w["tc"].mask]
+    F = sr.fmri(X)
+    ref = np.log(sr.readout.readouts["class"].model.predict_proba(X))
+    assert np.allclose(F, ref, atol=1e-5)
+    ev = evaluate_stage1(cfg, w["stage1"], w["tc"], w["splits"], w["video"], save=False,
+                         progress=False, semantic=sr)
+    t = ev.retrieval
+    assert {"stage1", "ridge", "semantic"} == set(t["method"])
+    assert t.loc[t.method == "ridge", "p_vs_ridge"].isna().all()
+    assert t.loc[t.method != "ridge", "p_vs_ridge"].between(0, 1).all()
+    assert np.allclose(ev.embeddings["eval"]["semantic_fmri"], F, atol=1e-5)
+    # the semantic rows are the dot-product retrieval of those embeddings
+    from llm4brain.evaluation.retrieval import retrieval_accuracy
+    row = t[(t.split == "eval") & (t.subject == "all") & (t.method == "semantic")].iloc[0]
+    meta = ev.embeddings["eval"]["meta"]
+    acc = retrieval_accuracy(F, P, int(row.n_candidates), k=(1,), rng=cfg.run.seed,
+                             groups=meta["stim_file"].to_numpy(), metric="dot")
+    assert row.top1 == pytest.approx(acc["top1"])

@@ -357,3 +357,61 @@ def semantic_eval_tokens(cfg, readout: SemanticReadout, tc, splits, eval_set: Ev
     X = voxel_features(ev.blocks, len(ev), tc.mask, batch_size=cfg.stage1.eval_batch_size)
     decoded = readout.predict(X)
     return readout.tokens(decoded), decoded
+
+
+# ============================================================================ retrieval
+@dataclass
+class SemanticRetrieval:
+    """A retrieval space built from what the voxels encode: class and scene.
+
+    A trial's fMRI maps to the log-posteriors of the semantic read-outs (the voxels' class and
+    scene logistic read-outs, :class:`SemanticReadout`); a clip maps to the posteriors of
+    *video probes* — logistic read-outs of the same labels from the clip's pooled video tokens
+    (the video Q-Former's outputs averaged over tokens), fitted on the training subjects'
+    training clips with C by leave-one-subject-out. A trial's score for a candidate clip is
+    the dot product, sum over labels of ``sum_v p_video(v | clip) log p_fmri(v | trial)``:
+    the expected log-likelihood of the clip's labels under the trial's read-outs. Scored with
+    the same candidates and distractors as Stage I (``method = semantic`` in
+    ``results/stage1/retrieval.csv``). Not the paper's Stage I: nothing is trained
+    contrastively, and a clip is told from others of the same class and scene only by chance.
+    """
+
+    readout: SemanticReadout
+    probes: dict[str, LabelReadout]
+    vlm: object
+    features: object
+    batch_size: int = 64
+
+    def fmri(self, X: np.ndarray) -> np.ndarray:
+        """(n, D) log-posteriors of the read-outs' values (labels concatenated)."""
+        return np.hstack([np.log(np.clip(r.model.predict_proba(np.asarray(X, np.float32)),
+                                         1e-6, 1.0)) for r in self.readout.readouts.values()])
+
+    def clips(self, stim_files: Sequence[str]) -> np.ndarray:
+        """(n, D) posteriors of the video probes for clips (same columns as :meth:`fmri`)."""
+        Y = _video_tokens(self.vlm, self.features, list(stim_files), self.batch_size).mean(1)
+        return np.hstack([self.probes[lab].model.predict_proba(Y.numpy())
+                          for lab in self.readout.readouts])
+
+
+def fit_semantic_retrieval(cfg, tc, splits, vlm, features, stim: pd.DataFrame | None = None,
+                           readout: SemanticReadout | None = None) -> SemanticRetrieval:
+    """The semantic read-out (fitted here unless given) and its video probes, on the training
+    subjects' training trials only (:func:`fit_semantic_readout`'s data)."""
+    readout = readout if readout is not None else fit_semantic_readout(cfg, tc, splits, vlm,
+                                                                       features, stim)
+    sv = source_view(tc, splits, "train")
+    bs = cfg.stage1.eval_batch_size
+    Y = _video_tokens(vlm, features, list(np.asarray(sv.stim_file).astype(str)), bs).mean(1)
+    groups = np.asarray(sv.subject).astype(str)
+    probes = {}
+    for lab, r in readout.readouts.items():
+        y = _label_values(lab, sv, stim)
+        p = fit_label_readout(Y.numpy(), y, groups, label=f"{lab} (video probe)",
+                              n_pca=cfg.eval.semantic_pca, cs=cfg.eval.semantic_cs,
+                              n_voxels=(0,))
+        if list(p.classes) != list(r.classes):
+            raise ValueError(f"video probe of {lab} has values {list(p.classes)}, the fMRI "
+                             f"read-out {list(r.classes)}: they must be fitted on the same trials")
+        probes[lab] = p
+    return SemanticRetrieval(readout, probes, vlm, features, bs)

@@ -26,7 +26,7 @@ from .retrieval import permutation_test, retrieval_accuracy
 from .ridge import RidgeCV
 
 __all__ = ["voxel_features", "stage1_results_dir", "Stage1Evaluation", "evaluate_stage1",
-           "load_stage1_results"]
+           "load_stage1_results", "paired_top1_test"]
 
 
 def stage1_results_dir(cfg) -> Path:
@@ -65,8 +65,25 @@ def _meta(view) -> pd.DataFrame:
                              clip_id=view.clip_id, row=view.rows))
 
 
+def paired_top1_test(correct_a, correct_b) -> float:
+    """One-sided exact McNemar test that method A identifies more trials than method B on the
+    same trials and distractors: binomial on the discordant trials (A right and B wrong vs
+    the reverse), ``p = P(X >= n_AB | n_AB + n_BA, 1/2)``; 1.0 with no discordant trial."""
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_top1_test: {a.shape} vs {b.shape} trials")
+    ab, ba = int((a & ~b).sum()), int((~a & b).sum())
+    return 1.0 if ab + ba == 0 else float(binomtest(ab, ab + ba, 0.5,
+                                                     alternative="greater").pvalue)
+
+
 def _retrieval_rows(split: str, method: str, pred: np.ndarray, cand: np.ndarray,
-                    meta: pd.DataFrame, n_candidates: int, n_perm: int, seed: int) -> list[dict]:
+                    meta: pd.DataFrame, n_candidates: int, n_perm: int, seed: int,
+                    metric: str = "cosine", ranks: dict | None = None) -> list[dict]:
+    """Rows of ``method`` for all trials and each subject; ``ranks[(split, method, who)]``
+    receives each trial's rank of its own clip (for the paired tests)."""
     rows = []
     groups = [("all", np.arange(len(meta)))] + [
         (str(s), np.flatnonzero(meta["subject"].astype(str).to_numpy() == s))
@@ -77,9 +94,12 @@ def _retrieval_rows(split: str, method: str, pred: np.ndarray, cand: np.ndarray,
             continue
         ks = tuple(sorted({1, min(5, n_cand)}))
         clips = meta["stim_file"].to_numpy()[idx]
-        acc = retrieval_accuracy(pred[idx], cand[idx], n_cand, k=ks, rng=seed, groups=clips)
+        acc = retrieval_accuracy(pred[idx], cand[idx], n_cand, k=ks, rng=seed, groups=clips,
+                                 metric=metric)
         perm = permutation_test(pred[idx], cand[idx], n_cand, k=1, n_permutations=n_perm,
-                                rng=seed, groups=clips)
+                                rng=seed, groups=clips, metric=metric)
+        if ranks is not None:
+            ranks[(split, method, who)] = acc["ranks"]
         rows.append(dict(split=split, subject=who, method=method, top1=acc["top1"],
                          top5=acc.get("top5", acc[f"top{ks[-1]}"]),
                          chance_top1=acc["chance_top1"],
@@ -89,8 +109,14 @@ def _retrieval_rows(split: str, method: str, pred: np.ndarray, cand: np.ndarray,
 
 
 def evaluate_stage1(cfg, model: Stage1Model, tc, splits, video: VideoInputs, *,
-                    save: bool = True, progress: bool = True) -> Stage1Evaluation:
+                    save: bool = True, progress: bool = True, semantic=None) -> Stage1Evaluation:
     """Retrieval of Stage I and of the ridge baseline; results written to ``results/stage1``.
+
+    ``semantic``: a :class:`llm4brain.evaluation.semantic.SemanticRetrieval`
+    (:func:`~llm4brain.evaluation.semantic.fit_semantic_retrieval`) adds the rows of method
+    ``semantic`` (class and scene posteriors of fMRI and clips, dot product) against the same
+    distractors. Every non-ridge row carries ``p_vs_ridge``, the one-sided exact McNemar test
+    (:func:`paired_top1_test`) that it identifies more of the same trials than the ridge.
 
     Splits scored: ``val`` (held-out runs of training subjects) and ``eval`` (target
     subjects' evaluation trials, :func:`~llm4brain.training.guard.target_evaluation_view`).
@@ -123,12 +149,22 @@ def evaluate_stage1(cfg, model: Stage1Model, tc, splits, video: VideoInputs, *,
             e["x"], e["z"] = e["x"] - mx, e["z"] - mz
             if "ridge" in e:
                 e["ridge"] = e["ridge"] - mx
-    rows = []
+    rows, ranks = [], {}
     for split in ("val", "eval"):
         e = emb[split]
         for method, pred in (("stage1", e["z"]), ("ridge", e["ridge"])):
             rows += _retrieval_rows(split, method, pred, e["x"], e["meta"], s.n_candidates,
-                                    s.n_permutations, cfg.run.seed)
+                                    s.n_permutations, cfg.run.seed, ranks=ranks)
+        if semantic is not None:
+            e["semantic_fmri"] = semantic.fmri(X[split]).astype(np.float32)
+            e["semantic_clips"] = semantic.clips(views[split].stim_file).astype(np.float32)
+            rows += _retrieval_rows(split, "semantic", e["semantic_fmri"], e["semantic_clips"],
+                                    e["meta"], s.n_candidates, s.n_permutations, cfg.run.seed,
+                                    metric="dot", ranks=ranks)
+    for r in rows:
+        if r["method"] != "ridge":
+            r["p_vs_ridge"] = paired_top1_test(ranks[(r["split"], r["method"], r["subject"])] < 1,
+                                               ranks[(r["split"], "ridge", r["subject"])] < 1)
     table = pd.DataFrame(rows)
     out = Stage1Evaluation(table, emb, float(np.atleast_1d(ridge.alpha_)[0]))
     if save:
@@ -137,7 +173,7 @@ def evaluate_stage1(cfg, model: Stage1Model, tc, splits, video: VideoInputs, *,
         write_csv(table, d / "retrieval.csv", index=False)
         arrays = {}
         for split, e in emb.items():
-            for key in ("z", "x", "ridge"):
+            for key in ("z", "x", "ridge", "semantic_fmri", "semantic_clips"):
                 if key in e:
                     arrays[f"{split}_{key}"] = e[key]
             arrays[f"{split}_rows"] = e["meta"]["row"].to_numpy()
