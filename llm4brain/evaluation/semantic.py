@@ -322,7 +322,7 @@ def semantic_stage2_data(cfg, readout: SemanticReadout, tc, splits, captions: pd
     :class:`llm4brain.training.stage2.Stage2Data`
     """
     from ..models.stage2 import stage2_seed
-    from ..training.stage2 import Stage2Data, TargetFeatures, caption_pairs
+    from ..training.stage2 import TargetFeatures, source_stage2_data
 
     bs = cfg.stage1.eval_batch_size
     sv = source_view(tc, splits, "train")
@@ -332,18 +332,10 @@ def semantic_stage2_data(cfg, readout: SemanticReadout, tc, splits, captions: pd
         decoded = cross_fitted_predictions(readout, X, sv.subject, ys)
     else:
         decoded = readout.predict(X)
-    pairs = caption_pairs(captions, sv.subject, sv.stim_file, "training")
-    classes = np.unique(np.asarray(sv.class_id, dtype=int))
-    labels = np.searchsorted(classes, np.asarray(sv.class_id, dtype=int))
-    names = {int(c): str(n) for c, n in zip(sv.class_id, sv.class_name)}
-    meta = pd.DataFrame(dict(subject=sv.subject, stim_file=sv.stim_file, class_id=sv.class_id,
-                             row=sv.rows))
     tview = target_adaptation_view(tc, splits, seed=stage2_seed(cfg))
     Xt = voxel_features(tview.blocks, len(tview), tc.mask, batch_size=bs)
     target = TargetFeatures(readout.tokens(readout.predict(Xt)), tview.subjects)
-    return Stage2Data(readout.tokens(decoded), labels.astype(np.int64),
-                      [names[int(c)] for c in classes], [p[0] for p in pairs],
-                      [p[1] for p in pairs], meta, target)
+    return source_stage2_data(sv, captions, readout.tokens(decoded), target)
 
 
 def semantic_eval_tokens(cfg, readout: SemanticReadout, tc, splits, eval_set: EvalSet

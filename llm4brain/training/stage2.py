@@ -49,7 +49,8 @@ from .losses import default_rho, stage2_loss
 from .stage1 import stage1_run_name
 from .vlpretrain import video_llm_id
 
-__all__ = ["TargetFeatures", "Stage2Data", "build_stage2_data", "target_features",
+__all__ = ["TargetFeatures", "Stage2Data", "build_stage2_data", "source_stage2_data",
+           "target_features",
            "stage2_run_name", "make_stage2_sampler", "stage2_loss_fn", "Stage2Result",
            "train_stage2", "caption_pairs"]
 
@@ -195,16 +196,24 @@ def build_stage2_data(cfg, stage1_model, tc, splits, captions: pd.DataFrame, *,
     bs = cfg.stage1.eval_batch_size
     sv = source_view(tc, splits, "train")
     z_s = embed_fmri(stage1_model, sv.blocks, len(sv), bs, progress)
+    tview = target_adaptation_view(tc, splits, seed=stage2_seed(cfg))
+    return source_stage2_data(sv, captions, z_s, target_features(stage1_model, tview, bs,
+                                                                 progress))
+
+
+def source_stage2_data(sv, captions: pd.DataFrame, source_z: torch.Tensor,
+                       target: TargetFeatures) -> Stage2Data:
+    """:class:`Stage2Data` of a source view's trials (their class labels, instructions,
+    surrogate answers and metadata) with the given fMRI tokens of those trials and of the
+    target's adaptation trials."""
     pairs = caption_pairs(captions, sv.subject, sv.stim_file, "training")
     classes = np.unique(np.asarray(sv.class_id, dtype=int))
     labels = np.searchsorted(classes, np.asarray(sv.class_id, dtype=int))
     names = {int(c): str(n) for c, n in zip(sv.class_id, sv.class_name)}
     meta = pd.DataFrame(dict(subject=sv.subject, stim_file=sv.stim_file, class_id=sv.class_id,
                              row=sv.rows))
-    tview = target_adaptation_view(tc, splits, seed=stage2_seed(cfg))
-    return Stage2Data(z_s, labels.astype(np.int64), [names[int(c)] for c in classes],
-                      [p[0] for p in pairs], [p[1] for p in pairs], meta,
-                      target_features(stage1_model, tview, bs, progress))
+    return Stage2Data(source_z, labels.astype(np.int64), [names[int(c)] for c in classes],
+                      [p[0] for p in pairs], [p[1] for p in pairs], meta, target)
 
 
 def stage2_run_name(cfg, domain_adaptation: bool | None = None) -> str:
