@@ -131,6 +131,8 @@ identification_wide(identification)
 report = build_report(ev, cfg)
 report.attributes = attributes
 report.identification = identification
+s1_file = cfg.run_dir / "results" / "stage1" / "retrieval.csv"       # notebook 03
+report.retrieval = (pd.read_csv(s1_file, dtype={"subject": str}) if s1_file.is_file() else None)
 paths = write_report(report, cfg)
 print("written to", cfg.figures_dir)
 sorted(p.name for p in paths.values())

@@ -345,3 +345,32 @@ def test_bertscore_cached_without_loading_the_model(cfg, rng, monkeypatch):
     assert set(ev2.status.values()) == {"cached"}
     rep = build_report(ev2, cfg)
     assert np.isfinite(rep.tables["table1"]["BERTScore"]).all()
+
+
+def test_summary_gains_stage1_identification_when_given(cfg, rng, scorer):
+    from llm4brain.evaluation.report_writer import retrieval_wide
+    make_fake_run(cfg.run_dir, rng)
+    rep = build_report(score_run(cfg, scorer=scorer), cfg)
+    assert "Clip identification from fMRI" not in (write_report(rep, cfg)["summary_md"]
+                                                   .read_text())
+    rows = []
+    for split in ("val", "eval"):
+        for method, top1, pr in (("stage1", 0.05, 0.9), ("ridge", 0.083, np.nan),
+                                 ("semantic", 0.2875, 1.2e-8)):
+            for who in ("all", "05"):
+                rows.append(dict(split=split, subject=who, method=method, top1=top1,
+                                 top5=0.3, chance_top1=0.05, chance_top5=0.25, p_value=0.001,
+                                 n_trials=240 if who == "all" else 120, n_candidates=20,
+                                 p_vs_ridge=pr))
+    rep.retrieval = pd.DataFrame(rows)
+    wide = retrieval_wide(rep.retrieval)
+    assert len(wide) == 6                                   # 2 splits x 3 methods, "all" only
+    sem = wide.loc["semantic retrieval (voxel class/scene read-outs)"]
+    assert list(sem["top-1"]) == ["28.7", "28.7"] and list(sem["p vs ridge (paired)"]) == ["1.2e-08"] * 2
+    assert list(wide.loc["ridge baseline", "p vs ridge (paired)"]) == ["", ""]
+    assert set(wide["trials"]) == {"training subjects, held-out runs (240)",
+                                   "target subjects, evaluation trials (240)"}
+    md = write_report(rep, cfg)["summary_md"].read_text()
+    assert "## Clip identification from fMRI (Stage I, notebook 03)" in md
+    assert "| semantic retrieval (voxel class/scene read-outs) | target subjects" in md
+    assert md.index("Clip identification") < md.index("## Metric settings")

@@ -83,6 +83,9 @@ class Report:
     attributes: dict | None = None
     #: :func:`llm4brain.evaluation.identification.stage2_identification`, or None.
     identification: pd.DataFrame | None = None
+    #: Stage I's clip identification (``results/stage1/retrieval.csv``,
+    #: :func:`llm4brain.evaluation.stage1.evaluate_stage1`), or None.
+    retrieval: pd.DataFrame | None = None
 
 
 def _ordered(tidy: pd.DataFrame) -> pd.DataFrame:

@@ -44,6 +44,50 @@ def _settings_md(meta: Mapping) -> str:
     return "\n".join(f"- {i}" for i in items) + "\n"
 
 
+RETRIEVAL_METHODS = {"stage1": "Stage I (llm4brain)", "ridge": "ridge baseline",
+                     "semantic": "semantic retrieval (voxel class/scene read-outs)"}
+RETRIEVAL_SPLITS = {"val": "training subjects, held-out runs",
+                    "eval": "target subjects, evaluation trials"}
+
+
+def retrieval_wide(retrieval: pd.DataFrame) -> pd.DataFrame:
+    """Stage I's clip identification over all trials of each split: one row per (split,
+    method), top-1 / top-5 and their chance in percent, the permutation p-value and, where
+    written, the paired test against the ridge."""
+    t = retrieval[retrieval["subject"].astype(str) == "all"]
+    rows = []
+    for split, name in RETRIEVAL_SPLITS.items():
+        for method, label in RETRIEVAL_METHODS.items():
+            r = t[(t["split"] == split) & (t["method"] == method)]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            pr = r.get("p_vs_ridge", np.nan)
+            rows.append({"trials": f"{name} ({int(r['n_trials'])})", "method": label,
+                         "top-1": f"{100 * r['top1']:.1f}", "top-5": f"{100 * r['top5']:.1f}",
+                         "chance top-1 / top-5": f"{100 * r['chance_top1']:.0f} / "
+                                                 f"{100 * r['chance_top5']:.0f}",
+                         "p (permutation)": f"{r['p_value']:.3g}",
+                         "p vs ridge (paired)": "" if method == "ridge" or not np.isfinite(pr)
+                         else f"{pr:.2g}"})
+    return pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame()
+
+
+def retrieval_markdown(retrieval: pd.DataFrame) -> list[str]:
+    """The ``summary.md`` section of :func:`retrieval_wide`."""
+    wide = retrieval_wide(retrieval)
+    if wide.empty:
+        return []
+    n = int(retrieval["n_candidates"].iloc[0])
+    return [f"## Clip identification from fMRI (Stage I, notebook 03)\n",
+            f"Percent of trials whose own clip ranks first (top-1) or among the first five "
+            f"(top-5) of {n} candidates (the trial's clip and {n - 1} clips of other trials, "
+            f"the same for every method). p (permutation): trials and clips re-paired at "
+            f"random; p vs ridge: one-sided exact McNemar test on the same trials. The "
+            f"semantic retrieval is not the paper's Stage I: the voxels' class and scene "
+            f"read-outs against video probes of the same labels.\n", to_markdown(wide)]
+
+
 def summary_markdown(report: Report) -> str:
     """Content of ``summary.md``: reading, summary table, Tables 1-2, settings, examples."""
     out = [f"# llm4brain results: profile `{report.profile}`\n", report.reading + "\n",
@@ -75,6 +119,8 @@ def summary_markdown(report: Report) -> str:
                 f"BERTScore F1, or the number of attributes two texts name alike. Brackets: "
                 f"95 % bootstrap interval over trials.\n",
                 to_markdown(identification_wide(report.identification))]
+    if report.retrieval is not None and len(report.retrieval):
+        out += retrieval_markdown(report.retrieval)
     out += ["## Metric settings\n", _settings_md(report.metadata),
             "## Examples (best to worst per target subject)\n",
             examples_with_questions(report.examples)]
