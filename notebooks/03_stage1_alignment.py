@@ -226,7 +226,9 @@ save_figure(fig, "03_embeddings_pca", cfg)
 # ## Summary
 # The numbers below (also in `results/stage1/summary.json`) are the target-subject results:
 # top-1 accuracy of Stage I and of the ridge baseline among `N` candidates, with chance `1/N`
-# and the permutation p-value.
+# and the permutation p-value, and — with `eval.semantic_readout` — the semantic retrieval's,
+# with the paired test of each against the ridge (`p_vs_ridge_*`). Notebook 06 copies the
+# table into `summary.md`.
 
 # %%
 tgt = ev.retrieval[(ev.retrieval.split == "eval") & (ev.retrieval.subject == "all")].set_index("method")
