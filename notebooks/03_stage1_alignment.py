@@ -155,7 +155,7 @@ else:
 t0 = time.time()
 semantic = None
 if cfg.eval.semantic_readout:
-    semantic = fit_semantic_retrieval(cfg, tc, splits, vl.model, features, stim)
+    semantic = fit_semantic_retrieval(cfg, tc, splits, vl.model, features, stim, cache=True)
     print("semantic read-outs (leave-one-subject-out on the training subjects):",
           semantic.readout.info)
 ev = evaluate_stage1(cfg, model, tc, splits, res.video, semantic=semantic)

@@ -54,6 +54,7 @@ from llm4brain.evaluation.report import build_report
 from llm4brain.evaluation.report_writer import write_report
 from llm4brain.evaluation.scoring import score_run
 from llm4brain.evaluation.stage2_results import CONDITION_ORDER, load_stage2_results
+from llm4brain.evaluation.stage1 import stage1_results_dir
 from llm4brain.plotting import (plot_attribute_bars, plot_metric_distributions,
                                 plot_subject_bars, save_figure)
 
@@ -131,7 +132,7 @@ identification_wide(identification)
 report = build_report(ev, cfg)
 report.attributes = attributes
 report.identification = identification
-s1_file = cfg.run_dir / "results" / "stage1" / "retrieval.csv"       # notebook 03
+s1_file = stage1_results_dir(cfg) / "retrieval.csv"                  # notebook 03
 report.retrieval = (pd.read_csv(s1_file, dtype={"subject": str}) if s1_file.is_file() else None)
 paths = write_report(report, cfg)
 print("written to", cfg.figures_dir)

@@ -313,3 +313,29 @@ def test_semantic_retrieval_scores_clips_by_the_readouts_posteriors(world):
     acc = retrieval_accuracy(F, P, int(row.n_candidates), k=(1,), rng=cfg.run.seed,
                              groups=meta["stim_file"].to_numpy(), metric="dot")
     assert row.top1 == pytest.approx(acc["top1"])
+
+
+def test_fitted_readout_is_cached_by_settings_and_trials(world, monkeypatch):
+    from llm4brain.evaluation import semantic as sem
+    w = world
+    cfg = w["cfg"]
+    tc = SimpleNamespace(**{k: getattr(w["tc"], k) for k in ("blocks", "trials", "mask")},
+                         meta={"key": "abc123"})
+    path = sem.semantic_readout_path(cfg, tc, w["splits"])
+    assert path.parent == cfg.run_dir / "cache" and path.name.startswith("semantic-")
+    path.unlink(missing_ok=True)
+    first = fit_semantic_readout(cfg, tc, w["splits"], w["vlm"], w["features"], cache=True)
+    assert path.is_file()
+    monkeypatch.setattr(sem, "fit_label_readout", lambda *a, **k: 1 / 0)   # no refit allowed
+    again = fit_semantic_readout(cfg, tc, w["splits"], w["vlm"], w["features"], cache=True)
+    assert again.info == first.info and torch.equal(again.grand, first.grand)
+    X = w["tc"].blocks[w["splits"].eval_idx].mean(1)[:, w["tc"].mask]
+    assert list(again.predict(X)["class"]) == list(first.predict(X)["class"])
+    # other settings or other training rows: another file; no key: no cache
+    other = cfg.replace(eval__semantic_cs=(0.5,))
+    assert sem.semantic_readout_path(other, tc, w["splits"]) != path
+    fewer = SimpleNamespace(train_idx=w["splits"].train_idx[:-1])
+    assert sem.semantic_readout_path(cfg, tc, fewer) != path
+    assert sem.semantic_readout_path(cfg, w["tc"], w["splits"]) is None or \
+        "key" in (getattr(w["tc"], "meta", None) or {})
+    path.unlink()

@@ -48,7 +48,8 @@ from .decoding import EvalSet, chance_permutation, decode_eval_set
 
 __all__ = ["LabelReadout", "SemanticReadout", "fit_label_readout", "fit_semantic_readout",
            "semantic_decodes", "cross_fitted_predictions", "semantic_stage2_data",
-           "semantic_eval_tokens"]
+           "semantic_eval_tokens", "semantic_readout_path", "SemanticRetrieval",
+           "fit_semantic_retrieval"]
 
 
 @dataclass
@@ -198,9 +199,35 @@ def _video_tokens(vlm, features, stim_files: Sequence[str], batch_size: int) -> 
     return per[torch.as_tensor([row[str(s)] for s in stim_files])]
 
 
-def fit_semantic_readout(cfg, tc, splits, vlm, features, stim: pd.DataFrame | None = None
-                         ) -> SemanticReadout:
+def semantic_readout_path(cfg, tc, splits):
+    """Where :func:`fit_semantic_readout` keeps a fitted read-out with ``cache=True``:
+    ``<run_dir>/cache/semantic-<key>.pt``, the key hashing the ``eval.semantic_*`` settings,
+    the trial cache, the training rows and the video-LLM. None when the trial cache has no key
+    (an in-memory cache, as in the tests)."""
+    import hashlib
+
+    from ..config import run_key
+    from ..training.vlpretrain import video_llm_id
+
+    meta = getattr(tc, "meta", None) or {}
+    if "key" not in meta:
+        return None
+    e = cfg.eval
+    rows = np.asarray(splits.train_idx, np.int64)
+    key = dict(eval=dict(labels=list(e.semantic_labels), pca=e.semantic_pca,
+                         cs=list(e.semantic_cs), voxels=list(e.semantic_voxels)),
+               trials=str(meta["key"]), rows=hashlib.sha256(rows.tobytes()).hexdigest()[:16],
+               vl=video_llm_id(cfg))
+    return cfg.run_dir / "cache" / f"{run_key('semantic', key)}.pt"
+
+
+def fit_semantic_readout(cfg, tc, splits, vlm, features, stim: pd.DataFrame | None = None,
+                         *, cache: bool = False) -> SemanticReadout:
     """Fit the read-outs and prototypes on the training subjects' training trials.
+
+    With ``cache`` the fitted read-out is saved under :func:`semantic_readout_path` and
+    loaded from there by later calls with the same settings and trials (notebook 03 fits it
+    for the semantic retrieval, notebook 05 reuses it for the decodes).
 
     Parameters
     ----------
@@ -216,6 +243,9 @@ def fit_semantic_readout(cfg, tc, splits, vlm, features, stim: pd.DataFrame | No
     stim : DataFrame, optional
         The stimulus table (needed for labels other than ``class``).
     """
+    path = semantic_readout_path(cfg, tc, splits) if cache else None
+    if path is not None and path.is_file():
+        return torch.load(path, weights_only=False)       # written by this function only
     e = cfg.eval
     labels = list(e.semantic_labels)
     if not labels or labels[0] != "class":
@@ -235,7 +265,13 @@ def fit_semantic_readout(cfg, tc, splits, vlm, features, stim: pd.DataFrame | No
     info = {lab: dict(C=r.C, n_voxels=r.n_voxels, loso_accuracy=r.loso[(r.n_voxels, r.C)],
                       n_values=len(r.classes))
             for lab, r in readouts.items()}
-    return SemanticReadout(readouts, prototypes, Y.mean(0), info)
+    out = SemanticReadout(readouts, prototypes, Y.mean(0), info)
+    if path is not None:
+        from ..atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            torch.save(out, tmp)
+    return out
 
 
 def semantic_decodes(cfg, readout: SemanticReadout, model, tc, splits, eval_set: EvalSet,
@@ -387,11 +423,13 @@ class SemanticRetrieval:
 
 
 def fit_semantic_retrieval(cfg, tc, splits, vlm, features, stim: pd.DataFrame | None = None,
-                           readout: SemanticReadout | None = None) -> SemanticRetrieval:
-    """The semantic read-out (fitted here unless given) and its video probes, on the training
-    subjects' training trials only (:func:`fit_semantic_readout`'s data)."""
-    readout = readout if readout is not None else fit_semantic_readout(cfg, tc, splits, vlm,
-                                                                       features, stim)
+                           readout: SemanticReadout | None = None, *, cache: bool = False
+                           ) -> SemanticRetrieval:
+    """The semantic read-out (fitted here unless given; ``cache`` as in
+    :func:`fit_semantic_readout`) and its video probes, on the training subjects' training
+    trials only (:func:`fit_semantic_readout`'s data)."""
+    readout = readout if readout is not None else fit_semantic_readout(
+        cfg, tc, splits, vlm, features, stim, cache=cache)
     sv = source_view(tc, splits, "train")
     bs = cfg.stage1.eval_batch_size
     Y = _video_tokens(vlm, features, list(np.asarray(sv.stim_file).astype(str)), bs).mean(1)

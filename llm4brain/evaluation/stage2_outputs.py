@@ -123,7 +123,7 @@ def _semantic(cfg, manifest: dict, d, eval_set: EvalSet, *, tc, splits, vlm, fea
     features = features if features is not None else video_features(cfg, progress=progress)
     if stim is None and len(cfg.eval.semantic_labels) > 1:     # labels beyond the class
         stim = load_stimuli(cfg)
-    readout = fit_semantic_readout(cfg, tc, splits, vlm, features, stim)
+    readout = fit_semantic_readout(cfg, tc, splits, vlm, features, stim, cache=True)
     model = build_stage2_model(cfg, vlm.branch.proj, vlm.llm, domain_adaptation=False)
     dec, shuffled, _ = semantic_decodes(cfg, readout, model, tc, splits, eval_set, n_shuffles,
                                         seed=seed, progress=progress)
