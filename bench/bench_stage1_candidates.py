@@ -9,8 +9,12 @@ notebook 02 does::
     .venv/bin/python bench/bench_stage1_candidates.py \
         '{"default": {}, "whole encoder trained": {"stage1.train_encoder": true}}' '[0]'
 
-Appends to ``bench/results/stage1_candidates.csv`` (one row per candidate, seed, split, method)
-and prints the table.
+A third argument names another profile (its notebooks 00-02 run first, e.g.
+``make runs/scale/notebooks/02_tokenizer_design.ipynb PROFILE=scale``); its video-LLM is
+pretrained here when missing, as notebook 03 does.
+
+Appends to ``bench/results/stage1_candidates.csv`` (one row per candidate, seed, split, method;
+another profile's candidates are named ``<profile>: <name>``) and prints the table.
 """
 import json
 import sys
@@ -19,10 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from llm4brain.config import load_config
 from llm4brain.data import iter_run_volumes
 from llm4brain.experiments import experiment_inputs, tune_stage1
 from llm4brain.training.mae import mae_run_name, pretrain_mae, volume_windows
 from llm4brain.training.tuning import with_overrides
+from llm4brain.training.vlpretrain import pretrain_video_llm
 
 OUT = Path(__file__).resolve().parent / "results" / "stage1_candidates.csv"
 
@@ -40,6 +46,10 @@ def ensure_mae(c, tc, splits) -> float:
 
 
 def main(candidates: dict, seeds: list, profile: str = "default") -> None:
+    cfg = load_config(profile)
+    t0 = time.time()
+    if pretrain_video_llm(cfg, device=cfg.run.device, progress=False).trained:
+        print(f"video-LLM of profile {profile} pretrained: {time.time() - t0:.0f} s", flush=True)
     x = experiment_inputs(profile)
     cfg, tc, splits = x.cfg, x.tc, x.splits
     for name, over in candidates.items():
@@ -48,6 +58,8 @@ def main(candidates: dict, seeds: list, profile: str = "default") -> None:
             t0 = time.time()
             rows, _ = tune_stage1(cfg, tc, splits, {name: over}, seeds=[seed], vlm=x.vlm,
                                   features=x.features, progress=False)
+            if profile != "default":
+                rows = rows.assign(candidate=f"{profile}: {name}")
             rows = rows.assign(overrides=json.dumps(over, sort_keys=True),
                                mae_s=round(t_mae), stage1_s=round(time.time() - t0))
             OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -59,4 +71,4 @@ def main(candidates: dict, seeds: list, profile: str = "default") -> None:
 
 
 if __name__ == "__main__":
-    main(json.loads(sys.argv[1]), json.loads(sys.argv[2]))
+    main(json.loads(sys.argv[1]), json.loads(sys.argv[2]), *sys.argv[3:4])

@@ -367,3 +367,59 @@ def test_voxel_readout_starts_stage1_at_the_ridge_and_needs_the_mask(tiny_world,
     assert all(p.requires_grad for p in tuned.readout.parameters())
     with pytest.raises(ValueError, match="stage1.voxel_readout"):
         cfg.replace(stage1__voxel_readout="linear")
+
+
+def test_input_voxels_mask_the_tokenizer_input_to_the_selected_voxels(tiny_world, tmp_path):
+    """stage1.input_voxels: the model needs the mask; fit_input_mask keeps exactly the k
+    voxels with the largest ANOVA F of the training trials' class (against sklearn's
+    f_classif); the tokenizer then sees zeros elsewhere (changing an unselected voxel leaves
+    the fMRI tokens unchanged, changing a selected one does not); the setting names its own
+    run and is refused when larger than the mask."""
+    from sklearn.feature_selection import f_classif
+    from llm4brain.data import voxel_features
+    w = tiny_world(tmp_path)
+    cfg = w["cfg"].replace(stage1__input_voxels=5)
+    assert s1.stage1_run_name(cfg) != s1.stage1_run_name(w["cfg"])
+    with pytest.raises(ValueError, match="stage1.input_voxels"):
+        ms1.build_stage1_model(cfg, w["encoder"], w["branch"])
+    with pytest.raises(ValueError, match="stage1.input_voxels"):
+        w["cfg"].replace(stage1__input_voxels=-1)
+    m = ms1.build_stage1_model(cfg, w["encoder"], w["branch"], mask=w["tc"].mask).eval()
+    mask = np.asarray(w["tc"].mask, bool)
+    assert torch.equal(m.input_mask.bool(), torch.from_numpy(mask))   # the brain mask at first
+    view = source_view(w["tc"], w["splits"], "train")
+    keep = s1.fit_input_mask(cfg, m, view, w["tc"].mask)
+    X = voxel_features(view.blocks, len(view), mask)
+    F = np.nan_to_num(f_classif(X.astype(np.float64), np.asarray(view.class_name))[0], nan=-1)
+    ref = np.zeros(mask.size, bool)
+    ref[np.flatnonzero(mask.ravel())[np.argsort(-F, kind="stable")[:5]]] = True
+    np.testing.assert_array_equal(keep.ravel(), ref)
+    assert int(m.input_mask.sum()) == 5 and "input_mask" in m.state_dict()
+    b = torch.from_numpy(w["tc"].blocks[:2].astype(np.float32))
+    z = m.fmri_tokens(b)
+    off = np.argwhere(mask & ~keep)[0]
+    on = np.argwhere(keep)[0]
+    b_off, b_on = b.clone(), b.clone()
+    b_off[:, :, off[0], off[1], off[2]] += 10.0
+    b_on[:, :, on[0], on[1], on[2]] += 10.0
+    torch.testing.assert_close(m.fmri_tokens(b_off), z)
+    assert not torch.allclose(m.fmri_tokens(b_on), z)
+    with pytest.raises(ValueError, match="more than the"):
+        s1.fit_input_mask(cfg.replace(stage1__input_voxels=int(mask.sum()) + 1), m, view, mask)
+
+
+def test_input_mask_is_chosen_by_train_stage1_and_restored_by_load_stage1(tiny_world, tmp_path):
+    """train_stage1 narrows the input mask to the k selected voxels before its first step; the
+    finished checkpoint holds it, and load_stage1 gives the same mask and the same tokens."""
+    from types import SimpleNamespace
+    w = tiny_world(tmp_path)
+    cfg = w["cfg"].replace(stage1__input_voxels=7, stage1__steps=2)
+    parts = dict(mae=SimpleNamespace(encoder=w["encoder"]), vlm=SimpleNamespace(branch=w["branch"]))
+    res = s1.train_stage1(cfg, w["tc"], w["splits"], features=w["features"], progress=False,
+                          **parts)
+    assert int(res.model.input_mask.sum()) == 7
+    back = s1.load_stage1(cfg, w["tc"], **parts)
+    torch.testing.assert_close(back.input_mask, res.model.input_mask)
+    b = torch.from_numpy(w["tc"].blocks[:3].astype(np.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(back.fmri_tokens(b), res.model.fmri_tokens(b))

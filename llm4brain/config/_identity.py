@@ -57,6 +57,7 @@ IDENTITY_OFF_DEFAULT: dict[str, dict[str, Callable[[dict], bool]]] = {
         "voxel_readout_rank": lambda s: s.get("voxel_readout", "none") == "none",
         "voxel_readout_voxels": lambda s: (s.get("voxel_readout", "none") == "none"
                                            or not s.get("voxel_readout_voxels", 0)),
+        "input_voxels": lambda s: not s.get("input_voxels", 0),              # candidate, off
     },
     # Stage I's ablation switch (no SC-MBM pretraining), on by default
     "mae": {"pretrained": lambda s: bool(s.get("pretrained", True))},

@@ -86,6 +86,11 @@ class Stage1Config:
         ``0``: the read-out reads every brain-mask voxel. ``k > 0``: only the ``k`` voxels whose
         one-way ANOVA F of the training trials' class is largest (most mask voxels carry no
         stimulus signal; the others' weights stay at zero, also with ``ridge-tuned``).
+    input_voxels : int
+        ``0`` (the paper): the tokenizer reads every brain-mask voxel. ``k > 0``: an input
+        mask keeps only the ``k`` voxels whose one-way ANOVA F of the Stage I training trials'
+        class is largest (chosen on those trials before the first step, stored with the model)
+        and zeroes the rest of every volume before the 3D-CNN tokenizer.
     center : bool
         Centred cosine (off as in the paper): the CLIP term subtracts each side's batch mean
         before the cosine, and the evaluation (Stage I, ridge baseline, ridge + NN, noise
@@ -147,6 +152,7 @@ class Stage1Config:
     voxel_readout: str = "none"
     voxel_readout_rank: int = 128
     voxel_readout_voxels: int = 0
+    input_voxels: int = 0
     projector: str = "query"
     projector_layers: int = 1
     projector_heads: int = 4
@@ -171,6 +177,7 @@ class Stage1Config:
         _one_of("stage1.voxel_readout", self.voxel_readout, ("none", "ridge", "ridge-tuned"))
         _at_least("stage1.voxel_readout_rank", self.voxel_readout_rank, 1)
         _at_least("stage1.voxel_readout_voxels", self.voxel_readout_voxels, 0)
+        _at_least("stage1.input_voxels", self.input_voxels, 0)
         _in_unit("stage1.beta", self.beta)
         _in_unit("stage1.alpha", self.alpha)
         _in_unit("stage1.video_warmup", self.video_warmup)

@@ -44,6 +44,12 @@ class Stage1Model(nn.Module):
     qformer_adaptors : {"video", "both", "none"}
         ``video``/``none``: the video input of :meth:`forward` is the frozen frame Q-Former's
         output (B, F, Nq, H); ``both``: frame features (B, F, P, C).
+    readout : VoxelReadout, optional
+        Added to the projector's tokens (``stage1.voxel_readout``).
+    input_mask : bool array (X, Y, Z), optional
+        ``stage1.input_voxels``: every volume is multiplied by it before the tokenizer (a
+        buffer, saved with the checkpoint; :func:`llm4brain.training.stage1.fit_input_mask`
+        sets it to the selected voxels).
 
     Notes
     -----
@@ -52,7 +58,8 @@ class Stage1Model(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, branch: nn.Module, projector: nn.Module,
-                 qformer_adaptors: str = "video", readout: nn.Module | None = None):
+                 qformer_adaptors: str = "video", readout: nn.Module | None = None,
+                 input_mask=None):
         super().__init__()
         if qformer_adaptors not in ("video", "both", "none"):
             raise ValueError(f"stage1.qformer_adaptors = {qformer_adaptors!r}: use video, both "
@@ -62,6 +69,11 @@ class Stage1Model(nn.Module):
         self.projector = projector
         self.readout = readout
         self.qformer_adaptors = qformer_adaptors
+        if input_mask is None:
+            self.input_mask = None
+        else:
+            self.register_buffer("input_mask", torch.as_tensor(np.asarray(input_mask, bool),
+                                                               dtype=torch.float32))
 
     @property
     def n_tokens(self) -> int:
@@ -83,8 +95,10 @@ class Stage1Model(nn.Module):
 
     def fmri_tokens(self, blocks: torch.Tensor) -> torch.Tensor:
         """fMRI tokens z of blocks (B, T, X, Y, Z): shape (B, L, H) (projector of the encoder
-        tokens, plus the voxel read-out when there is one)."""
-        z = self.projector(self.encoder(blocks))
+        tokens, plus the voxel read-out when there is one); with an input mask the tokenizer
+        reads the masked volumes, the read-out the volumes as they are."""
+        x = blocks if self.input_mask is None else blocks * self.input_mask.to(blocks.dtype)
+        z = self.projector(self.encoder(x))
         return z if self.readout is None else z + self.readout(blocks)
 
     def video_tokens(self, video: torch.Tensor) -> torch.Tensor:
@@ -114,7 +128,9 @@ def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module,
         Pretrained (``load_video_llm(cfg).branch``).
     mask : bool array (X, Y, Z), optional
         The trial cache's brain mask; needed with ``stage1.voxel_readout`` (the read-out
-        starts at zero: :func:`llm4brain.training.stage1.train_stage1` fits it).
+        starts at zero: :func:`llm4brain.training.stage1.train_stage1` fits it) and with
+        ``stage1.input_voxels`` (the input mask starts as the brain mask;
+        :func:`~llm4brain.training.stage1.train_stage1` narrows it to the selected voxels).
 
     Returns
     -------
@@ -156,7 +172,14 @@ def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module,
         nn.init.zeros_(last.weight)
         if last.bias is not None:
             nn.init.zeros_(last.bias)
-    return Stage1Model(enc, br, proj, cfg.stage1.qformer_adaptors, readout)
+    input_mask = None
+    if cfg.stage1.input_voxels:
+        if mask is None:
+            raise ValueError(f"stage1.input_voxels = {cfg.stage1.input_voxels} needs the trial "
+                             f"cache's brain mask: build_stage1_model(cfg, encoder, branch, "
+                             f"mask=tc.mask)")
+        input_mask = np.asarray(mask, bool)
+    return Stage1Model(enc, br, proj, cfg.stage1.qformer_adaptors, readout, input_mask)
 
 
 def trainable_names(model: nn.Module) -> list[str]:

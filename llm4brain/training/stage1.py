@@ -46,7 +46,8 @@ from .mae import load_pretrained_mae
 from .vlpretrain import load_video_llm, video_features, video_llm_id
 
 __all__ = ["stage1_run_name", "make_stage1_sampler", "stage1_loss_fn", "Stage1Result",
-           "train_stage1", "load_stage1"]
+           "train_stage1", "load_stage1", "fit_input_mask", "fit_voxel_readout",
+           "selective_voxels"]
 
 
 def stage1_run_name(cfg) -> str:
@@ -205,6 +206,8 @@ def train_stage1(cfg, tc, splits, *, vlm=None, features=None, mae=None, overwrit
     name = stage1_run_name(cfg) if name is None else name
     if model.readout is not None:     # a resumed or finished run's checkpoint replaces it
         fit_voxel_readout(cfg, model, view, video, tc.mask)
+    if model.input_mask is not None:  # the same: the checkpoint holds the mask it trained with
+        fit_input_mask(cfg, model, view, tc.mask)
     model.train()
     align = cfg.stage1.align     # off (ablation): one step at lr 0 saves the initial model
     res = fit(model, stage1_loss_fn(cfg.stage1),
@@ -232,6 +235,30 @@ def fit_voxel_readout(cfg, model: Stage1Model, view: SourceView, video: VideoInp
     if 0 < s.voxel_readout_voxels < X.shape[1]:
         sel = selective_voxels(X, np.asarray(view.class_name).astype(str), s.voxel_readout_voxels)
     return model.readout.fit_ridge(X, Y, s.ridge_alphas, s.ridge_cv, voxels=sel)
+
+
+def fit_input_mask(cfg, model: Stage1Model, view: SourceView, mask) -> np.ndarray:
+    """``stage1.input_voxels``: set ``model.input_mask`` to the ``k`` brain-mask voxels whose
+    one-way ANOVA F of the training trials' class is largest (block means over the volumes,
+    :func:`selective_voxels`); returns the selected voxels as a bool array (X, Y, Z).
+
+    Only the training subjects' training trials (``view``) choose them; the mask then applies
+    unchanged to every trial the model reads, held-out runs and target subjects included."""
+    k = int(cfg.stage1.input_voxels)
+    m = np.asarray(mask, bool)
+    if model.input_mask is None or not k:
+        raise ValueError("fit_input_mask: the model has no input mask (stage1.input_voxels is 0)")
+    if k > int(m.sum()):
+        raise ValueError(f"stage1.input_voxels = {k} is more than the {int(m.sum())} voxels of the "
+                         f"brain mask: use at most that (0 reads every voxel)")
+    X = voxel_features(view.blocks, len(view), m, batch_size=cfg.stage1.eval_batch_size)
+    sel = selective_voxels(X, np.asarray(view.class_name).astype(str), k)
+    keep = np.zeros(m.size, bool)
+    keep[np.flatnonzero(m.ravel())[sel]] = True
+    keep = keep.reshape(m.shape)
+    with torch.no_grad():
+        model.input_mask.copy_(torch.from_numpy(keep.astype(np.float32)))
+    return keep
 
 
 def selective_voxels(X: np.ndarray, labels, k: int) -> np.ndarray:
