@@ -17,6 +17,9 @@ the caption loss, DANCE on the adaptation trials) learns to answer from them. Co
   fitted on the *other* training subjects (an unseen subject's error rate);
 * ``stage2 in-sample``: the same with the read-out's own (in-sample) predictions;
 * ``stage2 cross-fitted, no DA``: ``stage2.domain_adaptation: false``;
+* ``stage2 true labels``: Stage II trained on the prototype tokens of each training trial's
+  true class and scene (``semantic_stage2_data(..., true_labels=True)``), decoded as the others
+  from the read-outs' tokens;
 * a suffix ``@N`` (e.g. ``stage2 cross-fitted@100``) trains for N steps instead of
   ``stage2.steps``, ``@N:LR`` also sets ``stage2.lr``.
 
@@ -103,6 +106,7 @@ def main(subject=None, n_shuffles: int = 3, seeds=(0,), variants=VARIANTS,
             if not v.startswith("stage2"):
                 continue
             cross = "in-sample" not in v
+            clean = "true labels" in v
             da = "no DA" not in v
             over = {"stage2.seed": int(seed), "stage2.domain_adaptation": da}
             if "@" in v:                 # e.g. "stage2 cross-fitted@100" or "...@100:1e-4"
@@ -111,12 +115,12 @@ def main(subject=None, n_shuffles: int = 3, seeds=(0,), variants=VARIANTS,
                 if lr:
                     over["stage2.lr"] = float(lr)
             cfg = with_overrides(cfg0, over)
-            if cross not in data:
-                data[cross] = semantic_stage2_data(cfg, readout, sc, ps, captions, stim,
-                                                   cross_fit=cross)
-            name = pseudo_run_name(f"semantic{'-cf' if cross else '-is'}-"
-                                   f"{stage2_run_name(cfg, da)}", ps)
-            r2 = train_stage2(cfg, data[cross], x.vlm.llm, x.vlm.branch.proj,
+            if (cross, clean) not in data:
+                data[cross, clean] = semantic_stage2_data(cfg, readout, sc, ps, captions, stim,
+                                                          cross_fit=cross, true_labels=clean)
+            tag = "-tl" if clean else "-cf" if cross else "-is"
+            name = pseudo_run_name(f"semantic{tag}-{stage2_run_name(cfg, da)}", ps)
+            r2 = train_stage2(cfg, data[cross, clean], x.vlm.llm, x.vlm.branch.proj,
                               domain_adaptation=da, progress=False, name=name)
             run(v, r2.model, int(seed))
     t = pd.DataFrame(rows).assign(seconds=round(time.time() - t0))

@@ -271,6 +271,11 @@ def test_stage2_on_semantic_tokens_reads_training_subjects_and_adaptation_fmri_o
     X = w["tc"].blocks[w["splits"].train_idx].mean(1)[:, w["tc"].mask]
     assert torch.equal(insample.source_z, r.tokens(r.predict(X)))
     assert list(insample.answers) == list(data.answers) and len(tr) == n_tr
+    # true labels: each training trial's tokens are its own class's prototype
+    clean = semantic_stage2_data(cfg, r, w["tc"], w["splits"], w["captions"], true_labels=True)
+    want = r.tokens({"class": tr["class_name"].astype(str).to_numpy()})
+    assert torch.equal(clean.source_z, want) and list(clean.answers) == list(data.answers)
+    assert torch.equal(clean.target.z, data.target.z)
     m = s2.train_stage2(cfg.replace(stage2__steps=2), data, w["llm"], w["branch"].proj,
                         domain_adaptation=True, progress=False, name="semantic-test")
     assert m.trained and {"ce", "da"} <= set(m.log.columns)

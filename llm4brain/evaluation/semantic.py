@@ -342,13 +342,18 @@ def cross_fitted_predictions(readout: SemanticReadout, X: np.ndarray, groups: Se
 
 
 def semantic_stage2_data(cfg, readout: SemanticReadout, tc, splits, captions: pd.DataFrame,
-                         stim: pd.DataFrame | None = None, *, cross_fit: bool = True):
+                         stim: pd.DataFrame | None = None, *, cross_fit: bool = True,
+                         true_labels: bool = False):
     """Stage II inputs whose fMRI tokens are the semantic read-out's prototype tokens.
 
     Source: the training subjects' training trials, each with the prototype tokens of its
     decoded class (and scene) — decoded by read-outs fitted on the *other* training subjects
     (``cross_fit``, the default: the tokens carry an unseen subject's errors, as the targets'
-    will) or by the read-out itself (in-sample) — and its surrogate answer. Target: the
+    will) or by the read-out itself (in-sample) — and its surrogate answer. With
+    ``true_labels`` a training trial's tokens are the prototypes of its clip's *true* class
+    (and scene) instead (training subjects' labels, which Stage II may read): the bridge then
+    learns what a clean prototype should be answered with, not how to hedge against the
+    read-out's errors. Target: the
     prototype tokens of the target subjects' unlabelled adaptation trials, read through
     :func:`~llm4brain.training.guard.target_adaptation_view`. Nothing of the targets but their
     adaptation fMRI is read.
@@ -363,7 +368,12 @@ def semantic_stage2_data(cfg, readout: SemanticReadout, tc, splits, captions: pd
     bs = cfg.stage1.eval_batch_size
     sv = source_view(tc, splits, "train")
     X = voxel_features(sv.blocks, len(sv), tc.mask, batch_size=bs)
-    if cross_fit:
+    if true_labels:
+        decoded = {lab: _label_values(lab, sv, stim) for lab in readout.readouts}
+        unknown = {lab: sorted(set(v) - set(readout.prototypes[lab])) for lab, v in decoded.items()}
+        if any(unknown.values()):
+            raise ValueError(f"training trials' labels without a prototype: {unknown}")
+    elif cross_fit:
         ys = {lab: _label_values(lab, sv, stim) for lab in readout.readouts}
         decoded = cross_fitted_predictions(readout, X, sv.subject, ys)
     else:
