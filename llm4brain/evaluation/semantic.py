@@ -367,17 +367,17 @@ def semantic_stage2_data(cfg, readout: SemanticReadout, tc, splits, captions: pd
 
     bs = cfg.stage1.eval_batch_size
     sv = source_view(tc, splits, "train")
-    X = voxel_features(sv.blocks, len(sv), tc.mask, batch_size=bs)
-    if true_labels:
-        decoded = {lab: _label_values(lab, sv, stim) for lab in readout.readouts}
-        unknown = {lab: sorted(set(v) - set(readout.prototypes[lab])) for lab, v in decoded.items()}
+    ys = ({lab: _label_values(lab, sv, stim) for lab in readout.readouts}
+          if true_labels or cross_fit else None)
+    if true_labels:             # no voxels read: the tokens are the labels' prototypes
+        decoded = ys
+        unknown = {lab: sorted(set(v) - set(readout.prototypes[lab])) for lab, v in ys.items()}
         if any(unknown.values()):
             raise ValueError(f"training trials' labels without a prototype: {unknown}")
-    elif cross_fit:
-        ys = {lab: _label_values(lab, sv, stim) for lab in readout.readouts}
-        decoded = cross_fitted_predictions(readout, X, sv.subject, ys)
     else:
-        decoded = readout.predict(X)
+        X = voxel_features(sv.blocks, len(sv), tc.mask, batch_size=bs)
+        decoded = (cross_fitted_predictions(readout, X, sv.subject, ys) if cross_fit
+                   else readout.predict(X))
     tview = target_adaptation_view(tc, splits, seed=stage2_seed(cfg))
     Xt = voxel_features(tview.blocks, len(tview), tc.mask, batch_size=bs)
     target = TargetFeatures(readout.tokens(readout.predict(Xt)), tview.subjects)
