@@ -46,11 +46,15 @@ def ensure_mae(c, tc, splits) -> float:
 
 
 def main(candidates: dict, seeds: list, profile: str = "default") -> None:
-    cfg = load_config(profile)
-    t0 = time.time()
-    if pretrain_video_llm(cfg, device=cfg.run.device, progress=False).trained:
+    try:
+        x = experiment_inputs(profile)
+    except FileNotFoundError as e:       # notebook 03 has not run: pretrain the video-LLM here
+        if "vlpretrain-" not in str(e):   # the checkpoint path names the video-LLM run
+            raise
+        c, t0 = load_config(profile), time.time()
+        pretrain_video_llm(c, device=c.run.device, progress=False)
         print(f"video-LLM of profile {profile} pretrained: {time.time() - t0:.0f} s", flush=True)
-    x = experiment_inputs(profile)
+        x = experiment_inputs(profile)
     cfg, tc, splits = x.cfg, x.tc, x.splits
     for name, over in candidates.items():
         for seed in seeds:

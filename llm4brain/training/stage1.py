@@ -252,7 +252,7 @@ def fit_input_mask(cfg, model: Stage1Model, view: SourceView, mask) -> np.ndarra
         raise ValueError(f"stage1.input_voxels = {k} is more than the {int(m.sum())} voxels of the "
                          f"brain mask: use at most that (0 reads every voxel)")
     X = voxel_features(view.blocks, len(view), m, batch_size=cfg.stage1.eval_batch_size)
-    sel = selective_voxels(X, np.asarray(view.class_name).astype(str), k)
+    sel = selective_voxels(X, np.asarray(view.class_name).astype(str), k, "stage1.input_voxels")
     keep = np.zeros(m.size, bool)
     keep[np.flatnonzero(m.ravel())[sel]] = True
     keep = keep.reshape(m.shape)
@@ -261,14 +261,16 @@ def fit_input_mask(cfg, model: Stage1Model, view: SourceView, mask) -> np.ndarra
     return keep
 
 
-def selective_voxels(X: np.ndarray, labels, k: int) -> np.ndarray:
+def selective_voxels(X: np.ndarray, labels, k: int,
+                     setting: str = "stage1.voxel_readout_voxels") -> np.ndarray:
     """Indices of the ``k`` columns of ``X`` whose one-way ANOVA F of ``labels`` is largest
-    (``stage1.voxel_readout_voxels``), in column order; constant columns rank last."""
+    (``setting``: ``stage1.voxel_readout_voxels`` or ``stage1.input_voxels``), in column
+    order; constant columns rank last."""
     from sklearn.feature_selection import f_classif
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
-        raise ValueError("stage1.voxel_readout_voxels: the training trials hold one class; "
-                         "the voxel selection needs two or more (set the key to 0)")
+        raise ValueError(f"{setting}: the training trials hold one class; the voxel selection "
+                         f"needs two or more (set the key to 0)")
     with np.errstate(divide="ignore", invalid="ignore"):
         F = np.nan_to_num(f_classif(np.asarray(X, np.float64), labels)[0], nan=-1.0)
     return np.sort(np.argsort(-F, kind="stable")[:int(k)])
