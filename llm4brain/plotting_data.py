@@ -97,14 +97,16 @@ def plot_reliability(r_single, regions: dict | None = None, ax=None):
     return fig
 
 
-def plot_lag_profile(df, lag_s: float, block_trs: int, tr: float, ax=None):
-    """Correlation with the true trial amplitude vs time after onset, one line per region;
-    the volumes of a trial block are shaded."""
+def plot_lag_profile(df, block_times_s, tr: float, ax=None):
+    """Correlation with the true trial amplitude vs the time after onset at which each volume
+    was acquired (``df.time_s``), one line per region; the volumes of a trial block
+    (``block_times_s``, :func:`llm4brain.sim.block_times`) are shaded."""
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.2))
     for name, g in df.groupby("region", sort=False):
-        ax.plot(g["lag_s"], g["r"], marker="o", label=name)
-    ax.axvspan(lag_s - 0.5, lag_s + (block_trs - 1) * tr + 0.5, color="0.85", zorder=0,
-               label=f"block: {block_trs} volumes from {lag_s:g} s")
+        ax.plot(g["time_s"], g["r"], marker="o", label=name)
+    bt = np.asarray(block_times_s, float)
+    ax.axvspan(bt[0] - 0.25 * tr, bt[-1] + 0.25 * tr, color="0.85", zorder=0,
+               label=f"block: {len(bt)} volumes at +{', +'.join(f'{x:g}' for x in bt)} s")
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("time after clip onset (s)")
     ax.set_ylabel("r(BOLD, true amplitude)")

@@ -36,7 +36,7 @@ def make_tiny_bids(root: str | Path, n_subjects: int = 2, n_runs: int = 2,
                    plant: dict | None = None, noise: float = 0.1, seed: int = 0,
                    write_clips: bool = True, sidecar: str = "top",
                    header_tr: float | None = None, derivatives: str = "derivatives/fmriprep",
-                   write_masks: bool = True) -> Path:
+                   write_masks: bool = True, timing: dict | None = None) -> Path:
     """Write a tiny fMRIPrep-style BIDS dataset with HAD naming.
 
     Parameters
@@ -44,9 +44,10 @@ def make_tiny_bids(root: str | Path, n_subjects: int = 2, n_runs: int = 2,
     tr : float or sequence of float
         Repetition time; a sequence gives one TR per subject (then ``sidecar`` must be
         ``"run"`` or ``"none"``).
-    plant : dict, optional
+    plant : dict or list of dict, optional
         ``{"voxel": (i, j, k), "volume": v, "amplitude": a}``: adds ``a`` to that voxel at
-        volume ``v`` of every run of every subject (to test block extraction).
+        volume ``v`` of every run of every subject (to test block extraction); a list plants
+        each.
     sidecar : str
         Where ``RepetitionTime`` is written: ``"top"`` (``task-action_bold.json`` at the
         root), ``"run"`` (one ``*_bold.json`` beside each raw run) or ``"none"``.
@@ -56,6 +57,10 @@ def make_tiny_bids(root: str | Path, n_subjects: int = 2, n_runs: int = 2,
         Folder (relative to the root) of the fMRIPrep-style derivatives.
     write_masks : bool
         Write ``desc-brain_mask`` files beside the derivatives.
+    timing : dict, optional
+        Slice-timing fields (``SliceTimingCorrected``, ``StartTime``, ``SliceTiming``) written
+        into a ``*_desc-preproc_bold.json`` beside each derivative run (``{"raw": {...}}``:
+        into the raw runs' sidecars instead).
 
     Returns the root. Affine: 4 mm isotropic; mask = all voxels but a 1-voxel border.
     """
@@ -86,16 +91,21 @@ def make_tiny_bids(root: str | Path, n_subjects: int = 2, n_runs: int = 2,
         rdir.mkdir(parents=True, exist_ok=True)
         for run in range(1, n_runs + 1):
             data = 100 + noise * rng.standard_normal(shape + (n_vols,)).astype(np.float32)
-            if plant:
-                data[tuple(plant["voxel"]) + (plant["volume"],)] += plant["amplitude"]
+            for p in ([plant] if isinstance(plant, dict) else plant or []):
+                data[tuple(p["voxel"]) + (p["volume"],)] += p["amplitude"]
             data *= mask[..., None]
             img = nib.Nifti1Image(data.astype(np.float32), affine)
             img.header.set_zooms((4.0, 4.0, 4.0, trs[s] if header_tr is None else header_tr))
             nib.save(img, str(fdir / bids_name(sub, run, "bold.nii.gz", space=SPACE, desc="preproc")))
             nib.save(img, str(rdir / bids_name(sub, run, "bold.nii.gz")))
-            if sidecar == "run":
-                (rdir / bids_name(sub, run, "bold.json")).write_text(
-                    json.dumps({"RepetitionTime": trs[s], "TaskName": "action"}))
+            raw_timing = (timing or {}).get("raw", {})
+            if sidecar == "run" or raw_timing:
+                (rdir / bids_name(sub, run, "bold.json")).write_text(json.dumps(
+                    {**({"RepetitionTime": trs[s]} if sidecar == "run" else {}),
+                     "TaskName": "action", **raw_timing}))
+            if timing and "raw" not in timing:
+                (fdir / bids_name(sub, run, "bold.json", space=SPACE, desc="preproc")).write_text(
+                    json.dumps(timing))
             if write_masks:
                 nib.save(nib.Nifti1Image(mask, affine),
                          str(fdir / bids_name(sub, run, "mask.nii.gz", space=SPACE, desc="brain")))

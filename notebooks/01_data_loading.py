@@ -43,7 +43,7 @@ from llm4brain.data import (build_frame_cache, build_trial_cache, directory_size
 from llm4brain.plotting import save_figure
 from llm4brain.plotting_data import (plot_brain_map, plot_clip_montage, plot_lag_profile,
                                      plot_reliability)
-from llm4brain.sim import REGIONS, lag_profile, region_weights, voxel_coordinates
+from llm4brain.sim import REGIONS, block_times, lag_profile, region_weights, voxel_coordinates
 
 cfg = load_config(PROFILE)
 cfg.data
@@ -69,9 +69,9 @@ coords = voxel_coordinates(tc.mask, tc.affine)
 memb = region_weights(coords)
 if (cfg.data_root / "derivatives/simulation").is_dir():
     lags = lag_profile(cfg, tc, sub0)
-    fig = plot_lag_profile(lags, cfg.data.lag_s, cfg.data.block_trs, tc.meta["tr"])
+    fig = plot_lag_profile(lags, block_times(cfg, tc), tc.meta["tr"])
     save_figure(fig, "01_lag_profile", cfg)
-    display(lags.pivot(index="lag_s", columns="region", values="r").round(3))
+    display(lags.pivot(index="time_s", columns="region", values="r").round(3))
 
 # %% [markdown]
 # ## Single-trial reliability

@@ -13,7 +13,7 @@ from llm4brain.sim import load_ground_truth, simulate_dataset
 
 def test_trial_design_is_the_glover_response_of_each_event():
     tr, n = 2.0, 40
-    X = trial_design([10.0, 14.0], [2.0, 2.0], n, tr)
+    X = trial_design([10.0, 14.0], [2.0, 2.0], n, tr, 0.5 * tr)
     assert X.shape == (n, 2)
     t = (np.arange(n) + 0.5) * tr                           # mid-volume acquisition times
     assert np.all(X[t < 10.0, 0] == 0) and np.all(X[t < 14.0, 1] == 0)
@@ -32,13 +32,13 @@ def test_trial_design_is_the_glover_response_of_each_event():
 def test_betas_recover_overlapping_responses_that_blocks_mix(rng):
     tr, n_vols, n_vox = 2.0, 140, 30
     onsets = np.arange(60) * 4.0 + 2.0                        # HAD's 4 s between onsets
-    X = trial_design(onsets, 2.0, n_vols, tr)
+    X = trial_design(onsets, 2.0, n_vols, tr, 0.5 * tr)
     A = rng.standard_normal((60, n_vox))
     Y = X @ A + 5.0                                           # noise-free, with a baseline
     B = single_trial_betas(Y, X, standardize=False)
     np.testing.assert_allclose(B, A, atol=1e-4)
     # the cache's block (3 volumes from onset + 4 s) mixes in the neighbours' responses
-    first = np.ceil((onsets + 4.0) / tr - 1e-6).astype(int)
+    first = np.ceil((onsets + 4.0 - 0.5 * tr) / tr - 1e-6).astype(int)
     blocks = np.stack([Y[f:f + 3].mean(0) for f in first])
     r_block = np.mean([np.corrcoef(blocks[:, v], A[:, v])[0, 1] for v in range(n_vox)])
     r_beta = np.mean([np.corrcoef(B[:, v], A[:, v])[0, 1] for v in range(n_vox)])
@@ -49,7 +49,7 @@ def test_betas_recover_overlapping_responses_that_blocks_mix(rng):
 
 
 def test_betas_need_more_volumes_than_trials():
-    X = trial_design(np.arange(10) * 2.0, 2.0, 8, 2.0)
+    X = trial_design(np.arange(10) * 2.0, 2.0, 8, 2.0, 1.0)
     with pytest.raises(ValueError, match="data.response: block"):
         single_trial_betas(np.zeros((8, 3)), X)
     with pytest.raises(ValueError, match="design rows"):

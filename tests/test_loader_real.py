@@ -89,29 +89,36 @@ def test_unset_header_tr_is_an_error_naming_the_file_and_fix(make_tiny_bids, tmp
 def test_block_start_is_the_first_volume_at_or_after_onset_plus_lag():
     from llm4brain.data._cache import block_start_index
 
-    # TR 1.5, lag 4: 7 / 1.5 = 4.67 -> 5; 14 / 1.5 = 9.33 -> 10; 6 / 1.5 = 4 exactly -> 4
-    np.testing.assert_array_equal(block_start_index([3.0, 10.0, 2.0, 17.5], 4.0, 1.5),
+    # volume i at i * 1.5 s (t0 0), lag 4: 7 / 1.5 = 4.67 -> 5; 14 / 1.5 = 9.33 -> 10;
+    # 6 / 1.5 = 4 exactly -> 4
+    np.testing.assert_array_equal(block_start_index([3.0, 10.0, 2.0, 17.5], 4.0, 1.5, 0.0),
                                   [5, 10, 4, 15])
-    assert block_start_index([0.1 + 0.2], 2.7, 1.5)[0] == 2        # 3.0000000000000004 / 1.5
-    # simulated design (TR 2, even onsets, lag 4 s): identical to the former floor rule
-    on = np.arange(0, 400, 2.0)
-    np.testing.assert_array_equal(block_start_index(on, 4.0, 2.0),
-                                  np.floor((on + 4.0) / 2.0 + 1e-6).astype(int))
+    assert block_start_index([0.1 + 0.2], 2.7, 1.5, 0.0)[0] == 2   # 3.0000000000000004 / 1.5
+    # volumes at the middle of each TR (t0 0.75): 7 s -> (7 - 0.75) / 1.5 = 4.17 -> 5 (at
+    # 8.25 s); 6 s -> 3.5 -> 4 (at 6.75 s, not 6 s); 14 s -> 8.83 -> 9 (at 14.25 s)
+    np.testing.assert_array_equal(block_start_index([3.0, 2.0, 10.0], 4.0, 1.5, 0.75),
+                                  [5, 4, 9])
+    # the first volume's time is never before onset + lag, the previous one's always is
+    on = np.random.default_rng(0).uniform(0, 300, 500)
+    for tr, t0 in [(2.0, 1.0), (1.5, 0.3), (0.8, 0.0)]:
+        i = block_start_index(on, 4.0, tr, t0)
+        assert np.all(t0 + i * tr >= on + 4.0 - 1e-6) and np.all(t0 + (i - 1) * tr < on + 4.0)
 
 
 def test_blocks_at_tr_1p5_start_at_or_after_onset_plus_lag(make_tiny_bids, tmp_path):
-    # planted at volume 10 (15 s); trial at 10 s + lag 4 s = 14 s -> first volume 10 (not 9)
+    # no slice timing in the sidecars: volume i at 0.75 + 1.5 i s. Planted at volume 10
+    # (15.75 s); trial at 10 s + lag 4 s = 14 s -> first volume 9 (14.25 s), the peak second
     make_tiny_bids(tmp_path / "ds", n_subjects=1, tr=1.5, onsets=(3.0, 10.0, 17.5, 25.0),
                    plant={"voxel": (2, 3, 2), "volume": 10, "amplitude": 8.0}, noise=0.05)
     cfg = _cfg(tmp_path, lag_s=4.0, block_trs=3)
     tc = build_trial_cache(cfg, progress=False)
     t = tc.trials
     r1 = t[(t.subject == "01") & (t.run == 1)]
-    assert list(r1.vol_index) == [5, 10, 15, 20]
+    assert list(r1.vol_index) == [5, 9, 14, 19]
     crop = [a for a, _ in tc.meta["crop"]]
     vox = tuple(np.array((2, 3, 2)) - crop)
     k = int(r1.index[r1.onset == 10.0][0])
-    assert int(np.argmax(np.asarray(tc.blocks[k])[(slice(None),) + vox])) == 0
+    assert int(np.argmax(np.asarray(tc.blocks[k])[(slice(None),) + vox])) == 1
 
 
 # --------------------------------------------------------------------------- 4. truncated clips

@@ -5,10 +5,10 @@ One code path reads the real HAD dataset (OpenNeuro ds004488) and the embedded s
 """
 from ._bids import (EVENT_COLUMNS, DataError, RunFiles, check_same_tr, discover_runs, load_bold,
                     load_mask, load_stimuli, read_confounds, read_events, read_stimuli_map,
-                    repetition_time)
+                    repetition_time, volume_reference)
 from ._checkdata import CheckRow, check_data, format_check_table
 from ._cache import (TrialCache, block_start_index, build_trial_cache, cosine_drift,
-                     iter_run_volumes, load_trial_cache, preprocess_run)
+                     iter_run_volumes, load_trial_cache, preprocess_run, volume_times)
 from ._describe import describe_dataset, directory_size_mb, split_half_reliability, trial_responses
 from ._frames import FrameCache, build_frame_cache
 from ._splits import Splits, load_splits, make_splits
@@ -23,5 +23,6 @@ __all__ = [
     "directory_size_mb", "split_half_reliability", "trial_responses", "FrameCache",
     "build_frame_cache", "Splits", "load_splits", "make_splits", "BadClipError",
     "declared_video_length", "read_frames", "write_mp4", "write_mp4_batch",
-    "check_data", "format_check_table", "CheckRow", "voxel_features",
+    "check_data", "format_check_table", "CheckRow", "voxel_features", "volume_reference",
+    "volume_times",
 ]

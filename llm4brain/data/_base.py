@@ -59,12 +59,16 @@ def _say(msg: str, warn: bool = False, once: str | None = None) -> None:
               flush=True)
 
 
+DEFAULT_T0_FRACTION = 0.5  # of a TR: fMRIPrep's default slice-timing reference
+
+
 @dataclass(frozen=True)
-
-
 class RunFiles:
     """The files of one functional run (``tr_source``: the sidecar JSON the TR came from, or
-    ``"NIfTI header"``)."""
+    ``"NIfTI header"``; ``t0``: the acquisition time in seconds of its first volume relative
+    to the run's start, so volume ``i`` is at ``t0 + i * tr``, and ``timing_source`` the rule
+    that gave it, see :func:`llm4brain.data.volume_reference`). ``t0`` None: the documented
+    default, half a TR."""
 
     subject: str
     session: str
@@ -75,6 +79,13 @@ class RunFiles:
     mask: Path | None
     tr: float
     tr_source: str = ""
+    t0: float | None = None
+    timing_source: str = ""
+
+    @property
+    def t0_s(self) -> float:
+        """Acquisition time (s) of volume 0: ``t0``, or half a TR when no rule gave one."""
+        return float(self.t0) if self.t0 is not None else DEFAULT_T0_FRACTION * float(self.tr)
 
 
 def _entities(path: Path) -> dict:

@@ -33,10 +33,10 @@ from ._bids import (DataError, RunFiles, _load_nifti, _say, check_same_tr, disco
 from ._packed import PackedBlocks, PackedVolumes
 from ._runs import (_clean_run, _subject_mask, _trial_rows, block_start_index, cosine_drift,
                     intensity_mask, preprocess_run, read_run_events, single_trial_betas,
-                    trial_design)
+                    timing_note, trial_design, volume_times)
 
 __all__ = ["TrialCache", "build_trial_cache", "cache_workers", "load_trial_cache", "iter_run_volumes",
-           "preprocess_run", "cosine_drift", "cache_key", "block_start_index", "read_run_events",
+           "preprocess_run", "cosine_drift", "cache_key", "block_start_index", "volume_times", "read_run_events",
            "intensity_mask"]
 
 # 3: blocks start at ceil((onset + lag) / TR) (was floor), masks intersect all runs
@@ -108,6 +108,7 @@ def cache_key(cfg, runs: list[RunFiles]) -> str:
     d["root"] = str(cfg.data_root)
     d["version"] = _CACHE_VERSION
     d["trs"] = sorted({round(float(r.tr), 6) for r in runs})   # a TR from a new sidecar rebuilds
+    d["volume_t0"] = sorted({round(r.t0_s, 6) for r in runs})  # so does a new slice timing
     d["files"] = [(str(r.bold), os.path.getsize(r.bold), int(os.path.getmtime(r.bold)),
                    str(r.events), int(os.path.getmtime(r.events))) for r in runs]
     return config_hash(d)
@@ -175,6 +176,8 @@ def build_trial_cache(cfg, subjects=None, *, keep_volumes: bool = True, rebuild:
     path = cfg.run_dir / "cache" / f"trials-{key}"
     if (path / "meta.json").is_file() and not rebuild:
         return _open(path, json.loads((path / "meta.json").read_text()))
+    _say(f"trial blocks: {cfg.data.block_trs} volume(s) from the first acquired at or after "
+         f"onset + {cfg.data.lag_s:g} s; {timing_note(runs)}")
     tmp = fresh_build_dir(path)
     try:
         return _build_into(tmp, path, cfg, runs, key, keep_volumes, progress, check_stimuli, t0)
@@ -267,6 +270,8 @@ def _build_into(tmp: Path, path: Path, cfg, runs, key: str, keep_volumes: bool, 
                 root=str(cfg.data_root), subjects=sorted(masks), n_runs=len(runs),
                 n_mask_voxels=int(cmask.sum()), tr=float(runs[0].tr),
                 tr_sources=sorted({r.tr_source for r in runs}),
+                volume_t0={f"{r.subject}:{r.run}": r.t0_s for r in runs},
+                timing_sources=sorted({r.timing_source or "default" for r in runs}),
                 subject_mask_voxels={s: int(m.sum()) for s, m in masks.items()},
                 mask_notes=mask_notes, build_seconds=round(time.time() - t0, 2),
                 classes=[n for n, _ in sorted(id_of.items(), key=lambda x: x[1])])
@@ -293,7 +298,7 @@ def _dense_pass(cfg, runs, events, union, masks, mask_src, ref_aff, cmask, tmp: 
             if cfg.data.response == "beta":        # each trial's beta map on the cropped grid
                 maps = np.zeros((len(ev),) + cmask.shape, np.float32)
                 maps[:, cmask] = single_trial_betas(
-                    Y, trial_design(ev["onset"], ev["duration"], len(Y), rf.tr))
+                    Y, trial_design(ev["onset"], ev["duration"], len(Y), rf.tr, rf.t0_s))
             vol = np.zeros((Y.shape[0],) + cmask.shape, np.float32)
             vol[:, cmask] = Y
             del Y

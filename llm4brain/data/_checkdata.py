@@ -3,6 +3,7 @@ before a long run, as a table of OK / WARN / ERROR rows."""
 from __future__ import annotations
 
 from ._cache import read_run_events
+from ._runs import timing_note
 from ._video_io import declared_video_length, read_frames
 import dataclasses
 import shutil
@@ -111,6 +112,7 @@ def check_data(root: str | Path, data_cfg, *, cache_dir: str | Path | None = Non
                                     f"{', '.join(srcs[:3])}{' ...' if len(srcs) > 3 else ''})")
     except DataError as exc:
         add("ERROR", "tr", "all runs", str(exc))
+    add("OK", "timing", "all runs", timing_note(runs))
 
     # ---- each run: grid, events, onset offset, blocks
     ref, grids, offsets, masks_ok = None, {}, {}, True

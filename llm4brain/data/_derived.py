@@ -134,7 +134,7 @@ def _drop_invalid_videos(runs: list[RunFiles], root: Path, data_cfg) -> list[Run
             _writable(dest.parent, "the events files without data.invalid_videos")
             dest.write_text(text)
         out.append(RunFiles(rf.subject, rf.session, rf.run, rf.bold, dest, rf.confounds,
-                            rf.mask, rf.tr, rf.tr_source))
+                            rf.mask, rf.tr, rf.tr_source, rf.t0, rf.timing_source))
     src = (f"{len(names)} name(s)" if isinstance(data_cfg.invalid_videos, (list, tuple))
            else f"{len(names)} name(s) from {data_cfg.invalid_videos}")
     counts = ", ".join(f"sub-{s}: {n}" for s, (n, _) in per_sub.items())
@@ -205,7 +205,7 @@ def _resampled_runs(runs: list[RunFiles], root: Path, data_cfg) -> list[RunFiles
         return dst
 
     out = [RunFiles(r.subject, r.session, r.run, link(r.bold, "continuous"), r.events,
-                    r.confounds, link(r.mask, "nearest"), r.tr, r.tr_source) for r in runs]
+                    r.confounds, link(r.mask, "nearest"), r.tr, r.tr_source, r.t0, r.timing_source) for r in runs]
     _say(f"data.resample_to: every BOLD run (continuous interpolation) and brain mask (nearest "
          f"neighbour) is resampled onto {what} before trial blocks are cut. This aligns voxel "
          f"grids, not anatomy: runs in each subject's own (T1w) space stay in different "

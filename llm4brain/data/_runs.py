@@ -10,8 +10,8 @@ import pandas as pd
 from ._bids import (DataError, RunFiles, _load_nifti, _say, load_bold, load_mask, read_confounds,
                     read_events)
 
-__all__ = ["cosine_drift", "preprocess_run", "block_start_index", "read_run_events",
-           "intensity_mask", "trial_design", "single_trial_betas", "standardize_betas"]
+__all__ = ["cosine_drift", "preprocess_run", "block_start_index", "volume_times", "read_run_events",
+           "intensity_mask", "trial_design", "timing_note", "single_trial_betas", "standardize_betas"]
 
 
 _ONSET_TOL = 1e-6  # in TRs: an onset + lag within this of a volume time starts at that volume
@@ -55,13 +55,30 @@ def preprocess_run(Y: np.ndarray, confounds: np.ndarray, tr: float, high_pass: f
     return Y
 
 
-def trial_design(onsets, durations, n_vols: int, tr: float) -> np.ndarray:
+def volume_times(n_vols: int, tr: float, t0: float) -> np.ndarray:
+    """Acquisition time (s from the start of the run) of each volume: ``t0 + i * tr``.
+
+    ``t0`` comes from the run's sidecars (:func:`llm4brain.data.volume_reference`, on
+    :class:`RunFiles` as ``t0_s``): the one rule behind trial blocks, GLM regressors, the
+    oracle and the lag profile."""
+    return float(t0) + np.arange(int(n_vols)) * float(tr)
+
+
+def timing_note(runs) -> str:
+    """One line saying which volume-timing rule the runs' sidecars gave (with counts)."""
+    from collections import Counter
+    c = Counter(r.timing_source or f"default ({r.t0_s:g} s)" for r in runs)
+    return "volume i at t0 + i * TR, t0 from: " + "; ".join(
+        f"{rule} [{n} run(s)]" for rule, n in sorted(c.items()))
+
+
+def trial_design(onsets, durations, n_vols: int, tr: float, t0: float) -> np.ndarray:
     """One regressor per trial (n_vols, n_trials): its boxcar convolved with nilearn's Glover
-    HRF, sampled at the middle of each volume (slice-timing reference 0.5, fMRIPrep's)."""
+    HRF, sampled at each volume's acquisition time (:func:`volume_times`)."""
     from nilearn.glm.first_level import compute_regressor
     onsets = np.asarray(onsets, np.float64)
     durations = np.broadcast_to(np.asarray(durations, np.float64), onsets.shape)
-    frame_times = (np.arange(int(n_vols)) + 0.5) * float(tr)
+    frame_times = volume_times(n_vols, tr, t0)
     X = np.zeros((int(n_vols), len(onsets)))
     for k, (on, du) in enumerate(zip(onsets, durations)):
         X[:, k] = compute_regressor(np.array([[on], [du], [1.0]]), "glover", frame_times)[0][:, 0]
@@ -109,26 +126,29 @@ def standardize_betas(B: np.ndarray, sd: np.ndarray | None = None) -> np.ndarray
     return B
 
 
-def block_start_index(onsets, lag_s: float, tr: float) -> np.ndarray:
-    """Index of the first volume at or after ``onset + lag_s`` of each onset.
+def block_start_index(onsets, lag_s: float, tr: float, t0: float) -> np.ndarray:
+    """Index of the first volume acquired at or after ``onset + lag_s`` of each onset.
 
-    ``ceil((onset + lag_s) / tr - 1e-6)``: volume ``i`` is acquired at ``i * tr`` seconds, and
-    a time within 1e-6 TR of a volume (float rounding of e.g. 0.1 + 0.2) counts as that
-    volume. The one rule used wherever a block onset is computed (trial cache, oracle blocks,
-    lag profiles).
+    ``ceil((onset + lag_s - t0) / tr - 1e-6)``: volume ``i`` is acquired at ``t0 + i * tr``
+    seconds (:func:`volume_times`; ``t0`` from the run's slice-timing reference,
+    :func:`llm4brain.data.volume_reference`), and a time within 1e-6 TR of a volume (float
+    rounding of e.g. 0.1 + 0.2) counts as that volume. The one rule used wherever a block
+    onset is computed (trial cache, oracle blocks, lag profiles).
 
     Parameters
     ----------
     onsets : float array (seconds, after ``data.onset_offset``)
     lag_s : float (``data.lag_s``)
     tr : float (seconds)
+    t0 : float or float array like ``onsets`` (seconds): acquisition time of volume 0
 
     Returns
     -------
     int64 array of volume indices.
     """
-    x = (np.asarray(onsets, dtype=np.float64) + float(lag_s)) / float(tr)
-    return np.ceil(x - _ONSET_TOL).astype(np.int64)
+    x = (np.asarray(onsets, dtype=np.float64) + float(lag_s)
+         - np.asarray(t0, dtype=np.float64)) / float(tr)
+    return np.maximum(np.ceil(x - _ONSET_TOL), 0).astype(np.int64)
 
 
 def read_run_events(rf: RunFiles, n_vols: int, data_cfg) -> pd.DataFrame:
@@ -136,11 +156,12 @@ def read_run_events(rf: RunFiles, n_vols: int, data_cfg) -> pd.DataFrame:
     (``data.block_trs`` volumes from :func:`block_start_index`) past its end raise DataError."""
     ev = read_events(rf.events, data_cfg.onset_offset, n_vols, rf.tr,
                      stimuli_map=data_cfg.stimuli_map or None)
-    last = block_start_index(ev["onset"], data_cfg.lag_s, rf.tr) + data_cfg.block_trs
+    last = block_start_index(ev["onset"], data_cfg.lag_s, rf.tr, rf.t0_s) + data_cfg.block_trs
     if (last > n_vols).any():
         r = int(np.flatnonzero(last > n_vols)[0])
         raise DataError(f"{rf.events}: the block of the trial at onset {ev['onset'][r]:.1f} s "
-                        f"(lag {data_cfg.lag_s} s, {data_cfg.block_trs} volumes of TR {rf.tr:g} s) "
+                        f"(lag {data_cfg.lag_s} s, {data_cfg.block_trs} volumes of TR {rf.tr:g} s, "
+                        f"volume 0 at {rf.t0_s:g} s: {rf.timing_source or 'default'}) "
                         f"runs past the end of the run ({n_vols} volumes). Lower data.block_trs or "
                         f"data.lag_s, or check data.onset_offset")
     return ev
@@ -244,7 +265,7 @@ def _clean_run(rf: RunFiles, union, sub_mask, mask_source: str, data_cfg, ref_af
 
 def _trial_rows(rf: RunFiles, ev: pd.DataFrame, data_cfg, vol_offset: int | None) -> list[dict]:
     tt, names = _class_of(ev)
-    first = block_start_index(ev["onset"].to_numpy(), data_cfg.lag_s, rf.tr)
+    first = block_start_index(ev["onset"].to_numpy(), data_cfg.lag_s, rf.tr, rf.t0_s)
     return [dict(subject=rf.subject, run=rf.run, trial=j, onset=float(ev["onset"][j]),
                  trial_type=tt[j], class_name=names[j], stim_file=ev["stim_file"][j],
                  clip_id=Path(ev["stim_file"][j]).name.split(".")[0],

@@ -23,10 +23,11 @@ from ._anatomy import REGIONS, Region, load_brain_mask, region_weights, voxel_co
 from ._catalogue import (CLASS_CATALOGUE, COLOURS, DIRECTIONS, SCENES, SIZES, SPEEDS, ActionClass,
                          ClipSpec, class_index, sample_clip_specs, stim_file_name)
 from ._features import LOWLEVEL_NAMES, MOTION_NAMES, clip_features
-from ._oracle import lag_profile, noise_free_trial_blocks
+from ._oracle import block_times, lag_profile, noise_free_trial_blocks, trial_t0
 from ._render import render_clip
-from ._simulate import (FEATURE_GROUPS, SESSION, SPACE, bids_name, canonical_hrf,
-                        load_ground_truth, noise_free_bold, simulate_dataset, trial_regressors)
+from ._simulate import (FEATURE_GROUPS, SESSION, SIM_T0_FRACTION, SPACE, bids_name,
+                        canonical_hrf, load_ground_truth, noise_free_bold, sim_slice_timing,
+                        simulate_dataset, trial_regressors)
 from ._text import (ACTION_SYNONYMS, AGENT_SYNONYMS, SCENE_KEYWORDS, describe_clip,
                     description_lexicon)
 
@@ -35,6 +36,7 @@ __all__ = [
     "CLASS_CATALOGUE", "COLOURS", "DIRECTIONS", "SCENES", "SIZES", "SPEEDS", "ActionClass",
     "ClipSpec", "class_index", "sample_clip_specs", "stim_file_name",
     "LOWLEVEL_NAMES", "MOTION_NAMES", "clip_features", "lag_profile", "noise_free_trial_blocks",
+    "block_times", "trial_t0", "SIM_T0_FRACTION", "sim_slice_timing",
     "render_clip", "FEATURE_GROUPS", "SESSION", "SPACE", "bids_name", "canonical_hrf",
     "load_ground_truth", "noise_free_bold", "simulate_dataset", "trial_regressors",
     "ACTION_SYNONYMS", "AGENT_SYNONYMS", "SCENE_KEYWORDS", "describe_clip", "description_lexicon",

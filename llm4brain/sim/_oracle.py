@@ -12,7 +12,7 @@ from ..data._runs import read_run_events, single_trial_betas, standardize_betas,
 from ._anatomy import REGIONS, region_weights, voxel_coordinates
 from ._simulate import load_ground_truth
 
-__all__ = ["noise_free_trial_blocks", "lag_profile"]
+__all__ = ["noise_free_trial_blocks", "lag_profile", "trial_t0", "block_times"]
 
 
 def noise_free_trial_blocks(cfg, tc, idx) -> np.ndarray:
@@ -61,7 +61,7 @@ def noise_free_trial_blocks(cfg, tc, idx) -> np.ndarray:
             resid[:, good] /= sd[good]
             resid[:, ~good] = 0.0
             ev = read_run_events(rf, len(Y), cfg.data)
-            X = trial_design(ev["onset"], ev["duration"], len(Y), rf.tr)
+            X = trial_design(ev["onset"], ev["duration"], len(Y), rf.tr, rf.t0_s)
             n = sig.shape[1]            # one fit: noise-free run | measured run
             B = single_trial_betas(np.hstack([sig, resid]), X, standardize=False)
             b_sig = standardize_betas(B[:, :n], sd=B[:, n:].std(0))
@@ -75,24 +75,37 @@ def noise_free_trial_blocks(cfg, tc, idx) -> np.ndarray:
         vol = np.zeros((len(sig),) + mask.shape, np.float32)
         vol[:, mask] = sig
         vol = vol[(slice(None),) + crop]
-        first = block_start_index(rows["onset"].to_numpy(), cfg.data.lag_s, rf.tr)
+        first = block_start_index(rows["onset"].to_numpy(), cfg.data.lag_s, rf.tr, rf.t0_s)
         for row_idx, f in zip(rows.index, first):
             k = int(np.flatnonzero(idx == row_idx)[0])
             out[k] = vol[f:f + T]
     return out
 
 
+def trial_t0(tc, trials) -> np.ndarray:
+    """Acquisition time of volume 0 of each trial's run (``meta['volume_t0']`` of the cache,
+    written from the run's sidecars by :func:`llm4brain.data.volume_reference`)."""
+    t0 = tc.meta.get("volume_t0")
+    if t0 is None:
+        raise ValueError(f"the trial cache {getattr(tc, 'path', '')} predates volume timing; "
+                         f"rebuild it (build_trial_cache(cfg, rebuild=True))")
+    return np.array([t0[f"{s}:{int(r)}"] for s, r in zip(trials["subject"], trials["run"])])
+
+
 def lag_profile(cfg, tc, subject: str, lags_s=(0, 2, 4, 6, 8, 10, 12, 14), regions=None):
     """How well the measured BOLD at ``onset + lag`` follows each trial's true amplitude.
 
     For every lag and region: the Pearson correlation across the subject's trials between
-    the cleaned BOLD at the volume ``lag`` seconds after onset and the simulator's noise-free
-    trial amplitude, averaged over the region's voxels. It peaks where the HRF peaks (4-6 s)
-    and shows why ``data.lag_s`` and ``data.block_trs`` are set as they are. Simulated data only.
+    the cleaned BOLD of the first volume acquired at or after ``onset + lag`` (the trial
+    cache's rule, :func:`llm4brain.data.block_start_index`, with the runs' volume times) and
+    the simulator's noise-free trial amplitude, averaged over the region's voxels. ``time_s``
+    is when that volume was acquired after the onset (median over trials): it peaks where the
+    HRF peaks and shows which volumes ``data.lag_s`` and ``data.block_trs`` keep. Simulated
+    data only.
 
     Returns
     -------
-    DataFrame with columns lag_s, region, r.
+    DataFrame with columns lag_s, time_s, region, r.
     """
     regions = regions or REGIONS
     if tc.volumes is None:
@@ -104,7 +117,8 @@ def lag_profile(cfg, tc, subject: str, lags_s=(0, 2, 4, 6, 8, 10, 12, 14), regio
     memb = region_weights(voxel_coordinates(tc.mask, tc.affine), regions)
     tr = float(tc.meta["tr"])
     onsets = t["onset"].to_numpy()
-    run_start = t["vol_index"].to_numpy() - block_start_index(onsets, cfg.data.lag_s, tr)
+    t0 = trial_t0(tc, t)
+    run_start = t["vol_index"].to_numpy() - block_start_index(onsets, cfg.data.lag_s, tr, t0)
     vt = tc.volume_table
     run_end = {}
     for (s, r), g in vt.reset_index().groupby(["subject", "run"]):
@@ -112,8 +126,10 @@ def lag_profile(cfg, tc, subject: str, lags_s=(0, 2, 4, 6, 8, 10, 12, 14), regio
     ends = np.array([run_end[(str(s), int(r))] for s, r in zip(t["subject"], t["run"])])
     rows = []
     for lag in lags_s:
-        idx = run_start + block_start_index(onsets, lag, tr)
+        rel = block_start_index(onsets, lag, tr, t0)
+        idx = run_start + rel
         ok = idx <= ends
+        when = float(np.median((t0 + rel * tr - onsets)[ok]))
         Y = np.asarray(tc.volumes[idx[ok]])[:, tc.mask]
         A = amp[ok]
         Yc, Ac = Y - Y.mean(0), A - A.mean(0)
@@ -121,5 +137,17 @@ def lag_profile(cfg, tc, subject: str, lags_s=(0, 2, 4, 6, 8, 10, 12, 14), regio
         for i, reg in enumerate(regions):
             v = memb[i] > 0.5
             if v.any():
-                rows.append(dict(lag_s=lag, region=reg.name, r=float(np.nanmean(r[v]))))
+                rows.append(dict(lag_s=lag, time_s=when, region=reg.name,
+                                 r=float(np.nanmean(r[v]))))
     return pd.DataFrame(rows)
+
+
+def block_times(cfg, tc) -> np.ndarray:
+    """When the volumes of a trial block are acquired after the onset (s, median over the
+    cache's trials): the block the trial cache cut, in the lag profile's time axis."""
+    t = tc.trials
+    t0 = trial_t0(tc, t)
+    tr = float(tc.meta["tr"])
+    first = block_start_index(t["onset"].to_numpy(), cfg.data.lag_s, tr, t0)
+    start = float(np.median(t0 + first * tr - t["onset"].to_numpy()))
+    return start + np.arange(cfg.data.block_trs) * tr

@@ -26,6 +26,7 @@ import pandas as pd
 from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
+from ..data._runs import volume_times
 from ..data._video_io import write_mp4_batch
 from ._anatomy import REGIONS, SmoothField, load_brain_mask, region_weights, voxel_coordinates
 from ._catalogue import CLASS_CATALOGUE, sample_clip_specs, stim_file_name
@@ -34,6 +35,7 @@ from ._render import render_clip
 from ._text import describe_clip, description_lexicon
 
 __all__ = ["simulate_dataset", "simulate_subject_bold", "canonical_hrf", "trial_regressors",
+           "SIM_T0_FRACTION", "sim_slice_timing",
            "SESSION", "TASK", "bids_name", "subject_label", "FEATURE_GROUPS", "noise_free_bold",
            "load_ground_truth", "run_schedule"]
 
@@ -94,14 +96,27 @@ def run_schedule(sim, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray,
     return onsets.astype(float), slots, n_vols
 
 
+SIM_T0_FRACTION = 0.5   # every simulated volume is sampled at the middle of its TR
+
+
+def sim_slice_timing(tr: float, n_slices: int) -> list[float]:
+    """Evenly spaced ascending slice times whose mean is ``SIM_T0_FRACTION * tr`` (for the raw
+    runs' sidecar): ``(k + 0.5) * tr / n_slices``."""
+    return [round((k + 0.5) * tr / n_slices, 6) for k in range(int(n_slices))]
+
+
 def trial_regressors(onsets: np.ndarray, duration: float, n_vols: int, tr: float,
                      hrf: np.ndarray, dt: float = _DT) -> np.ndarray:
     """Design matrix (n_vols, n_trials): each trial's boxcar convolved with ``hrf``, at TRs.
 
-    Sampled at the middle of each volume's acquisition (slice-timing reference 0.5).
+    Sampled at each volume's acquisition time ``SIM_T0_FRACTION * tr + i * tr``: the middle of
+    the volume, as slice-timing corrected data with reference 0.5 (fMRIPrep's default). The
+    simulator writes that assumption into its sidecars (``SliceTimingCorrected``,
+    ``StartTime`` beside the derivatives; an evenly spaced ``SliceTiming`` with that mean for
+    the raw runs), so the loader reads it back with :func:`llm4brain.data.volume_reference`.
     """
     n_fine = int(np.ceil(n_vols * tr / dt)) + len(hrf)
-    t_vol = (np.arange(n_vols) + 0.5) * tr
+    t_vol = volume_times(n_vols, tr, SIM_T0_FRACTION * tr)
     idx = np.clip(np.round(t_vol / dt).astype(int), 0, n_fine - 1)
     X = np.zeros((n_vols, len(onsets)))
     box_len = int(round(duration / dt))
@@ -358,7 +373,8 @@ def simulate_dataset(cfg, out_dir: str | Path | None = None, *, seed: int | None
             f"sub-{s}\t{'target' if k >= sim.n_subjects - sim.n_target_subjects else 'train'}\n"
             for k, s in enumerate(subjects)))
     (root / "task-action_bold.json").write_text(json.dumps(
-        {"TaskName": TASK, "RepetitionTime": sim.tr}, indent=2))
+        {"TaskName": TASK, "RepetitionTime": sim.tr,
+         "SliceTiming": sim_slice_timing(sim.tr, mask.shape[2])}, indent=2))
     fp = root / "derivatives" / "fmriprep"
     fp.mkdir(parents=True, exist_ok=True)
     (fp / "dataset_description.json").write_text(json.dumps(
@@ -398,6 +414,9 @@ def simulate_dataset(cfg, out_dir: str | Path | None = None, *, seed: int | None
                 _save_nifti(out["bold"], affine, func_raw / bids_name(s, run, "bold.nii.gz"), sim.tr)
             _save_nifti(out["bold"], affine, func_fp / bids_name(
                 s, run, "bold.nii.gz", space=SPACE, desc="preproc"), sim.tr)
+            (func_fp / bids_name(s, run, "bold.json", space=SPACE, desc="preproc")).write_text(
+                json.dumps({"RepetitionTime": sim.tr, "SliceTimingCorrected": True,
+                            "StartTime": SIM_T0_FRACTION * sim.tr}, indent=2))
             _save_nifti(mask.astype(np.uint8), affine, func_fp / bids_name(
                 s, run, "mask.nii.gz", space=SPACE, desc="brain"), dtype=np.uint8)
             out["confounds"].to_csv(func_fp / bids_name(s, run, "timeseries.tsv", desc="confounds"),
