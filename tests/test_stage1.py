@@ -15,6 +15,8 @@ from llm4brain.models import stage1 as ms1
 from llm4brain.testing import TINY_BLOCK as BLOCK
 from llm4brain.testing import TINY_FEAT as FEAT
 from llm4brain.training import stage1 as s1
+from llm4brain.models.stage1 import embed_clips
+from llm4brain.training.losses import pool_tokens
 from llm4brain.training.guard import source_view
 
 
@@ -145,6 +147,31 @@ def test_evaluate_writes_retrieval_and_embeddings(fit_tiny_stage1, tiny_world, t
     assert np.array_equal(np.sort(arrays["eval_rows"]), np.sort(w["splits"].eval_idx))
     assert arrays["eval_ridge"].shape == arrays["eval_x"].shape
     assert set(meta["split"]) == {"train", "val", "eval"}
+    # scored and saved centred on the training trials' means only (each side)
+    assert "top1_uncentred" in t.columns and t["top1_uncentred"].between(0, 1).all()
+    np.testing.assert_allclose(arrays["train_x"].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(arrays["train_z"].mean(0), 0, atol=1e-5)
+    stim = w["tc"].trials["stim_file"].to_numpy()
+    pooled = {k: pool_tokens(embed_clips(model, video, stim[arrays[f"{k}_rows"]], 8),
+                             w["cfg"].stage1.pool).numpy() for k in ("train", "eval")}
+    np.testing.assert_allclose(arrays["train_mean_x"], pooled["train"].mean(0), rtol=1e-4,
+                               atol=1e-7)
+    # the targets' trials are centred on the training mean, not on their own
+    np.testing.assert_allclose(arrays["eval_x"], pooled["eval"] - arrays["train_mean_x"],
+                               rtol=1e-4, atol=1e-7)
+
+
+def test_centred_cosine_sees_what_a_shared_component_hides(rng):
+    from llm4brain.evaluation.retrieval import retrieval_accuracy
+
+    n, d = 200, 64
+    s = rng.standard_normal((n, d))                      # what differs between clips
+    b = 12.0 * rng.standard_normal(d)                    # what every video embedding shares
+    x = b + s + 0.5 * rng.standard_normal((n, d)) * rng.random((n, 1))
+    z = s + 1.5 * rng.standard_normal((n, d)) + 3.0 * rng.standard_normal(d)
+    raw = retrieval_accuracy(z, x, 20, k=(1,), rng=0)["top1"]
+    cen = retrieval_accuracy(z - z[:100].mean(0), x - x[:100].mean(0), 20, k=(1,), rng=0)["top1"]
+    assert cen > raw + 0.2, (raw, cen)
 
 
 def test_voxel_features_reference(rng):
@@ -181,7 +208,7 @@ def test_loss_value_is_eq2_and_l2l1_does_not_move_video_side(tiny_world, tmp_pat
                 p.normal_(0, 0.1)
     z, x = model(batch["blocks"], batch["video"])
     s = cfg.stage1
-    ref, _ = stage1_loss(z, x, s.beta, s.alpha, s.tau, s.pool)
+    ref, _ = stage1_loss(z, x, s.beta, s.alpha, s.tau, s.pool, center=s.center)
     loss, terms = s1.stage1_loss_fn(s)(model, batch)
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
     # pure L2/L1 (beta = 0): no gradient reaches the video Q-Former's adaptors ...

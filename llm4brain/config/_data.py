@@ -101,8 +101,13 @@ class DataConfig:
         trials, repeated in each of the T volumes so every model reading T-volume blocks runs
         unchanged. ``dense32`` caches only.
     lag_s : float
-        HRF delay: the block starts at the first volume at or after ``onset + lag_s``
-        (``ceil((onset + lag_s) / TR)``).
+        HRF delay: the block starts at the first volume *acquired* at or after
+        ``onset + lag_s``, ``ceil((onset + lag_s - t0) / TR)``, where volume ``i`` is acquired
+        at ``t0 + i * TR`` and ``t0`` comes from the run's sidecars
+        (:func:`llm4brain.data.volume_reference`: fMRIPrep's ``StartTime`` when
+        ``SliceTimingCorrected``, the mean ``SliceTiming`` of raw data, else half a TR). With
+        TR 2 s and ``t0`` 1 s, lag 4 s and 2 volumes read +5 and +7 s after onsets on the
+        TR grid (the lag profile of notebook 01 shows why).
     confounds : list of str
         Columns of the confounds TSV regressed out of each run.
     high_pass : float

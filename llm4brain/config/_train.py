@@ -92,10 +92,12 @@ class Stage1Config:
         class is largest (chosen on those trials before the first step, stored with the model)
         and zeroes the rest of every volume before the 3D-CNN tokenizer.
     center : bool
-        Centred cosine (off as in the paper): the CLIP term subtracts each side's batch mean
-        before the cosine, and the evaluation (Stage I, ridge baseline, ridge + NN, noise
-        ceiling) subtracts the training trials' mean embeddings, so retrieval compares what
-        differs between clips instead of the large component all pooled video tokens share.
+        Centred cosine in the CLIP term (on by default; ``False`` is the paper's raw cosine):
+        each side's batch mean (of training trials: the training mean's estimate) is
+        subtracted before the cosine, so the loss sees what differs between clips instead of
+        the large component all pooled video tokens share (pairwise cosines 0.5-0.99). The
+        evaluation (Stage I, ridge baseline, ridge + NN, noise ceiling) always scores the
+        centred cosine on the training trials' means, with the raw figure beside it.
     projector : str
         fMRI-side projection adaptor (registry :data:`llm4brain.models.bridge.PROJECTORS`):
         ``query`` (L learned queries cross-attending to the encoder tokens, like a Q-Former
@@ -148,7 +150,7 @@ class Stage1Config:
     tau: float = 0.05
     pool: str = "mean"
     soft_tau: float = 0.0
-    center: bool = False
+    center: bool = True
     voxel_readout: str = "none"
     voxel_readout_rank: int = 128
     voxel_readout_voxels: int = 0

@@ -65,6 +65,9 @@ def retrieval_wide(retrieval: pd.DataFrame) -> pd.DataFrame:
             pr = r.get("p_vs_ridge", np.nan)
             rows.append({"trials": f"{name} ({int(r['n_trials'])})", "method": label,
                          "top-1": f"{100 * r['top1']:.1f}", "top-5": f"{100 * r['top5']:.1f}",
+                         "top-1 uncentred": (f"{100 * r['top1_uncentred']:.1f}"
+                                             if np.isfinite(r.get("top1_uncentred", np.nan))
+                                             else ""),
                          "chance top-1 / top-5": f"{100 * r['chance_top1']:.0f} / "
                                                  f"{100 * r['chance_top5']:.0f}",
                          "p (permutation)": f"{r['p_value']:.3g}",
@@ -82,7 +85,8 @@ def retrieval_markdown(retrieval: pd.DataFrame) -> list[str]:
     return [f"## Clip identification from fMRI (Stage I, notebook 03)\n",
             f"Percent of trials whose own clip ranks first (top-1) or among the first five "
             f"(top-5) of {n} candidates (the trial's clip and {n - 1} clips of other trials, "
-            f"the same for every method). p (permutation): trials and clips re-paired at "
+            f"the same for every method), by the cosine centred on the training trials' "
+            f"means (top-1 uncentred: the raw cosine). p (permutation): trials and clips re-paired at "
             f"random; p vs ridge: one-sided exact McNemar test on the same trials. The "
             f"semantic retrieval is not the paper's Stage I: the voxels' class and scene "
             f"read-outs against video probes of the same labels.\n", to_markdown(wide)]

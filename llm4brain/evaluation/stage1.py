@@ -81,9 +81,11 @@ def paired_top1_test(correct_a, correct_b) -> float:
 
 def _retrieval_rows(split: str, method: str, pred: np.ndarray, cand: np.ndarray,
                     meta: pd.DataFrame, n_candidates: int, n_perm: int, seed: int,
-                    metric: str = "cosine", ranks: dict | None = None) -> list[dict]:
+                    metric: str = "cosine", ranks: dict | None = None,
+                    raw: tuple | None = None) -> list[dict]:
     """Rows of ``method`` for all trials and each subject; ``ranks[(split, method, who)]``
-    receives each trial's rank of its own clip (for the paired tests)."""
+    receives each trial's rank of its own clip (for the paired tests). ``raw``: the
+    uncentred ``(pred, cand)``, scored against the same distractors as ``top1_uncentred``."""
     rows = []
     groups = [("all", np.arange(len(meta)))] + [
         (str(s), np.flatnonzero(meta["subject"].astype(str).to_numpy() == s))
@@ -100,7 +102,11 @@ def _retrieval_rows(split: str, method: str, pred: np.ndarray, cand: np.ndarray,
                                 rng=seed, groups=clips, metric=metric)
         if ranks is not None:
             ranks[(split, method, who)] = acc["ranks"]
+        unc = (retrieval_accuracy(raw[0][idx], raw[1][idx], n_cand, k=(1,), rng=seed,
+                                  groups=clips, metric=metric)["top1"] if raw is not None
+               else acc["top1"])
         rows.append(dict(split=split, subject=who, method=method, top1=acc["top1"],
+                         top1_uncentred=unc,
                          top5=acc.get("top5", acc[f"top{ks[-1]}"]),
                          chance_top1=acc["chance_top1"],
                          chance_top5=acc.get("chance_top5", acc[f"chance_top{ks[-1]}"]),
@@ -125,9 +131,15 @@ def evaluate_stage1(cfg, model: Stage1Model, tc, splits, video: VideoInputs, *,
 
     Files: ``retrieval.csv``, ``summary.json`` (settings, ridge alpha, target numbers),
     ``embeddings.npz`` (per split: ``<split>_z``, ``<split>_x``, ``<split>_ridge``,
-    ``<split>_rows``) and ``embeddings_meta.tsv``. With ``stage1.center`` every embedding is
-    scored and saved minus the training trials' mean (video embeddings and ridge predictions
-    minus the video one, fMRI embeddings minus the fMRI one): the centred cosine.
+    ``<split>_rows``, ``train_mean_x``, ``train_mean_z``) and ``embeddings_meta.tsv``.
+
+    Scoring is the centred cosine, as the field scores identification: every embedding is
+    scored and saved minus the **training** trials' mean (video embeddings and ridge
+    predictions minus the video one, fMRI embeddings minus the fMRI one; nothing of the
+    targets enters the centre). Pooled video tokens share a large common component (pairwise
+    cosines 0.5-0.99), which the raw cosine mostly sees; the raw figure stays beside it as
+    ``top1_uncentred``. The semantic read-out compares class and scene posteriors by their dot
+    product, which has no common component to remove (its two columns agree).
     """
     s = cfg.stage1
     views = {"train": source_view(tc, splits, "train"), "val": source_view(tc, splits, "val"),
@@ -143,18 +155,19 @@ def evaluate_stage1(cfg, model: Stage1Model, tc, splits, video: VideoInputs, *,
     ridge = RidgeCV(alphas=s.ridge_alphas, cv=s.ridge_cv).fit(X["train"], emb["train"]["x"])
     for split in ("val", "eval"):
         emb[split]["ridge"] = ridge.predict(X[split]).astype(np.float32)
-    if s.center:    # centred cosine: every embedding minus its training trials' mean
-        mx, mz = emb["train"]["x"].mean(0), emb["train"]["z"].mean(0)
-        for e in emb.values():
-            e["x"], e["z"] = e["x"] - mx, e["z"] - mz
-            if "ridge" in e:
-                e["ridge"] = e["ridge"] - mx
+    raw = {k: {f: e[f].copy() for f in ("x", "z", "ridge") if f in e} for k, e in emb.items()}
+    mx, mz = emb["train"]["x"].mean(0), emb["train"]["z"].mean(0)
+    for e in emb.values():      # centred cosine: every embedding minus its training trials' mean
+        e["x"], e["z"] = e["x"] - mx, e["z"] - mz
+        if "ridge" in e:
+            e["ridge"] = e["ridge"] - mx
     rows, ranks = [], {}
     for split in ("val", "eval"):
-        e = emb[split]
-        for method, pred in (("stage1", e["z"]), ("ridge", e["ridge"])):
+        e, r = emb[split], raw[split]
+        for method, pred, rp in (("stage1", e["z"], r["z"]), ("ridge", e["ridge"], r["ridge"])):
             rows += _retrieval_rows(split, method, pred, e["x"], e["meta"], s.n_candidates,
-                                    s.n_permutations, cfg.run.seed, ranks=ranks)
+                                    s.n_permutations, cfg.run.seed, ranks=ranks,
+                                    raw=(rp, r["x"]))
         if semantic is not None:
             e["semantic_fmri"] = semantic.fmri(X[split]).astype(np.float32)
             e["semantic_clips"] = semantic.clips(views[split].stim_file).astype(np.float32)
@@ -177,13 +190,16 @@ def evaluate_stage1(cfg, model: Stage1Model, tc, splits, video: VideoInputs, *,
                 if key in e:
                     arrays[f"{split}_{key}"] = e[key]
             arrays[f"{split}_rows"] = e["meta"]["row"].to_numpy()
+        arrays["train_mean_x"], arrays["train_mean_z"] = mx, mz
         save_npz(d / "embeddings.npz", **arrays)
         write_csv(pd.concat([e["meta"].assign(split=k) for k, e in emb.items()]),
                   d / "embeddings_meta.tsv", sep="\t", index=False)
         tgt = table[(table.split == "eval") & (table.subject == "all")].set_index("method")
         summary = dict(run_name=stage1_run_name(cfg), ridge_alpha=out.ridge_alpha,
                        n_candidates=s.n_candidates, n_permutations=s.n_permutations,
-                       target=tgt[["top1", "top5", "chance_top1", "p_value", "n_trials"]]
+                       similarity="cosine centred on the training trials' means",
+                       target=tgt[["top1", "top1_uncentred", "top5", "chance_top1", "p_value",
+                                   "n_trials"]]
                        .to_dict(orient="index"))
         write_json(d / "summary.json", summary, indent=1, default=float)
         save_config(cfg, d)
