@@ -232,3 +232,42 @@ def test_pretrain_mae_new_mask_ratio_trains_a_new_run(cfg, rng, tmp_path):
     other = pretrain_mae(cfg.replace(encoder__mask_ratio=0.5), data, **kw)
     assert other.trained and other.checkpoint_dir != first.checkpoint_dir
     assert first.checkpoint_dir.is_dir() and other.checkpoint_dir.is_dir()
+
+
+def test_neighbour_fill_predicts_smooth_volumes_and_not_white_noise(cfg, rng):
+    from scipy.ndimage import gaussian_filter
+
+    from llm4brain.training.mae import mae_baselines, neighbour_fill
+
+    mae = build_mae(cfg, SHAPE, _mask())
+    tok = mae.encoder.tokenizer
+    smooth = np.stack([gaussian_filter(rng.standard_normal(SHAPE), (0, 2, 2, 2)) for _ in range(4)])
+    smooth = torch.from_numpy((smooth / smooth.std() * _mask()).astype(np.float32))
+    out = mae(smooth, generator=torch.Generator().manual_seed(0))
+    fill = neighbour_fill(tok, out.target, out.mask, out.weight, 1.5)
+    assert fill.shape == out.target.shape
+    zero = float(mae_loss(torch.zeros_like(fill), out.target, out.mask, out.weight))
+    assert float(mae_loss(fill, out.target, out.mask, out.weight)) < 0.8 * zero
+    # visible values are not what it is scored on, and it never reads a masked value
+    hidden_changed = out.target + 5.0 * out.mask[..., None]
+    np.testing.assert_allclose(neighbour_fill(tok, hidden_changed, out.mask, out.weight, 1.5),
+                               fill, atol=1e-5)
+    b = mae_baselines(mae, _blocks(rng, 4), sigmas=(1.0,))     # white noise: nothing to fill
+    assert b["neighbour_fill"] == pytest.approx(b["predict_zero"], rel=0.05)
+    assert set(b) >= {"model", "predict_zero", "neighbour_fill", "neighbour_sigma"}
+
+
+def test_class_probes_read_planted_classes_and_not_random_labels(cfg, rng):
+    from llm4brain.training.mae import class_probe, encoder_probes
+
+    y = np.repeat(np.arange(4), 100)
+    X = rng.standard_normal((400, 50))
+    X[:, :4] += 3.0 * np.eye(4)[y]
+    assert class_probe(X[::2], y[::2], X[1::2], y[1::2], n_components=10) > 0.9
+    assert class_probe(X[::2], rng.permutation(y)[::2], X[1::2], y[1::2], n_components=10) < 0.5
+    enc = build_encoder(cfg, SHAPE, _mask())
+    b = _blocks(rng, 24).numpy()
+    b[:, :, 4, 5, 4] += 4.0 * np.repeat([0, 1], 12)[:, None]
+    lab = np.repeat([0, 1], 12)
+    got = encoder_probes(enc, b[::2], lab[::2], b[1::2], lab[1::2], _mask(), n_components=5)
+    assert set(got) == {"voxels", "tokenizer", "encoder"} and got["voxels"] > 0.9

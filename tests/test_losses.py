@@ -91,6 +91,34 @@ def test_centred_clip_loss_is_the_loss_of_the_centred_batch(rng):
         float(clip_loss(_t(z), _t(x), 0.05)), rel=1e-3)
 
 
+def test_class_aware_targets_spread_weight_over_the_batch_s_same_class_clips(rng):
+    """stage1.class_targets: target of row i = (1 - w) one-hot + w uniform over its class in
+    the batch; against a numpy reference of the two cross-entropies."""
+    z, x = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    lab = np.array([0, 1, 0, 2, 1, 0])
+    w, tau = 0.6, 0.1
+    zn = z / np.linalg.norm(z, axis=1, keepdims=True)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    L = zn @ xn.T / tau
+    same = (lab[:, None] == lab[None]).astype(float)
+    q = (1 - w) * np.eye(6) + w * same / same.sum(1, keepdims=True)
+
+    def ce(lg):
+        lp = lg - np.log(np.exp(lg).sum(1, keepdims=True))
+        return float(-(q * lp).sum(1).mean())
+
+    got = float(clip_loss(_t(z), _t(x), tau, labels=torch.as_tensor(lab), label_weight=w))
+    assert got == pytest.approx(ce(L) + ce(L.T), rel=1e-10)
+    # w = 0 or labels all distinct: the paper's one-hot loss
+    plain = float(clip_loss(_t(z), _t(x), tau))
+    assert float(clip_loss(_t(z), _t(x), tau, labels=torch.as_tensor(lab), label_weight=0.0)) \
+        == pytest.approx(plain, rel=1e-12)
+    assert float(clip_loss(_t(z), _t(x), tau, labels=torch.arange(6), label_weight=0.9)) \
+        == pytest.approx(plain, rel=1e-12)
+    with pytest.raises(ValueError, match="label_weight"):
+        clip_loss(_t(z), _t(x), tau, labels=torch.as_tensor(lab), label_weight=1.5)
+
+
 def test_losses_ignore_autocast(rng):
     z = torch.tensor(rng.normal(size=(4, 8)), dtype=torch.float32)
     x = torch.tensor(rng.normal(size=(4, 8)), dtype=torch.float32)

@@ -7,6 +7,7 @@ Everything runs on a tiny random world: 3 subjects (2 training, 1 target), block
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -450,3 +451,51 @@ def test_input_mask_is_chosen_by_train_stage1_and_restored_by_load_stage1(tiny_w
     b = torch.from_numpy(w["tc"].blocks[:3].astype(np.float32))
     with torch.no_grad():
         torch.testing.assert_close(back.fmri_tokens(b), res.model.fmri_tokens(b))
+
+
+def test_pairwise_identification_reference(rng):
+    z = rng.standard_normal((6, 4))
+    assert s1.pairwise_identification(z, z) == 1.0
+    assert s1.pairwise_identification(z, -z) == 0.0
+    x = rng.standard_normal((6, 4))
+    S = (z / np.linalg.norm(z, axis=1, keepdims=True)) @ (x / np.linalg.norm(x, axis=1,
+                                                                               keepdims=True)).T
+    ref = np.mean([S[i, j] < S[i, i] for i in range(6) for j in range(6) if j != i])
+    assert s1.pairwise_identification(z, x) == pytest.approx(ref)
+
+
+def test_early_stopping_keeps_the_best_validation_step(tiny_world, tmp_path):
+    from types import SimpleNamespace
+
+    w = tiny_world(tmp_path)
+    parts = dict(mae=SimpleNamespace(encoder=w["encoder"]), vlm=SimpleNamespace(branch=w["branch"]))
+    c = w["cfg"].replace(stage1__steps=4, stage1__early_stopping_every=1, stage1__lr=5e-2)
+    assert s1.stage1_run_name(c) != s1.stage1_run_name(w["cfg"])
+    res = s1.train_stage1(c, w["tc"], w["splits"], features=w["features"], progress=False, **parts)
+    curve = pd.read_csv(c.run_dir / "logs" / f"{res.run_name}.early_stopping.csv")
+    assert list(curve["step"]) == [1, 2, 3, 4] and curve["val_pairwise"].between(0, 1).all()
+    best = int(curve["step"][curve["val_pairwise"].idxmax()])
+    st = torch.load(c.run_dir / "checkpoints" / res.run_name / "state.pt", weights_only=False)
+    assert st["best_step"] == best and st["finished"]
+    # the returned model, the checkpoint and a reload all hold the best step's weights
+    stopper = s1.EarlyStopping(res.model, w["tc"], w["splits"], res.video, c.stage1)
+    assert stopper.score(res.model) == pytest.approx(curve["val_pairwise"].max(), abs=1e-6)
+    again = s1.train_stage1(c, w["tc"], w["splits"], features=w["features"], progress=False,
+                            **parts)
+    assert not again.trained
+    for (n, p), (_, q) in zip(res.model.state_dict().items(), again.model.state_dict().items()):
+        assert torch.equal(p, q), n
+
+
+def test_encoding_voxels_find_the_voxels_the_video_embeddings_drive(rng):
+    n = 200
+    lat = rng.standard_normal((n, 4))                       # what differs between clips
+    Y = (lat @ rng.standard_normal((4, 48))).reshape(n, 3, 16) + 0.1 * rng.standard_normal(
+        (n, 3, 16))                                          # video tokens (n, L, H)
+    X = rng.standard_normal((n, 40))
+    drive = lat @ rng.standard_normal((4, 5))
+    X[:, [3, 17, 21, 30, 38]] += 0.5 * drive / drive.std(0)
+    got = s1.encoding_voxels(X, Y, 5, n_components=10)
+    assert list(got) == [3, 17, 21, 30, 38]
+    with pytest.raises(ValueError, match="stage1.input_voxels"):
+        s1.encoding_voxels(X[:2], Y[:2], 5, setting="stage1.input_voxels")

@@ -52,6 +52,10 @@ IDENTITY_OFF_DEFAULT: dict[str, dict[str, Callable[[dict], bool]]] = {
         "encoder_adaptors": lambda s: bool(s.get("encoder_adaptors", True)),  # ablation switch, on
         "train_encoder": lambda s: not s.get("train_encoder", False),        # candidate, off
         "soft_tau": lambda s: not s.get("soft_tau", 0.0),                    # candidate, off
+        "class_targets": lambda s: not s.get("class_targets", 0.0),          # candidate, off
+        "early_stopping_every": lambda s: not s.get("early_stopping_every", 0),  # off
+        "select_by": lambda s: s.get("select_by", "class") == "class",
+
         "center": lambda s: not s.get("center", False),                      # candidate, off
         "voxel_readout": lambda s: s.get("voxel_readout", "none") == "none",  # candidate, off
         "voxel_readout_rank": lambda s: s.get("voxel_readout", "none") == "none",

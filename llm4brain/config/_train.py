@@ -91,6 +91,22 @@ class Stage1Config:
         mask keeps only the ``k`` voxels whose one-way ANOVA F of the Stage I training trials'
         class is largest (chosen on those trials before the first step, stored with the model)
         and zeroes the rest of every volume before the 3D-CNN tokenizer.
+    class_targets : float
+        Class-aware CLIP targets (``0``, the paper: one-hot): the share of each trial's target
+        spread over the batch's clips of its class (its own included), so same-class clips
+        are partial positives instead of negatives (with 12 classes and batches of 32, ~93 %
+        of anchors have a same-class negative). Uses the training trials' class labels only.
+    early_stopping_every : int
+        ``0`` (the paper): the model after the last step is kept. ``k > 0``: every ``k``
+        steps the model is scored on the training subjects' validation runs (pairwise
+        identification, centred cosine) and the best step's weights are kept
+        (:class:`llm4brain.training.stage1.EarlyStopping`).
+    select_by : str
+        How ``input_voxels`` and ``voxel_readout_voxels`` choose voxels: ``class`` (the
+        training trials' one-way ANOVA F of their class) or ``video`` (an encoding model: the
+        adjusted R^2 of each voxel on the first 20 principal components of the training
+        clips' video embeddings; no labels needed, and it finds scene-driven voxels that
+        the class F misses).
     center : bool
         Centred cosine in the CLIP term (on by default; ``False`` is the paper's raw cosine):
         each side's batch mean (of training trials: the training mean's estimate) is
@@ -150,11 +166,14 @@ class Stage1Config:
     tau: float = 0.05
     pool: str = "mean"
     soft_tau: float = 0.0
+    class_targets: float = 0.0
+    early_stopping_every: int = 0
     center: bool = True
     voxel_readout: str = "none"
     voxel_readout_rank: int = 128
     voxel_readout_voxels: int = 0
     input_voxels: int = 0
+    select_by: str = "class"
     projector: str = "query"
     projector_layers: int = 1
     projector_heads: int = 4
@@ -177,6 +196,7 @@ class Stage1Config:
         _one_of("stage1.pool", self.pool, ("mean", "flatten", "first"))
         _one_of("stage1.qformer_adaptors", self.qformer_adaptors, ("video", "both", "none"))
         _one_of("stage1.voxel_readout", self.voxel_readout, ("none", "ridge", "ridge-tuned"))
+        _one_of("stage1.select_by", self.select_by, ("class", "video"))
         _at_least("stage1.voxel_readout_rank", self.voxel_readout_rank, 1)
         _at_least("stage1.voxel_readout_voxels", self.voxel_readout_voxels, 0)
         _at_least("stage1.input_voxels", self.input_voxels, 0)
@@ -196,6 +216,10 @@ class Stage1Config:
         _at_least("stage1.eval_batch_size", self.eval_batch_size, 1)
         if self.tau <= 0:
             raise ValueError(f"stage1.tau must be > 0, got {self.tau}")
+        _at_least("stage1.early_stopping_every", self.early_stopping_every, 0)
+        if not 0.0 <= self.class_targets <= 1.0:
+            raise ValueError(f"stage1.class_targets must be in [0, 1] (0 = the paper's one-hot "
+                             f"CLIP targets), got {self.class_targets}")
         if self.soft_tau < 0:
             raise ValueError(f"stage1.soft_tau must be >= 0 (0 = the paper's one-hot CLIP "
                              f"targets), got {self.soft_tau}")

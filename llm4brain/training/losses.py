@@ -64,7 +64,8 @@ def _check(cond: bool, msg: str) -> None:
 # ----------------------------------------------------------------------------- Stage I
 @_full_precision
 def clip_loss(z: torch.Tensor, x: torch.Tensor, tau: float = 0.05,
-              soft_tau: float = 0.0, center: bool = False) -> torch.Tensor:
+              soft_tau: float = 0.0, center: bool = False, labels: torch.Tensor | None = None,
+              label_weight: float = 0.0) -> torch.Tensor:
     """CLIP loss between fMRI predictions and video embeddings (paper eq. 1).
 
     .. math::
@@ -96,6 +97,12 @@ def clip_loss(z: torch.Tensor, x: torch.Tensor, tau: float = 0.05,
         Embeddings that share a large common component (the video Q-Former's pooled tokens:
         pairwise cosines 0.5-0.99) differ from each other in a small part of their length;
         without centring the cosine, and the loss, barely see those differences.
+    labels, label_weight : tensor (B,) of int, float in [0, 1]
+        Class-aware targets (``stage1.class_targets``): the target of row ``i`` is
+        ``(1 - w)`` on its own clip plus ``w`` spread evenly over the batch's clips of its
+        class (itself included), so a same-class clip is a partial positive, not a negative
+        the fMRI must be pushed away from. Combined with ``soft_tau`` the two target
+        distributions are mixed the same way. ``w = 0``: the paper's targets.
 
     Returns
     -------
@@ -110,12 +117,20 @@ def clip_loss(z: torch.Tensor, x: torch.Tensor, tau: float = 0.05,
     if center:
         _check(z.shape[0] >= 2, "clip_loss: center=True needs a batch of at least 2")
         z, x = z - z.mean(0, keepdim=True), x - x.mean(0, keepdim=True)
+    _check(0.0 <= label_weight <= 1.0, f"clip_loss: label_weight must be in [0, 1], got "
+           f"{label_weight}")
     xn = F.normalize(x, dim=-1)
     logits = F.normalize(z, dim=-1) @ xn.T / tau
     if soft_tau > 0:        # symmetric targets: the same for both directions
         target = F.softmax(xn.detach() @ xn.detach().T / soft_tau, dim=-1)
     else:
         target = torch.arange(z.shape[0], device=z.device)
+    if labels is not None and label_weight > 0:
+        _check(labels.shape == (z.shape[0],), f"clip_loss: labels must be (B,) = "
+               f"({z.shape[0]},), got {tuple(labels.shape)}")
+        same = (labels[:, None] == labels[None, :]).to(logits.dtype)
+        own = target if target.ndim == 2 else F.one_hot(target, z.shape[0]).to(logits.dtype)
+        target = (1 - label_weight) * own + label_weight * same / same.sum(1, keepdim=True)
     return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
 
 
@@ -182,7 +197,8 @@ def pool_tokens(tokens: torch.Tensor, pool: str = "mean") -> torch.Tensor:
 def stage1_loss(z_tok: torch.Tensor, x_tok: torch.Tensor, beta: float = 0.5, alpha: float = 0.5,
                 tau: float = 0.05, pool: str = "mean",
                 soft_tau: float = 0.0,
-                center: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+                center: bool = False, labels: torch.Tensor | None = None,
+                label_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Stage I objective (paper eq. 2): ``beta * L_CLIP + (1 - beta) * L_L2L1``.
 
     Parameters
@@ -211,7 +227,8 @@ def stage1_loss(z_tok: torch.Tensor, x_tok: torch.Tensor, beta: float = 0.5, alp
         ``{"clip": float, "l2l1": float, "total": float}`` (detached, for logging).
     """
     _check(0.0 <= beta <= 1.0, f"stage1_loss: beta must be in [0, 1], got {beta}")
-    lc = clip_loss(pool_tokens(z_tok, pool), pool_tokens(x_tok, pool), tau, soft_tau, center)
+    lc = clip_loss(pool_tokens(z_tok, pool), pool_tokens(x_tok, pool), tau, soft_tau, center,
+                   labels, label_weight)
     lr = l2l1_loss(z_tok, x_tok, alpha)
     total = beta * lc + (1.0 - beta) * lr
     return total, {"clip": float(lc.detach()), "l2l1": float(lr.detach()),

@@ -20,7 +20,7 @@ from ..config import identity, run_key
 from ..models.encoder import build_mae
 from .loop import checkpoint_path, fit, load_checkpoint
 
-__all__ = ["mae_loss", "mae_loss_fn", "VolumeWindows", "volume_windows", "pretrain_mae", "mae_run_name",
+__all__ = ["neighbour_fill", "mae_baselines", "class_probe", "encoder_probes", "mae_loss", "mae_loss_fn", "VolumeWindows", "volume_windows", "pretrain_mae", "mae_run_name",
            "load_pretrained_mae", "mae_reconstruction"]
 
 
@@ -297,3 +297,107 @@ def mae_reconstruction(model, blocks: torch.Tensor, mask_ratio: float | None = N
                 masked=tok.unpatchify(out.target * w * (1 - m)),
                 reconstruction=tok.unpatchify((out.target * (1 - m) + out.pred * m) * w),
                 mask=out.mask, loss=float(mae_loss(out.pred, out.target, out.mask, out.weight)))
+
+
+def neighbour_fill(tokenizer, target: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
+                   sigma_vox: float = 1.0) -> torch.Tensor:
+    """Fill every masked patch from its visible neighbours (normalised convolution).
+
+    The baseline a masked-brain model must beat besides predicting zero: the visible brain
+    values, smoothed with a Gaussian of ``sigma_vox`` voxels on the tokenizer's grid, divided
+    by the smoothed visibility (``sum_j g_ij v_j y_j / sum_j g_ij v_j``), each volume of the
+    block on its own. It predicts what spatially smooth signal and noise let neighbours
+    tell; voxels no visible voxel reaches get 0.
+
+    Parameters
+    ----------
+    tokenizer : the model's tokenizer (``patchify`` / ``unpatchify``)
+    target, mask, weight : :class:`MAEOutput` fields (B, N, P), (B, N), (N, P)
+
+    Returns
+    -------
+    tensor (B, N, P): the prediction in patch space (compare with :func:`mae_loss`).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    w = weight.to(target.dtype).expand_as(target)
+    vis = w * (1.0 - mask.to(target.dtype))[..., None]
+    y = tokenizer.unpatchify(target * vis).double().numpy()
+    v = tokenizer.unpatchify(vis).double().numpy()
+    sig = (0, 0) + (float(sigma_vox),) * (y.ndim - 2)
+    num, den = gaussian_filter(y, sig, mode="constant"), gaussian_filter(v, sig, mode="constant")
+    fill = np.where(den > 1e-6, num / np.maximum(den, 1e-12), 0.0)
+    return tokenizer.patchify(torch.from_numpy(fill.astype(np.float32)))
+
+
+@torch.no_grad()
+def mae_baselines(model, blocks: torch.Tensor, *, seed: int = 0,
+                  sigmas=(0.5, 1.0, 2.0)) -> dict:
+    """Masked MSE of a pretrained model on ``blocks`` beside what needs no learning.
+
+    One mask draw (``seed``) scores: ``model`` (the decoder's prediction), ``predict_zero``
+    (the mean of z-scored data) and ``neighbour_fill`` (:func:`neighbour_fill` scaled by the
+    least-squares factor ``neighbour_scale`` on these very values, the best of ``sigmas``,
+    ``neighbour_sigma``): a baseline tuned on the data it is scored on, so a pretraining that
+    beats it has learned more than the local smoothness of the data.
+    """
+    was = model.training
+    model.eval()
+    out = model(blocks, generator=torch.Generator().manual_seed(int(seed)))
+    model.train(was)
+    tok = model.encoder.tokenizer
+    res = dict(model=float(mae_loss(out.pred, out.target, out.mask, out.weight)),
+               predict_zero=float(mae_loss(torch.zeros_like(out.pred), out.target, out.mask,
+                                           out.weight)))
+    m = (out.mask[..., None] * out.weight.expand_as(out.target)).to(out.target.dtype)
+    fills = {}
+    for sg in sigmas:
+        f = neighbour_fill(tok, out.target, out.mask, out.weight, sg)
+        beta = float((f * out.target * m).sum() / (f * f * m).sum().clamp_min(1e-12))
+        fills[sg] = (float(mae_loss(beta * f, out.target, out.mask, out.weight)), beta)
+    best = min(fills, key=lambda k: fills[k][0])
+    res.update(neighbour_fill=fills[best][0], neighbour_sigma=float(best),
+               neighbour_scale=fills[best][1])
+    return res
+
+
+def class_probe(F_train: np.ndarray, y_train, F_test: np.ndarray, y_test, *,
+                n_components: int = 100, C: float = 0.05) -> float:
+    """Top-1 of a linear class probe: PCA to ``n_components`` (fitted on the training rows),
+    multinomial logistic regression (L2, ``C``); accuracy on the test rows. (No per-feature
+    standardisation before the PCA: it would lift pure-noise features to the variance of
+    the few that carry the classes.)"""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    F_train, F_test = np.asarray(F_train, np.float64), np.asarray(F_test, np.float64)
+    k = int(min(n_components, F_train.shape[1], len(F_train) - 1))
+    clf = make_pipeline(PCA(k, random_state=0), StandardScaler(),
+                        LogisticRegression(C=C, max_iter=3000))
+    clf.fit(F_train, np.asarray(y_train))
+    return float((clf.predict(F_test) == np.asarray(y_test)).mean())
+
+
+@torch.no_grad()
+def encoder_probes(encoder, blocks_train, y_train, blocks_test, y_test, mask, *,
+                   batch_size: int = 64, **probe_kw) -> dict:
+    """How much class signal each stage of the encoder keeps: :func:`class_probe` top-1 on
+    the brain-mask voxels (block mean), the tokenizer's tokens and the encoder's output
+    tokens (flattened), fitted on ``blocks_train`` and scored on ``blocks_test``
+    (arrays or callables ``index -> (b, T, X, Y, Z)`` with their lengths)."""
+    encoder = encoder.eval()
+    m = torch.as_tensor(np.asarray(mask, bool))
+
+    def feats(blocks):
+        out = {"voxels": [], "tokenizer": [], "encoder": []}
+        for i in range(0, len(blocks), batch_size):
+            b = torch.from_numpy(np.asarray(blocks[i:i + batch_size], np.float32))
+            out["voxels"].append(b.mean(1)[:, m].numpy())
+            out["tokenizer"].append(encoder.tokenizer(b).flatten(1).numpy())
+            out["encoder"].append(encoder(b).flatten(1).numpy())
+        return {k: np.concatenate(v) for k, v in out.items()}
+
+    a, b = feats(blocks_train), feats(blocks_test)
+    return {k: class_probe(a[k], y_train, b[k], y_test, **probe_kw) for k in a}

@@ -27,7 +27,9 @@ Evaluation (top-1 / top-5 identification beside a ridge baseline) is
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -38,7 +40,8 @@ from ..config import identity, run_key
 from ..data import voxel_features
 from ..models.encoder import build_encoder
 from ..models.llm import default_device
-from ..models.stage1 import Stage1Model, VideoInputs, build_stage1_model, embed_clips
+from ..models.stage1 import (Stage1Model, VideoInputs, build_stage1_model, embed_clips,
+                             embed_fmri)
 from .guard import SourceView, source_view
 from .loop import checkpoint_path, fit, load_checkpoint
 from .losses import clip_loss, l2l1_loss, pool_tokens, stage1_loss
@@ -86,6 +89,7 @@ def make_stage1_sampler(view: SourceView, video: VideoInputs, batch_size: int,
     "freeze_video": bool tensor ()}``
     """
     clips = np.asarray(view.stim_file).astype(str)
+    labels = np.asarray(view.class_id).astype(np.int64)
     n = len(view)
     if n < 2:
         raise ValueError(f"Stage I needs at least 2 training trials, got {n}")
@@ -95,7 +99,8 @@ def make_stage1_sampler(view: SourceView, video: VideoInputs, batch_size: int,
         _, first = np.unique(clips[perm], return_index=True)     # one trial per clip
         sel = np.sort(perm[np.sort(first)][:batch_size])
         return {"blocks": torch.from_numpy(view.blocks(sel)), "video": video.get(clips[sel]),
-                "freeze_video": torch.tensor(i < freeze_video_until)}
+                "freeze_video": torch.tensor(i < freeze_video_until),
+                "labels": torch.from_numpy(labels[sel])}
 
     return sample_batch
 
@@ -119,6 +124,7 @@ def stage1_loss_fn(stage1_cfg) -> Callable:
     detach = bool(getattr(s, "l2l1_detach_video", True))
     soft_tau = float(getattr(s, "soft_tau", 0.0))
     center = bool(getattr(s, "center", False))
+    lw = float(getattr(s, "class_targets", 0.0))
 
     def loss_fn(model, batch):
         z, x = model(batch["blocks"], batch["video"])
@@ -126,9 +132,11 @@ def stage1_loss_fn(stage1_cfg) -> Callable:
             x = x.detach()
         if not detach:
             total, terms = stage1_loss(z, x, beta=s.beta, alpha=s.alpha, tau=s.tau, pool=s.pool,
-                                       soft_tau=soft_tau, center=center)
+                                       soft_tau=soft_tau, center=center,
+                                       labels=batch.get("labels"), label_weight=lw)
             return total, {"clip": terms["clip"], "l2l1": terms["l2l1"]}
-        lc = clip_loss(pool_tokens(z, s.pool), pool_tokens(x, s.pool), s.tau, soft_tau, center)
+        lc = clip_loss(pool_tokens(z, s.pool), pool_tokens(x, s.pool), s.tau, soft_tau, center,
+                       batch.get("labels"), lw)
         lr = l2l1_loss(z, x.detach(), s.alpha)
         total = s.beta * lc + (1.0 - s.beta) * lr
         return total, {"clip": float(lc.detach()), "l2l1": float(lr.detach())}
@@ -207,9 +215,11 @@ def train_stage1(cfg, tc, splits, *, vlm=None, features=None, mae=None, overwrit
     if model.readout is not None:     # a resumed or finished run's checkpoint replaces it
         fit_voxel_readout(cfg, model, view, video, tc.mask)
     if model.input_mask is not None:  # the same: the checkpoint holds the mask it trained with
-        fit_input_mask(cfg, model, view, tc.mask)
+        fit_input_mask(cfg, model, view, tc.mask, video)
     model.train()
     align = cfg.stage1.align     # off (ablation): one step at lr 0 saves the initial model
+    stopper = (EarlyStopping(model, tc, splits, video, cfg.stage1)
+               if align and cfg.stage1.early_stopping_every else None)
     res = fit(model, stage1_loss_fn(cfg.stage1),
               make_stage1_sampler(view, video, cfg.stage1.batch_size,
                                   int(round(cfg.stage1.video_warmup * cfg.stage1.steps))
@@ -217,9 +227,88 @@ def train_stage1(cfg, tc, splits, *, vlm=None, features=None, mae=None, overwrit
               name=name, steps=cfg.stage1.steps if align else 1,
               lr=cfg.stage1.lr if align else 0.0, loop_cfg=cfg.train,
               seed=cfg.run.seed, weight_decay=cfg.stage1.weight_decay, overwrite=overwrite,
-              progress=progress, config=cfg, device=cfg.run.device)
+              progress=progress, config=cfg, device=cfg.run.device,
+              on_step_end=stopper)
+    if stopper is not None and res.trained:
+        stopper.finish(res.model, checkpoint_path(cfg.run_dir, name),
+                       Path(cfg.run_dir) / "logs" / f"{name}.early_stopping.csv")
     res.model.eval()
     return Stage1Result(res.model, res.log, name, res.trained, video)
+
+
+def pairwise_identification(z: np.ndarray, x: np.ndarray) -> float:
+    """Share of (trial, other clip) pairs in which the trial's own clip is the more similar
+    (centred cosine; rows of ``z`` and ``x`` already centred): 0.5 is chance. Less noisy than
+    top-1 among 20 on a few hundred trials, so it chooses the early-stopping step."""
+    zn = z / np.linalg.norm(z, axis=1, keepdims=True).clip(1e-12)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+    S = zn @ xn.T
+    own = np.diag(S)[:, None]
+    n = len(S)
+    return float((S < own).sum() / (n * (n - 1))) if n > 1 else float("nan")
+
+
+class EarlyStopping:
+    """``stage1.early_stopping_every``: every that many steps, score the model on the
+    training subjects' **validation runs** (:func:`pairwise_identification`, centred on the
+    means of up to 256 training trials) and keep the trainable weights of the best step;
+    :meth:`finish` puts them back into the model and into the finished checkpoint, and
+    writes the curve. Target subjects take no part. (A run resumed after an interruption
+    starts the comparison afresh.)"""
+
+    def __init__(self, model: Stage1Model, tc, splits, video: VideoInputs, stage1_cfg):
+        self.every, self.s, self.video = int(stage1_cfg.early_stopping_every), stage1_cfg, video
+        self.val = source_view(tc, splits, "val")
+        if len(self.val) < 2:
+            raise ValueError("stage1.early_stopping_every needs validation runs of the training "
+                             "subjects (data.val_fraction > 0); set it to 0")
+        tr = source_view(tc, splits, "train")
+        pick = np.linspace(0, len(tr) - 1, min(256, len(tr))).round().astype(int)
+        self.train_blocks = lambda idx: tr.blocks(pick[np.asarray(idx)])
+        self.n_train, self.train_clips = len(pick), list(np.asarray(tr.stim_file)[pick])
+        self.rows, self.best, self.best_score = [], None, -np.inf
+
+    @torch.no_grad()
+    def score(self, model) -> float:
+        was = model.training
+        model.eval()
+        s = self.s
+        ztr = pool_tokens(embed_fmri(model, self.train_blocks, self.n_train, s.eval_batch_size,
+                                     False), s.pool).numpy()
+        xtr = pool_tokens(embed_clips(model, self.video, self.train_clips, s.eval_batch_size),
+                          s.pool).numpy()
+        z = pool_tokens(embed_fmri(model, self.val.blocks, len(self.val), s.eval_batch_size,
+                                   False), s.pool).numpy()
+        x = pool_tokens(embed_clips(model, self.video, list(self.val.stim_file),
+                                    s.eval_batch_size), s.pool).numpy()
+        model.train(was)
+        return pairwise_identification(z - ztr.mean(0), x - xtr.mean(0))
+
+    def __call__(self, model, step: int) -> None:
+        if step % self.every:
+            return
+        sc = self.score(model)
+        self.rows.append(dict(step=step, val_pairwise=sc))
+        if sc > self.best_score:
+            self.best_score = sc
+            self.best = (step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def finish(self, model, ckpt: Path, curve: Path) -> int:
+        """Restore the best step's weights (model and checkpoint); returns that step."""
+        from ..atomic import write_csv
+        curve.parent.mkdir(parents=True, exist_ok=True)
+        write_csv(pd.DataFrame(self.rows), curve, index=False)
+        if self.best is None:
+            return -1
+        step, state = self.best
+        model.load_state_dict(state)
+        st = torch.load(ckpt, map_location="cpu", weights_only=False)
+        st["model"] = {k: state[k].cpu().clone() for k in st["model"]}
+        st["best_step"] = step
+        tmp = ckpt.with_name(ckpt.name + ".tmp")
+        torch.save(st, tmp)
+        os.replace(tmp, ckpt)
+        return step
 
 
 def fit_voxel_readout(cfg, model: Stage1Model, view: SourceView, video: VideoInputs,
@@ -233,11 +322,14 @@ def fit_voxel_readout(cfg, model: Stage1Model, view: SourceView, video: VideoInp
     Y = embed_clips(model, video, list(view.stim_file), s.eval_batch_size).numpy()
     sel = None
     if 0 < s.voxel_readout_voxels < X.shape[1]:
-        sel = selective_voxels(X, np.asarray(view.class_name).astype(str), s.voxel_readout_voxels)
+        sel = (encoding_voxels(X, Y, s.voxel_readout_voxels) if s.select_by == "video" else
+               selective_voxels(X, np.asarray(view.class_name).astype(str),
+                                s.voxel_readout_voxels))
     return model.readout.fit_ridge(X, Y, s.ridge_alphas, s.ridge_cv, voxels=sel)
 
 
-def fit_input_mask(cfg, model: Stage1Model, view: SourceView, mask) -> np.ndarray:
+def fit_input_mask(cfg, model: Stage1Model, view: SourceView, mask,
+                   video: VideoInputs | None = None) -> np.ndarray:
     """``stage1.input_voxels``: set ``model.input_mask`` to the ``k`` brain-mask voxels whose
     one-way ANOVA F of the training trials' class is largest (block means over the volumes,
     :func:`selective_voxels`); returns the selected voxels as a bool array (X, Y, Z).
@@ -252,7 +344,15 @@ def fit_input_mask(cfg, model: Stage1Model, view: SourceView, mask) -> np.ndarra
         raise ValueError(f"stage1.input_voxels = {k} is more than the {int(m.sum())} voxels of the "
                          f"brain mask: use at most that (0 reads every voxel)")
     X = voxel_features(view.blocks, len(view), m, batch_size=cfg.stage1.eval_batch_size)
-    sel = selective_voxels(X, np.asarray(view.class_name).astype(str), k, "stage1.input_voxels")
+    if cfg.stage1.select_by == "video":
+        if video is None:
+            raise ValueError("stage1.select_by: video needs the clips' video inputs "
+                             "(fit_input_mask(..., video=...))")
+        Y = embed_clips(model, video, list(view.stim_file), cfg.stage1.eval_batch_size).numpy()
+        sel = encoding_voxels(X, Y, k, setting="stage1.input_voxels")
+    else:
+        sel = selective_voxels(X, np.asarray(view.class_name).astype(str), k,
+                               "stage1.input_voxels")
     keep = np.zeros(m.size, bool)
     keep[np.flatnonzero(m.ravel())[sel]] = True
     keep = keep.reshape(m.shape)
@@ -274,6 +374,30 @@ def selective_voxels(X: np.ndarray, labels, k: int,
     with np.errstate(divide="ignore", invalid="ignore"):
         F = np.nan_to_num(f_classif(np.asarray(X, np.float64), labels)[0], nan=-1.0)
     return np.sort(np.argsort(-F, kind="stable")[:int(k)])
+
+
+def encoding_voxels(X: np.ndarray, Y: np.ndarray, k: int, n_components: int = 20,
+                    setting: str = "stage1.voxel_readout_voxels") -> np.ndarray:
+    """Indices of the ``k`` columns of ``X`` (voxels, n trials) best explained by the trials'
+    video embeddings ``Y`` (n, ...): adjusted R^2 of each voxel's least-squares fit on the
+    first ``n_components`` principal components of ``Y`` (an encoding model), in column order.
+    Needs no labels, so it serves datasets whose clips carry only a class (HAD) as well."""
+    X = np.asarray(X, np.float64)
+    Y = np.asarray(Y, np.float64).reshape(len(Y), -1)
+    n = len(X)
+    q = int(min(n_components, n - 2, Y.shape[1]))
+    if q < 1 or k < 1:
+        raise ValueError(f"{setting}: the voxel selection by video needs >= 3 training trials "
+                         f"and k >= 1 (got {n} trials, k = {k})")
+    Yc = Y - Y.mean(0)
+    U = np.linalg.svd(Yc, full_matrices=False)[0][:, :q]          # orthonormal PC scores
+    Xc = X - X.mean(0)
+    ss = (Xc ** 2).sum(0)
+    fit = ((U.T @ Xc) ** 2).sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss > 0, fit / ss, -np.inf)
+    r2a = 1 - (1 - r2) * (n - 1) / max(n - q - 1, 1)
+    return np.sort(np.argsort(-r2a, kind="stable")[:int(k)])
 
 
 def load_stage1(cfg, tc, *, vlm=None, mae=None) -> Stage1Model:
