@@ -72,7 +72,7 @@ def bench_stage1(cfg):
     mask = ellipsoid_mask(BLOCK[1:])
     enc = build_encoder(cfg, BLOCK, mask)
     branch = build_video_branch(cfg, 1280, 576).eval()
-    model = build_stage1_model(cfg, enc, branch)
+    model = build_stage1_model(cfg, enc, branch, mask=mask)
     s = cfg.stage1
     v = cfg.video
     B = s.batch_size

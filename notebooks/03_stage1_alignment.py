@@ -168,11 +168,11 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
 for ax, split, title in ((axes[0], "val", "training subjects, held-out runs"),
                          (axes[1], "eval", "target subjects, evaluation trials")):
     t = ev.retrieval[ev.retrieval.split == split]
-    methods = [m for m in ("stage1", "ridge", "semantic") if m in set(t["method"])]
+    methods = [m for m in ("stage1", "ridge", "semantic", "ceiling") if m in set(t["method"])]
     piv = t.pivot(index="subject", columns="method", values="top1")[methods]
     pval = t.pivot(index="subject", columns="method", values="p_value")["stage1"]
     piv.index = [f"sub-{s}" if s != "all" else "all" for s in piv.index]
-    piv.plot.bar(ax=ax, rot=0, color=["C0", "C7", "C2"][:len(methods)])
+    piv.plot.bar(ax=ax, rot=0, color=["C0", "C7", "C2", "C3"][:len(methods)])
     ax.axhline(t["chance_top1"].iloc[0], color="k", ls="--", lw=1, label="chance 1/N")
     for i, p in enumerate(pval.to_numpy()):
         if p < 0.01:
@@ -197,7 +197,7 @@ first = meta[meta.subject == meta.subject.iloc[0]].sort_values(["class_name", "s
 sel = first.index.to_numpy()[:60]
 S = similarity_matrix(e["z"][sel], e["x"][sel])
 fig = plot_similarity_matrix(S, title=f"sub-{meta.subject.iloc[0]}: fMRI (rows) x video "
-                                      f"(columns), cosine", cmap="magma")
+                                      f"(columns), centred cosine", cmap="magma")
 ax = fig.axes[0]
 bounds = np.flatnonzero(np.r_[True, first.class_name.to_numpy()[1:len(sel)]
                               != first.class_name.to_numpy()[:len(sel) - 1]])

@@ -11,12 +11,12 @@ from llm4brain.training.vlpretrain import video_llm_id
 
 #: Names of the checkpoints existing runs were saved under (runs/<profile>/checkpoints/).
 KNOWN = {
-    "default": dict(mae="mae_cnn3d-8781e1f68a8f", video="3fb061205e53",
-                    stage1="stage1-74be08d38db0", da="stage2-da-82e6d476acaf",
-                    noda="stage2-noda-82e6d476acaf"),
-    "smoke": dict(mae="mae_cnn3d-62555036b8cb", video="c76e03b48c1e",
-                  stage1="stage1-a842b925fd9c", da="stage2-da-b83ca8282847",
-                  noda="stage2-noda-b83ca8282847"),
+    "default": dict(mae="mae_cnn3d-430a65f48928", video="3fb061205e53",
+                    stage1="stage1-cffca16617c4", da="stage2-da-24fe6e3ef10b",
+                    noda="stage2-noda-24fe6e3ef10b"),
+    "smoke": dict(mae="mae_cnn3d-e1720d639e53", video="c76e03b48c1e",
+                  stage1="stage1-9799e75b3171", da="stage2-da-88552363d894",
+                  noda="stage2-noda-88552363d894"),
 }
 
 
@@ -32,8 +32,8 @@ def test_ablation_switches_and_explicit_seed_enter_the_names():
     cfg = load_config("smoke", overrides={"stage1": {"align": False, "projector": "spatial"},
                                           "mae": {"pretrained": False}, "stage2": {"seed": 3}})
     assert mae_run_name(cfg) == KNOWN["smoke"]["mae"]          # MAE does not depend on them
-    assert stage1_run_name(cfg) == "stage1-646190e52b51"
-    assert stage2_run_name(cfg, True) == "stage2-da-356b80b79763"
+    assert stage1_run_name(cfg) == "stage1-04a71c0cb446"
+    assert stage2_run_name(cfg, True) == "stage2-da-55a5e818fdcb"
     s1 = identity(cfg, "stage1")
     assert s1["align"] is False and "projector_token_dim" in s1 and "projector_dropout" in s1
     assert identity(cfg, "stage2")["seed"] == 3 and identity(cfg, "mae")["pretrained"] is False

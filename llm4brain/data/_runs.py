@@ -66,8 +66,13 @@ def volume_times(n_vols: int, tr: float, t0: float) -> np.ndarray:
 
 def timing_note(runs) -> str:
     """One line saying which volume-timing rule the runs' sidecars gave (with counts)."""
+    import re
     from collections import Counter
-    c = Counter(r.timing_source or f"default ({r.t0_s:g} s)" for r in runs)
+    def rule(r):       # the rule without the sidecar's name, so the runs group by rule
+        s = re.sub(r"; [^;()]*\.json\)", ")", r.timing_source)
+        return re.sub(r" \([^();]*\.json\)", "", s) or f"default ({r.t0_s:g} s)"
+
+    c = Counter(rule(r) for r in runs)
     return "volume i at t0 + i * TR, t0 from: " + "; ".join(
         f"{rule} [{n} run(s)]" for rule, n in sorted(c.items()))
 

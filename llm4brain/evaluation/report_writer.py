@@ -45,7 +45,8 @@ def _settings_md(meta: Mapping) -> str:
 
 
 RETRIEVAL_METHODS = {"stage1": "Stage I (llm4brain)", "ridge": "ridge baseline",
-                     "semantic": "semantic retrieval (voxel class/scene read-outs)"}
+                     "semantic": "semantic retrieval (voxel class/scene read-outs)",
+                     "ceiling": "ceiling (true encoding model, measured trial)"}
 RETRIEVAL_SPLITS = {"val": "training subjects, held-out runs",
                     "eval": "target subjects, evaluation trials"}
 
@@ -89,7 +90,10 @@ def retrieval_markdown(retrieval: pd.DataFrame) -> list[str]:
             f"means (top-1 uncentred: the raw cosine). p (permutation): trials and clips re-paired at "
             f"random; p vs ridge: one-sided exact McNemar test on the same trials. The "
             f"semantic retrieval is not the paper's Stage I: the voxels' class and scene "
-            f"read-outs against video probes of the same labels.\n", to_markdown(wide)]
+            f"read-outs against video probes of the same labels. The ceiling (simulated data) "
+            f"compares each measured trial with the noise-free responses of its candidates, "
+            f"which the simulator's true encoding model gives: no decoder can know more.\n",
+            to_markdown(wide)]
 
 
 def summary_markdown(report: Report) -> str:

@@ -114,8 +114,37 @@ def _retrieval_rows(split: str, method: str, pred: np.ndarray, cand: np.ndarray,
     return rows
 
 
+def _has_ground_truth(cfg) -> bool:
+    d = Path(cfg.data_root) / "derivatives" / "simulation"
+    return d.is_dir() and any(d.glob("sub-*_groundtruth.npz"))
+
+
+def ceiling_features(cfg, tc, views: dict) -> dict | None:
+    """The inputs of the identification ceiling (simulated data only; ``None`` otherwise).
+
+    The simulator's true encoding model gives every trial's **noise-free** response
+    (:func:`llm4brain.sim.noise_free_trial_blocks`, in the units of the z-scored data). The
+    best identifier there can be compares a trial's *measured* response with the noise-free
+    responses of the candidate clips (in this subject: the truth knows its tuning exactly)
+    on the voxels that respond at all: what is left between it and 100 % is what the
+    measurement noise takes, whatever the decoder. Both sides are centred on the training
+    trials' means (measured and noise-free). Returns ``{split: (measured, noise_free)}`` for
+    ``val`` and ``eval``."""
+    from .. import sim
+
+    if not _has_ground_truth(cfg):
+        return None
+    nf = {k: voxel_features(lambda pos, b=sim.noise_free_trial_blocks(cfg, tc, v.rows): b[pos],
+                            len(v), tc.mask) for k, v in views.items()}
+    meas = {k: voxel_features(v.blocks, len(v), tc.mask) for k, v in views.items()}
+    live = nf["train"].std(0) > 1e-6
+    mt, nt = meas["train"][:, live].mean(0), nf["train"][:, live].mean(0)
+    return {k: (meas[k][:, live] - mt, nf[k][:, live] - nt) for k in ("val", "eval")}
+
+
 def evaluate_stage1(cfg, model: Stage1Model, tc, splits, video: VideoInputs, *,
-                    save: bool = True, progress: bool = True, semantic=None) -> Stage1Evaluation:
+                    save: bool = True, progress: bool = True, semantic=None,
+                    ceiling: bool = True) -> Stage1Evaluation:
     """Retrieval of Stage I and of the ridge baseline; results written to ``results/stage1``.
 
     ``semantic``: a :class:`llm4brain.evaluation.semantic.SemanticRetrieval`
@@ -123,6 +152,8 @@ def evaluate_stage1(cfg, model: Stage1Model, tc, splits, video: VideoInputs, *,
     ``semantic`` (class and scene posteriors of fMRI and clips, dot product) against the same
     distractors. Every non-ridge row carries ``p_vs_ridge``, the one-sided exact McNemar test
     (:func:`paired_top1_test`) that it identifies more of the same trials than the ridge.
+    ``ceiling`` (simulated data): rows of method ``ceiling``, the true encoding model's
+    identification of the same trials against the same distractors (:func:`ceiling_features`).
 
     Splits scored: ``val`` (held-out runs of training subjects) and ``eval`` (target
     subjects' evaluation trials, :func:`~llm4brain.training.guard.target_evaluation_view`).
@@ -161,6 +192,7 @@ def evaluate_stage1(cfg, model: Stage1Model, tc, splits, video: VideoInputs, *,
         e["x"], e["z"] = e["x"] - mx, e["z"] - mz
         if "ridge" in e:
             e["ridge"] = e["ridge"] - mx
+    ceil = ceiling_features(cfg, tc, views) if ceiling else None
     rows, ranks = [], {}
     for split in ("val", "eval"):
         e, r = emb[split], raw[split]
@@ -168,6 +200,9 @@ def evaluate_stage1(cfg, model: Stage1Model, tc, splits, video: VideoInputs, *,
             rows += _retrieval_rows(split, method, pred, e["x"], e["meta"], s.n_candidates,
                                     s.n_permutations, cfg.run.seed, ranks=ranks,
                                     raw=(rp, r["x"]))
+        if ceil is not None:
+            rows += _retrieval_rows(split, "ceiling", *ceil[split], e["meta"], s.n_candidates,
+                                    s.n_permutations, cfg.run.seed, ranks=ranks)
         if semantic is not None:
             e["semantic_fmri"] = semantic.fmri(X[split]).astype(np.float32)
             e["semantic_clips"] = semantic.clips(views[split].stim_file).astype(np.float32)
@@ -175,7 +210,7 @@ def evaluate_stage1(cfg, model: Stage1Model, tc, splits, video: VideoInputs, *,
                                     e["meta"], s.n_candidates, s.n_permutations, cfg.run.seed,
                                     metric="dot", ranks=ranks)
     for r in rows:
-        if r["method"] != "ridge":
+        if r["method"] not in ("ridge", "ceiling"):
             r["p_vs_ridge"] = paired_top1_test(ranks[(r["split"], r["method"], r["subject"])] < 1,
                                                ranks[(r["split"], "ridge", r["subject"])] < 1)
     table = pd.DataFrame(rows)
