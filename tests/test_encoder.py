@@ -271,3 +271,18 @@ def test_class_probes_read_planted_classes_and_not_random_labels(cfg, rng):
     lab = np.repeat([0, 1], 12)
     got = encoder_probes(enc, b[::2], lab[::2], b[1::2], lab[1::2], _mask(), n_components=5)
     assert set(got) == {"voxels", "tokenizer", "encoder"} and got["voxels"] > 0.9
+
+
+def test_neighbour_fill_on_the_nvl_grid(cfg, rng):
+    from llm4brain.training.mae import mae_baselines
+
+    c = cfg.replace(tokenizer__kind="nvl")
+    mae = build_mae(c, SHAPE, _mask(), np.diag([6.0, 6, 6, 1]))
+    x = _blocks(rng, 4)
+    mae.encoder.tokenizer.fit_active_patches(x.numpy())
+    tok = mae.encoder.tokenizer
+    out = mae(x, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(tok.grid_patchify(tok.unpatchify(out.target)), out.target,
+                               atol=1e-6)
+    b = mae_baselines(mae, x, sigmas=(1.0,))
+    assert np.isfinite([b["model"], b["predict_zero"], b["neighbour_fill"]]).all()

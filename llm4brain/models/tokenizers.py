@@ -361,6 +361,10 @@ class NVLTokenizer(BrainTokenizer):
         m = self.grid_mask[None, None].float().expand(1, self.volume_shape[0], *self.target_shape)
         return _cubes(m, self.patch_size)[0, self.token_index]
 
+    def grid_patchify(self, grid: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`unpatchify`: (B, T, *common grid) -> active patches (B, N, P)."""
+        return _cubes(grid, self.patch_size)[:, self.token_index]
+
     def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
         """(B, N, P) -> (B, T, *target_shape) on the common grid; inactive patches are 0."""
         full = patches.new_zeros(patches.shape[0], self.n_grid, self.patch_dim)

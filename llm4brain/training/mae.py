@@ -326,8 +326,11 @@ def neighbour_fill(tokenizer, target: torch.Tensor, mask: torch.Tensor, weight: 
     v = tokenizer.unpatchify(vis).double().numpy()
     sig = (0, 0) + (float(sigma_vox),) * (y.ndim - 2)
     num, den = gaussian_filter(y, sig, mode="constant"), gaussian_filter(v, sig, mode="constant")
-    fill = np.where(den > 1e-6, num / np.maximum(den, 1e-12), 0.0)
-    return tokenizer.patchify(torch.from_numpy(fill.astype(np.float32)))
+    fill = torch.from_numpy(np.where(den > 1e-6, num / np.maximum(den, 1e-12), 0.0)
+                            .astype(np.float32))
+    # back to patches from the grid unpatchify gives (NVL: its common resampled grid)
+    return (tokenizer.grid_patchify(fill) if hasattr(tokenizer, "grid_patchify")
+            else tokenizer.patchify(fill))
 
 
 @torch.no_grad()
