@@ -141,7 +141,7 @@ def discover_cifti_runs(root: Path, data_cfg, task: str = "action") -> list:
             raise DataError(f"{f} cannot be read as a CIFTI-2 dense time series: {exc}") from exc
         if tr is None:
             tr, src = repetition_time(f, root)
-        from ._bids import volume_reference
+        from ._timing import volume_reference
         t0, t0_src = volume_reference(f, root, tr)
         runs.append(RunFiles(sub, kv.get("ses", ""), run, f, ev, None, None, tr, src, t0, t0_src))
     runs.sort(key=lambda r: (r.subject, r.session, r.run))
