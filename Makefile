@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # Exact versions the environment is built from (pip constraints); `make lock` rewrites it.
 LOCKFILE := requirements.lock
 
-.PHONY: lock help venv reproduce smoke test test-slow test-all lab bench clean clean-runs notebooks-run tune ablations had-dryrun
+.PHONY: lock help venv reproduce smoke classroom nb gallery browser test test-slow test-all lab bench clean clean-runs notebooks-run tune ablations had-dryrun
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -46,11 +46,22 @@ lock: $(STAMP)  ## rewrite requirements.lock from the packages now in .venv (aft
 	  $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > $(LOCKFILE).tmp && mv $(LOCKFILE).tmp $(LOCKFILE)
 	@echo ">> $(LOCKFILE): $$(grep -vc '^#' $(LOCKFILE)) packages"
 
-# One executed notebook per source: runs/<profile>/notebooks/<name>.ipynb. Each depends on the
-# previous one (a notebook reads only what earlier ones wrote) and on the library sources.
-LIB_SRC := $(shell find llm4brain -name '*.py' 2>/dev/null) $(wildcard configs/*.yaml)
+# One executed notebook per source: runs/<profile>/notebooks/<name>.ipynb. Each depends on its
+# source, on the profile's YAML (and the ones it inherits), and on the library files it runs or
+# that computed its inputs (build/nbdeps.mk, written by llm4brain/nbdeps.py from the imports);
+# earlier notebooks are order-only prerequisites: they must have run, but re-running one for a
+# figure does not re-run the later ones (trainings are cached by identity anyway).
+PROFILE_YAMLS := $(shell p=$(PROFILE); while [ -n "$$p" ] && [ -f configs/$$p.yaml ]; do \
+  echo configs/$$p.yaml; p=$$(sed -n 's/^inherit: *//p' configs/$$p.yaml | tr -d '"'"'"' '); done)
+LIB_PY := $(shell find llm4brain -name '*.py' 2>/dev/null)
+NBDEPS := build/nbdeps-$(PROFILE).mk
+$(NBDEPS): llm4brain/nbdeps.py $(NOTEBOOKS) $(LIB_PY)
+	@mkdir -p build && $(PYTHON) llm4brain/nbdeps.py notebooks '$$(RUN_DIR)/notebooks' > $@.tmp && mv $@.tmp $@
+ifneq ($(filter reproduce notebooks-run smoke classroom nb $(RUN_DIR)/%,$(or $(MAKECMDGOALS),help)),)
+include $(NBDEPS)
+endif
 define NB_RULE
-$(RUN_DIR)/notebooks/$(notdir $(basename $(1))).ipynb: $(1) $(2) $(LIB_SRC) | $(STAMP)
+$(RUN_DIR)/notebooks/$(notdir $(basename $(1))).ipynb: $(1) $(PROFILE_YAMLS) | $(STAMP)
 	@mkdir -p $(RUN_DIR)/notebooks
 	@echo ">> [$(PROFILE)] $(notdir $(1))"
 	$(VENV)/bin/jupytext --quiet --to ipynb --set-kernel llm4brain -o $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb $(1)
@@ -65,10 +76,10 @@ $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).ipynb: $(1) $(2) $(LIB_SRC) | $(
 	@mv -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).part.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).ipynb
 	@rm -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).failed.ipynb
 endef
-$(foreach nb,$(NOTEBOOKS),$(eval $(call NB_RULE,$(nb),$(if $(prev),$(RUN_DIR)/notebooks/$(notdir $(basename $(prev))).ipynb))$(eval prev := $(nb))))
+$(foreach nb,$(NOTEBOOKS),$(eval $(call NB_RULE,$(nb))))
 # Notebooks 07 (dialogue, concept maps against the simulator's regions) and 08 (reconstruction
 # with a decoder trained on the simulator's captioned corpus) demonstrate NVL's features on
-# simulated data; the real-data profiles stop after the tables of notebook 06 (README, GPU box).
+# simulated data; the real-data profiles stop after the tables of notebook 06 (docs/gpu.md).
 SKIP_NOTEBOOKS ?= $(if $(filter had urgen had_dryrun,$(PROFILE)),07_interaction 08_visual_reconstruction)
 EXECUTED := $(foreach nb,$(filter-out $(addprefix notebooks/,$(addsuffix .py,$(SKIP_NOTEBOOKS))),$(NOTEBOOKS)),$(RUN_DIR)/notebooks/$(notdir $(basename $(nb))).ipynb)
 
@@ -107,8 +118,31 @@ $(eval $(call EXTRA_RULE,ablations,ablations))
 tune:  ## choose settings on a pseudo-target (a training subject); after make reproduce
 ablations:  ## Table 3: ablations over seeds on the target subjects; after make reproduce
 
-smoke: $(STAMP)  ## run every notebook on the tiny smoke profile (< 5 min)
+smoke: $(STAMP)  ## run every notebook on the tiny smoke profile (tests the code; its numbers mean nothing)
 	@$(MAKE) --no-print-directory PROFILE=smoke RUN_DIR=$(LLM4BRAIN_HOME)/runs/smoke reproduce
+
+classroom: $(STAMP)  ## the whole chain on the classroom profile (about 5 min; docs/teaching.md)
+	@$(MAKE) --no-print-directory PROFILE=classroom RUN_DIR=$(LLM4BRAIN_HOME)/runs/classroom reproduce
+
+# make nb NB=05 [PROFILE=classroom] [FORCE=1]: notebook 05 and only what it needs (the earlier
+# notebooks that have not run, or whose code changed); FORCE=1 re-runs it even when up to date.
+NB ?=
+NB_SRC = $(wildcard notebooks/$(NB)_*.py)
+nb: $(STAMP)  ## run one notebook and what it needs: make nb NB=05 [PROFILE=classroom] [FORCE=1]
+	@test -n "$(NB)" -a -n "$(NB_SRC)" || { echo "give NB=NN, one of: $(patsubst notebooks/%.py,%,$(NOTEBOOKS))"; exit 1; }
+	@start=$$(date +%s); $(LOCK) $(MAKE) --no-print-directory PROFILE=$(PROFILE) RUN_DIR=$(RUN_DIR) \
+	  $(if $(FORCE),-W $(NB_SRC)) $(RUN_DIR)/notebooks/$(notdir $(basename $(NB_SRC))).ipynb; \
+	rc=$$?; if [ $$rc -eq 75 ]; then $(LOCKED_MSG); exit 1; fi; [ $$rc -eq 0 ] || exit $$rc; \
+	echo ">> make nb NB=$(NB) ($(PROFILE)) took $$(( $$(date +%s) - start )) s; executed notebook in $(RUN_DIR)/notebooks"
+
+gallery: $(STAMP)  ## static HTML of a run's executed notebooks, figures inline: runs/<profile>/gallery/index.html
+	$(PY) -m llm4brain.gallery --profile $(PROFILE)
+
+# Chromium and its WebDriver from the system packages, for the gallery's browser test.
+browser:  ## install Chromium + chromedriver with apt-get when missing (root, or sudo)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  S=$$([ "$$(id -u)" -eq 0 ] || echo sudo); $$S apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq chromium chromium-driver; }
 
 # The had profile's code path on this CPU: a HAD-scale simulated dataset with what real HAD lacks
 # moved out, and random weights of the real architectures in the real file layouts
@@ -130,10 +164,10 @@ run_pytest = $(PY) -m pytest -q $(1) $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; 
 test: $(STAMP)  ## run the test suite, without the tests marked slow (make test-slow runs those)
 	$(call run_pytest,-m "not slow and not gpu")
 
-test-slow: $(STAMP)  ## the tests marked slow: every notebook on the smoke profile, fault injection, smoke-run dialogue
+test-slow: $(STAMP) browser  ## the tests marked slow: every notebook on the smoke profile, fault injection, smoke-run dialogue
 	$(call run_pytest,-m "slow and not gpu")
 
-test-all: $(STAMP)  ## make test and make test-slow in one pytest run
+test-all: $(STAMP) browser  ## make test and make test-slow in one pytest run
 	$(call run_pytest,-m "not gpu")
 
 bench: $(STAMP)  ## run the benchmarks in bench/ (figures to bench/results/)

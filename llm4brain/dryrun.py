@@ -20,7 +20,7 @@
 
 ``configs/had_dryrun.yaml`` inherits ``had`` and changes only widths, step counts and the number
 of shuffles, so that every notebook runs to its tables in minutes. What a dry run cannot tell
-(real weights' quality, GPU speed and memory) is listed in the README's GPU section.
+(real weights' quality, GPU speed and memory) is listed in docs/gpu.md.
 
 Command line::
 

@@ -12,7 +12,7 @@ class SimConfig:
     """Simulated HAD-layout dataset (only used by the embedded profiles).
 
     The defaults reproduce HAD's design (TR 2 s, 2 s clips, 2 s gaps, 60 clips a run,
-    blank trials). Noise levels are documented in the README (section *Simulation*).
+    blank trials). Noise levels are documented in docs/method.md (*The simulated dataset*).
     """
 
     n_subjects: int = 6
@@ -33,7 +33,7 @@ class SimConfig:
     n_pretrain_clips: int = 480      # captioned corpus shown to no subject (video-LM pretraining)
     # signal and noise
     signal_scale: float = 1.0        # percent signal change of a fully tuned voxel
-    noise_sd: float = 0.5            # thermal noise sd relative to signal_scale (1.4: nothing decodable, see README)
+    noise_sd: float = 0.5            # thermal noise sd relative to signal_scale (1.4: nothing decodable, see docs/method.md)
     ar1: float = 0.4
     noise_fwhm_mm: float = 8.0
     drift_sd: float = 1.0

@@ -28,7 +28,7 @@ def read_stimuli_map(path: str | Path) -> pd.DataFrame:
     path = Path(os.path.expandvars(str(path)))
     if not path.is_file():
         raise DataError(f"stimulus mapping file {path} (data.stimuli_map) not found: write a TSV "
-                        f"with columns trial_type, stim_file[, class_name] (README, 'Urgen')")
+                        f"with columns trial_type, stim_file[, class_name] (docs/gpu.md, Urgen)")
     m = pd.read_csv(path, sep="\t", dtype={"trial_type": str, "stim_file": str})
     missing = [c for c in ("trial_type", "stim_file") if c not in m.columns]
     if missing:

@@ -43,7 +43,7 @@ def resolve_bertscore_model(name: str) -> Path:
         raise FileNotFoundError(
             f"eval.bertscore_model = {name!r}: no model directory at {path} (config.json "
             f"missing). Put a Hugging Face model there (e.g. roberta-large: config.json, "
-            f"model.safetensors, vocab.json, merges.txt; see the README section 'GPU box') or "
+            f"model.safetensors, vocab.json, merges.txt; see docs/gpu.md) or "
             f"set eval.bertscore_model: minilm in the profile.")
     return path
 

@@ -179,7 +179,7 @@ class VoxelReadout(nn.Module):
     solver) of the training trials' video tokens on their voxels, kept to the top r
     directions of its predictions (an SVD of the fitted values). The voxel signal
     then reaches the fMRI tokens without passing the tokenizer, which keeps about half of it
-    on the default profile (README, *What the default run finds*).
+    on the default profile (docs/results.md).
 
     Parameters
     ----------

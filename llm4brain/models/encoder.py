@@ -340,10 +340,10 @@ def _resolve_checkpoint(path: str) -> Path:
     p = Path(os.path.expandvars(os.path.expanduser(path)))
     if "$" in str(p):
         raise FileNotFoundError(f"encoder.checkpoint = {path!r}: an environment variable in it is not "
-                                f"set (e.g. LLM4BRAIN_MODELS); see README, section 'GPU box'")
+                                f"set (e.g. LLM4BRAIN_MODELS); see docs/gpu.md")
     if not p.exists():
         raise FileNotFoundError(f"SC-MBM checkpoint {p} (config key encoder.checkpoint) does not exist; "
-                                f"download the MinD-Vis / Mind-Video encoder weights as the README "
+                                f"download the MinD-Vis / Mind-Video encoder weights as docs/gpu.md "
                                 f"('GPU box') explains, or set encoder.checkpoint: \"\"")
     return p
 

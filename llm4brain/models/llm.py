@@ -103,7 +103,7 @@ def resolve_model_path(value: str, key: str, *, what: str = "model",
     """
     if not value:
         raise FileNotFoundError(f"config key '{key}' is empty: set it to the local path of the "
-                                f"{what} (see README, 'GPU box: model weights')")
+                                f"{what} (see docs/gpu.md, the weights table)")
     p = Path(os.path.expanduser(os.path.expandvars(value)))
     if "$" in str(p):
         raise FileNotFoundError(f"config key '{key}' = {value!r}: environment variable not set "
@@ -111,7 +111,7 @@ def resolve_model_path(value: str, key: str, *, what: str = "model",
                                 f"the {what}")
     if not p.exists():
         raise FileNotFoundError(f"{what} not found: {p} (config key '{key}'). Put the file there "
-                                f"or change '{key}' in the profile YAML (see README, 'GPU box: "
+                                f"or change '{key}' in the profile YAML (see docs/gpu.md, '"
                                 f"model weights')")
     if must_contain and not (p / must_contain).is_file():
         raise FileNotFoundError(f"{p / must_contain} not found: '{key}' = {p} must be a "
