@@ -57,24 +57,15 @@ LIB_PY := $(shell find llm4brain -name '*.py' 2>/dev/null)
 NBDEPS := build/nbdeps-$(PROFILE).mk
 $(NBDEPS): llm4brain/nbdeps.py $(NOTEBOOKS) $(LIB_PY)
 	@mkdir -p build && $(PYTHON) llm4brain/nbdeps.py notebooks '$$(RUN_DIR)/notebooks' > $@.tmp && mv $@.tmp $@
+ifneq ($(wildcard llm4brain/nbdeps.py),)
 ifneq ($(filter reproduce notebooks-run smoke classroom nb $(RUN_DIR)/%,$(or $(MAKECMDGOALS),help)),)
 include $(NBDEPS)
 endif
+endif
 define NB_RULE
 $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).ipynb: $(1) $(PROFILE_YAMLS) | $(STAMP)
-	@mkdir -p $(RUN_DIR)/notebooks
 	@echo ">> [$(PROFILE)] $(notdir $(1))"
-	$(VENV)/bin/jupytext --quiet --to ipynb --set-kernel llm4brain -o $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb $(1)
-	@touch $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).started
-	@cd notebooks && $(CURDIR)/$(VENV)/bin/papermill --log-level WARNING -k llm4brain -p PROFILE $(PROFILE) \
-	  $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).part.ipynb \
-	  || { mv -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).part.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).failed.ipynb 2>/dev/null; \
-	       rm -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb; \
-	       echo "!! $(notdir $(1)) failed: the executed notebook is $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).failed.ipynb"; exit 1; }
-	@$(PY) -m llm4brain.provenance --profile $(PROFILE) --notebook $(notdir $(basename $(1))) \
-	  --since $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).started
-	@mv -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).part.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).ipynb
-	@rm -f $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).src.ipynb $(RUN_DIR)/notebooks/$(notdir $(basename $(1))).failed.ipynb
+	@$(PY) -m llm4brain.runnb $(1) --profile $(PROFILE) --run-dir $(RUN_DIR)
 endef
 $(foreach nb,$(NOTEBOOKS),$(eval $(call NB_RULE,$(nb))))
 # Notebooks 07 (dialogue, concept maps against the simulator's regions) and 08 (reconstruction
@@ -96,20 +87,15 @@ reproduce: $(STAMP)  ## run every notebook headless on the default profile (PROF
 notebooks-run: $(EXECUTED)
 
 # Extra notebooks outside the numbered chain: run after `make reproduce` (they read its run).
-# PARAMS passes papermill parameters, e.g. make ablations PARAMS='-y "SEEDS: [0]"'.
+# PARAMS passes more parameters as YAML (papermill's -y), e.g. make ablations PARAMS='-y "SEEDS: [0]"'.
 PARAMS ?=
 define EXTRA_RULE
 $(1): $(STAMP)
 	@test -f $(RUN_DIR)/splits.json || { echo "run 'make reproduce' (PROFILE=$(PROFILE)) first: $(RUN_DIR) has no splits.json"; exit 1; }
-	@mkdir -p $(RUN_DIR)/notebooks
 	@echo ">> [$(PROFILE)] $(2)"
-	@start=$$$$(date +%s); touch $(RUN_DIR)/notebooks/$(2).started; \
-	$(VENV)/bin/jupytext --quiet --to ipynb --set-kernel llm4brain -o $(RUN_DIR)/notebooks/$(2).src.ipynb notebooks/$(2).py && \
-	cd notebooks && $(LOCK) $(CURDIR)/$(VENV)/bin/papermill --log-level WARNING -k llm4brain -p PROFILE $(PROFILE) \
-	  $(PARAMS) $(RUN_DIR)/notebooks/$(2).src.ipynb $(RUN_DIR)/notebooks/$(2).ipynb; rc=$$$$?; \
-	rm -f $(RUN_DIR)/notebooks/$(2).src.ipynb; if [ $$$$rc -eq 75 ]; then $(LOCKED_MSG); exit 1; fi; \
-	if [ $$$$rc -eq 0 ]; then cd $(CURDIR) && $(PY) -m llm4brain.provenance --profile $(PROFILE) --notebook $(2) \
-	  --since $(RUN_DIR)/notebooks/$(2).started; fi; \
+	@start=$$$$(date +%s); $(LOCK) $(PY) -m llm4brain.runnb notebooks/$(2).py --profile $(PROFILE) \
+	  --run-dir $(RUN_DIR) $(PARAMS); rc=$$$$?; \
+	if [ $$$$rc -eq 75 ]; then $(LOCKED_MSG); exit 1; fi; \
 	echo ">> make $(1) ($(PROFILE)) took $$$$(( $$$$(date +%s) - start )) s"; exit $$$$rc
 endef
 $(eval $(call EXTRA_RULE,tune,tune_pseudo_target))

@@ -123,7 +123,7 @@ def parse_notebook_times(path: Path) -> dict:
     if not rows:
         raise ValueError(f"{path}: no notebook rows (| NN_name | seconds | minutes |)")
     start, profile, total = _NB_START.search(text), _NB_PROFILE.search(text), _NB_TOTAL.search(text)
-    return dict(rows=rows, date=start.group(1) if start else "",
+    return dict(rows=rows, date=start.group(1) if start else "", header=dict(_HEADER.findall(text)),
                 total_s=float(total.group(1)) if total else sum(r[1] for r in rows),
                 profile=profile.group(1) if profile else Path(path).stem[len("notebook_times_"):])
 
@@ -167,7 +167,7 @@ def notebook_entries(results: Path = RESULTS) -> list[dict]:
     entries = []
     for path in sorted(Path(results).glob("notebook_times_*.md")):
         parsed = parse_notebook_times(path)
-        info = _describe(path.name, {}, NOTEBOOK_TIMES)
+        info = _describe(path.name, parsed["header"], NOTEBOOK_TIMES)
         entries.append(dict(file=path.name, machine=info["machine"], command=info["command"],
                             note=info.get("note", ""), date=parsed["date"],
                             profile=parsed["profile"], rows=parsed["rows"],

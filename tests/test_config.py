@@ -101,3 +101,13 @@ def test_unknown_parent_names_the_file_and_the_profiles(tmp_path):
     _write(tmp_path / "bad.yaml", "inherit: [smoke]\n")
     with pytest.raises(ConfigError, match=r"'inherit' must be a profile name"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_profiles_are_the_yaml_files_and_all_load():
+    from llm4brain.config import configs_dir, load_config, profiles
+
+    names = profiles()
+    assert set(names) == {p.stem for p in configs_dir().glob("*.yaml")}
+    assert {"smoke", "classroom", "default", "had", "urgen"} <= set(names)
+    for name in names:
+        assert load_config(name).profile == name

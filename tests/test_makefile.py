@@ -92,3 +92,17 @@ def test_make_lab_allows_root_only_when_root(scratch):
     cmd = next(l for l in r.stdout.splitlines() if "jupyter lab" in l)
     assert "--notebook-dir=notebooks" in cmd and cmd.endswith("--port=9999")
     assert ("--allow-root" in cmd) == (os.geteuid() == 0), cmd
+
+
+def test_make_nb_runs_one_notebook_and_names_the_choices(scratch):
+    out = scratch / "runs" / "smoke" / "notebooks"
+    r = _make(scratch, "nb")
+    assert r.returncode != 0 and "give NB=NN, one of: 00_ok 01_fail" in r.stdout + r.stderr
+    r = _make(scratch, "nb", "NB=00")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (out / "00_ok.ipynb").is_file() and not (out / "01_fail.failed.ipynb").exists()
+    assert "make nb NB=00 (smoke) took" in r.stdout
+    r = _make(scratch, "nb", "NB=00")                            # up to date: nothing runs
+    assert "[smoke] 00_ok.py" not in r.stdout
+    r = _make(scratch, "nb", "NB=00", "FORCE=1")                 # asked: it runs again
+    assert r.returncode == 0 and "[smoke] 00_ok.py" in r.stdout

@@ -247,3 +247,30 @@ def test_ceiling_is_ridge_nn_on_noise_free_responses(world, monkeypatch):
     # real data: no ceiling
     monkeypatch.setattr(bl2, "has_ground_truth", lambda cfg: False)
     assert bl2.ceiling_decodes(w["cfg"], tc, ev, w["captions"]) is None
+
+
+def test_greedy_decoding_generates_each_distinct_input_once(world, monkeypatch):
+    """Rows that repeat (tokens and instruction) are generated once and get that answer; the
+    answers equal decoding every row on its own (batch size 1, no sharing)."""
+    w = world
+    cfg = w["cfg"]
+    data = s2.build_stage2_data(cfg, w["stage1"], w["tc"], w["splits"], w["captions"])
+    model = s2.train_stage2(cfg, data, w["llm"], w["branch"].proj, domain_adaptation=False,
+                            progress=False).model
+    ev = dec2.build_eval_set(cfg, w["stage1"], w["tc"], w["splits"], w["captions"])
+    rows = [0, 1, 0, 2, 1, 0]
+    z = ev.z[rows]
+    ins = [ev.table["instruction"].iloc[r] for r in rows]
+    first, inverse = dec2.unique_inputs(z, ins)
+    assert first == [0, 1, 3] and inverse == [0, 1, 0, 2, 1, 0]
+    assert dec2.unique_inputs(z, ins[:2] + ["another instruction"] + ins[3:])[0] == [0, 1, 2, 3]
+    calls = []
+    real = dec2._generate
+    monkeypatch.setattr(dec2, "_generate", lambda m, i, *a, **k: calls.append(len(i)) or real(m, i, *a, **k))
+    shared = dec2.decode(model, z, ins)
+    assert calls == [3]                                   # three distinct inputs, one pass
+    alone = [dec2.decode(model, z[i:i + 1], ins[i:i + 1], batch_size=1)[0] for i in range(len(rows))]
+    assert shared == alone
+    nob = dec2.no_brain_decodes(model, ev)
+    assert calls[-1] == ev.table["instruction"].nunique()
+    assert (nob.groupby("instruction")["fmri2text"].nunique() == 1).all()

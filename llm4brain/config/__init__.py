@@ -32,7 +32,7 @@ from ._video import CaptionConfig, LLMConfig, VideoConfig, VLPretrainConfig
 
 __all__ = [
     "Config", "ConfigError", "load_config", "save_config", "config_hash", "git_revision",
-    "repo_root", "configs_dir", "PROFILES", "identity", "run_key", "NOT_IDENTITY",
+    "repo_root", "configs_dir", "profiles", "identity", "run_key", "NOT_IDENTITY",
     "IDENTITY_OFF_DEFAULT",
     "RunConfig", "SimConfig", "DataConfig", "TokenizerConfig", "EncoderConfig",
     "AdaptorConfig", "MAEConfig", "VideoConfig", "LLMConfig", "VLPretrainConfig",
@@ -40,7 +40,6 @@ __all__ = [
     "ReconConfig", "DialogueConfig",
 ]
 
-PROFILES = ("smoke", "default", "had", "urgen")
 
 
 @dataclass(frozen=True)
@@ -137,6 +136,11 @@ def configs_dir() -> Path:
     return Path(env) if env else repo_root() / "configs"
 
 
+def profiles() -> tuple[str, ...]:
+    """The profile names: one per ``configs/<name>.yaml``."""
+    return tuple(sorted(p.stem for p in configs_dir().glob("*.yaml")))
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
@@ -153,7 +157,7 @@ def _is_path_ref(ref: str) -> bool:
 
 
 def _available_profiles() -> str:
-    return ", ".join(sorted(x.stem for x in configs_dir().glob("*.yaml"))) or "(none)"
+    return ", ".join(profiles()) or "(none)"
 
 
 def _chain(paths: list[Path]) -> str:

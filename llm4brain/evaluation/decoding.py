@@ -28,7 +28,7 @@ from ..training.stage2 import caption_pairs
 from .controls import derangements
 from .stage2_results import DECODE_COLUMNS
 
-__all__ = ["EvalSet", "build_eval_set", "decode", "decode_eval_set", "no_brain_decodes",
+__all__ = ["EvalSet", "build_eval_set", "decode", "unique_inputs", "decode_eval_set", "no_brain_decodes",
            "constant_decodes", "n_chance_decodes", "chance_permutation", "chance_decodes"]
 
 
@@ -98,12 +98,37 @@ def decode(model: Stage2Model, z: torch.Tensor, instructions: Sequence[str], *,
     ``cfg.llm``: max_new_tokens, do_sample, temperature, top_p; bfloat16 autocast when
     ``stage2.bf16`` is true, or ``auto`` on CUDA with bfloat16:
     :meth:`Stage2Model.use_bf16`); batch ``k`` uses seed ``seed + k``.
+
+    With greedy decoding (``llm.do_sample`` false) each distinct (tokens, instruction) pair is
+    generated once and its answer given to every row that holds it: the semantic read-out's
+    trials share a few prototype inputs, so most of its rows are copies
+    (:func:`unique_inputs`; the answers are those of decoding every row,
+    ``tests/test_stage2.py``).
     """
     ins = list(instructions)
     if len(z) != len(ins):
         raise ValueError(f"{len(z)} fMRI token rows for {len(ins)} instructions")
-    return _generate(model, ins, lambda s, e: model.prompt_batch(z[s:e], ins[s:e])[0],
-                     seed=seed, progress=progress, desc=desc, batch_size=batch_size)
+    first, inverse = (unique_inputs(z, ins) if not model.llm_cfg.do_sample
+                      else (list(range(len(ins))), list(range(len(ins)))))
+    zu, iu = z[first], [ins[i] for i in first]
+    texts = _generate(model, iu, lambda s, e: model.prompt_batch(zu[s:e], iu[s:e])[0],
+                      seed=seed, progress=progress, desc=desc, batch_size=batch_size)
+    return [texts[j] for j in inverse]
+
+
+def unique_inputs(z: torch.Tensor, instructions: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Rows with identical tokens and instruction: ``(first, inverse)`` such that row ``i``
+    equals row ``first[inverse[i]]`` (exact equality of the token values)."""
+    zb = z.detach().to("cpu", torch.float32).contiguous().numpy()
+    seen: dict = {}
+    first, inverse = [], []
+    for i, ins in enumerate(instructions):
+        key = (zb[i].tobytes(), ins)
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(i)
+        inverse.append(seen[key])
+    return first, inverse
 
 
 def decode_frame(table: pd.DataFrame, texts: Sequence[str]) -> pd.DataFrame:
@@ -133,14 +158,18 @@ def no_brain_decodes(model: Stage2Model, eval_set: EvalSet, *, seed: int = 0,
     placeholder removed), so what it says comes from the instruction and the LLM alone
     (Tang et al.'s null sequences). Same generation settings as :func:`decode`."""
     ins = eval_set.table["instruction"].tolist()
+    uniq = list(dict.fromkeys(ins)) if not model.llm_cfg.do_sample else ins   # greedy: once each
 
     def empty_batch(s, e):
-        return splice_prefix(model.llm, [model.prompt(i) for i in ins[s:e]],
+        return splice_prefix(model.llm, [model.prompt(i) for i in uniq[s:e]],
                              torch.zeros(e - s, 0, model.llm.hidden_size),
                              placeholder=model.llm_cfg.placeholder)
 
-    return decode_frame(eval_set.table, _generate(model, ins, empty_batch, seed=seed,
-                                            progress=progress, desc="no brain tokens"))
+    texts = _generate(model, uniq, empty_batch, seed=seed, progress=progress,
+                      desc="no brain tokens")
+    if uniq is not ins:
+        texts = [texts[uniq.index(i)] for i in ins]
+    return decode_frame(eval_set.table, texts)
 
 
 def constant_decodes(eval_set: EvalSet, captions: pd.DataFrame,
