@@ -38,7 +38,7 @@ def test_parent_profile_key_does_not_leak(tmp_path, monkeypatch):
     assert load_config(tmp_path / "saved.yaml").profile == "smoke"
 
 
-def test_repo_profiles_inherit_default_through_had(monkeypatch):
+def test_repo_real_data_profiles_share_had_and_the_stage1_recipe(monkeypatch):
     # paths keep their ${VARS} until used, so loading needs no environment; set them anyway
     monkeypatch.setenv("HAD_ROOT", "/nonexistent/had")
     monkeypatch.setenv("URGEN_ROOT", "/nonexistent/urgen")
@@ -111,3 +111,87 @@ def test_profiles_are_the_yaml_files_and_all_load():
     assert {"smoke", "classroom", "default", "had", "urgen"} <= set(names)
     for name in names:
         assert load_config(name).profile == name
+
+
+# ------------------------------------------------------------ the layout of configs/ (README.md)
+#: The real-data profiles: they start from had, never from the CPU profile default.
+REAL_DATA = ("had", "urgen", "had_dryrun")
+#: Where each profile's figures go (configs/README.md): committed for default and the
+#: real-data profiles, under the run directory for every other one.
+COMMITTED_FIGURES = {"default": "figures", "had": "figures/had", "urgen": "figures/urgen"}
+
+
+def _makefile_chain(name: str) -> list[str]:
+    """The files the Makefile's PROFILE_YAMLS follows: ``inherit:`` values as names under
+    configs/ (quotes and spaces removed, as its sed | tr does)."""
+    import re
+
+    out, p = [], name
+    while p and (configs_dir() / f"{p}.yaml").is_file():
+        out.append(f"{p}.yaml")
+        m = re.search(r"^inherit: *(.*)$", (configs_dir() / f"{p}.yaml").read_text(), re.M)
+        p = re.sub(r"[\"' ]", "", m.group(1)) if m else ""
+    return out
+
+
+@pytest.mark.parametrize("name", REAL_DATA)
+def test_real_data_profiles_do_not_inherit_default(name, monkeypatch):
+    from llm4brain.config import inherit_chain
+
+    monkeypatch.delenv("LLM4BRAIN_CONFIGS", raising=False)
+    chain = [p.resolve() for p in inherit_chain(name)]
+    assert (configs_dir() / "default.yaml").resolve() not in chain, \
+        f"{name} reads configs/default.yaml: {chain}"
+    assert (configs_dir() / "had.yaml").resolve() in chain
+    assert chain[-1] == (configs_dir() / "base" / "shared.yaml").resolve()
+
+
+def test_every_profile_ends_in_the_shared_base_as_the_makefile_follows_it(monkeypatch):
+    from llm4brain.config import inherit_chain, profiles
+
+    monkeypatch.delenv("LLM4BRAIN_CONFIGS", raising=False)
+    assert "shared" not in profiles() and "base" not in profiles()
+    for name in profiles():
+        files = [p.resolve().relative_to(configs_dir().resolve()).as_posix()
+                 for p in inherit_chain(name)]
+        assert files[-1] == "base/shared.yaml", (name, files)
+        parent = {"default": "base/shared.yaml", "had": "base/shared.yaml", "urgen": "had.yaml",
+                  "had_dryrun": "had.yaml"}.get(name, "default.yaml")    # embedded on default
+        assert files[1] == parent, (name, files)
+        assert _makefile_chain(name) == files, \
+            f"the Makefile's PROFILE_YAMLS would follow {_makefile_chain(name)}, not {files}"
+
+
+def test_had_spells_out_what_it_took_from_default(monkeypatch):
+    """The values had used to inherit from configs/default.yaml, now its own or the base's."""
+    monkeypatch.delenv("LLM4BRAIN_CONFIGS", raising=False)
+    had = load_config("had")
+    assert had.data.block_trs == 2 and had.run.seed == 0
+    s1 = had.stage1
+    assert (s1.projector, s1.projector_dropout, s1.class_targets) == ("spatial", 0.5, 0.5)
+    assert (s1.input_voxels, s1.early_stopping_every, s1.steps) == (1000, 25, 200)
+    assert (had.dialogue.max_clips, had.dialogue.steps) == (48, 16)
+    assert had.run.device == "auto" and had.data.frame_size == 224    # its own, as before
+    for name in ("urgen", "had_dryrun"):
+        other = load_config(name)
+        assert (other.stage1.projector, other.stage1.input_voxels) == ("spatial", 1000), name
+
+
+def test_one_figures_dir_rule(monkeypatch):
+    from llm4brain.config import Config, profiles
+
+    monkeypatch.delenv("LLM4BRAIN_CONFIGS", raising=False)
+    for name in profiles():
+        cfg = load_config(name)
+        expected = (Config.base_dir() / COMMITTED_FIGURES[name] if name in COMMITTED_FIGURES
+                    else cfg.run_dir / "figures")
+        assert cfg.figures_dir == expected, (name, cfg.figures_dir)
+
+
+def test_inherit_path_without_suffix_gets_yaml(tmp_path):
+    _write(tmp_path / "base" / "shared.yaml", "mae:\n  steps: 13\n")
+    leaf = _write(tmp_path / "leaf.yaml", "inherit: base/shared\n")
+    assert load_config(leaf).mae.steps == 13
+    _write(tmp_path / "bad.yaml", "inherit: base/nothing\n")
+    with pytest.raises(ConfigError, match=r"'inherit: base/nothing' names no file"):
+        load_config(tmp_path / "bad.yaml")

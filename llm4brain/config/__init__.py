@@ -32,7 +32,7 @@ from ._video import CaptionConfig, LLMConfig, VideoConfig, VLPretrainConfig
 
 __all__ = [
     "Config", "ConfigError", "load_config", "save_config", "config_hash", "git_revision",
-    "repo_root", "configs_dir", "profiles", "identity", "run_key", "NOT_IDENTITY",
+    "repo_root", "configs_dir", "profiles", "inherit_chain", "identity", "run_key", "NOT_IDENTITY",
     "IDENTITY_OFF_DEFAULT",
     "RunConfig", "SimConfig", "DataConfig", "TokenizerConfig", "EncoderConfig",
     "AdaptorConfig", "MAEConfig", "VideoConfig", "LLMConfig", "VLPretrainConfig",
@@ -172,6 +172,8 @@ def _parent_path(ref, child: Path) -> Path:
 
     A profile name resolves in :func:`configs_dir`; a path (``*.yaml`` / ``*.yml`` or with a
     ``/``; ``~`` and ``$VARS`` expanded) resolves against the folder of ``child`` when relative.
+    A path without a suffix that names no file gets ``.yaml``: ``inherit: base/shared`` in
+    ``configs/default.yaml`` is ``configs/base/shared.yaml``.
     """
     if not isinstance(ref, (str, os.PathLike)) or not str(ref).strip():
         raise ConfigError(f"{child}: 'inherit' must be a profile name or the path of a YAML file, "
@@ -179,6 +181,8 @@ def _parent_path(ref, child: Path) -> Path:
     ref = os.path.expanduser(os.path.expandvars(str(ref).strip()))
     if _is_path_ref(ref):
         path = Path(ref) if Path(ref).is_absolute() else child.parent / ref
+        if not path.is_file() and not path.suffix and path.with_suffix(".yaml").is_file():
+            path = path.with_suffix(".yaml")
         if not path.is_file():
             raise ConfigError(f"{child}: 'inherit: {ref}' names no file ({path} does not exist); "
                               f"give a path relative to {child.parent} or a profile name. "
@@ -214,6 +218,30 @@ def _read_profile(path: Path, _chain_so_far: tuple = ()) -> dict:
     parent = _read_profile(_parent_path(ref, path), chain)
     parent.pop("profile", None)
     return _merge(parent, data)
+
+
+def inherit_chain(profile: str | os.PathLike) -> tuple[Path, ...]:
+    """The YAML files a profile is read from, the profile's own first, then its ``inherit:``
+    parents up to the root (e.g. ``urgen.yaml``, ``had.yaml``, ``base/shared.yaml``).
+
+    Raises
+    ------
+    ConfigError
+        As :func:`load_config`: unknown profile, unknown parent or a cycle.
+    """
+    p = Path(profile)
+    path = p if p.suffix in (".yaml", ".yml") or p.is_file() else configs_dir() / f"{profile}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown profile '{profile}': no file {path}. "
+                          f"Available profiles: {_available_profiles()}")
+    chain = [path]
+    while (ref := read_yaml(chain[-1]).get("inherit")) is not None:
+        parent = _parent_path(ref, chain[-1])
+        if parent.resolve() in [c.resolve() for c in chain]:
+            raise ConfigError(f"'inherit:' cycle: {_chain(chain + [parent])}; remove one of "
+                              f"these 'inherit:' lines")
+        chain.append(parent)
+    return tuple(chain)
 
 
 def load_config(profile: str | os.PathLike = "default", overrides: dict | None = None) -> Config:
