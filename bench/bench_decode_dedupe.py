@@ -29,6 +29,8 @@ from llm4brain.training.stage1 import load_stage1
 from llm4brain.training.vlpretrain import load_video_llm, video_features
 
 OUT = Path(__file__).parent / "results"
+#: Exit status when the run it reads is missing: make bench skips it (experiments/_common.py).
+MISSING_RUN = 3
 
 
 def every_row(model, z, ins) -> list[str]:
@@ -47,6 +49,12 @@ def no_brain_every_row(model, ins) -> list[str]:
 
 def main(profile: str = "default") -> pd.DataFrame:
     cfg = load_config(profile)
+    done = cfg.run_dir / "notebooks" / "04_surrogate_captions.ipynb"
+    if not done.is_file():
+        on = "" if profile == "default" else f" PROFILE={profile}"
+        print(f"bench_decode_dedupe.py: needs the {profile} run through notebook 04 ({done} is "
+              f"missing): run `make reproduce{on}` first", file=sys.stderr)
+        raise SystemExit(MISSING_RUN)
     if cfg.run.num_threads:
         torch.set_num_threads(cfg.run.num_threads)
     tc = load_trial_cache(cfg)

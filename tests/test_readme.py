@@ -4,7 +4,8 @@
   its own, not with the package's report code);
 * its notebook minutes against ``bench/results/notebook_times_default.md``, its two command
   times against their GNU time logs, every decimal number of its prose against the results
-  files;
+  files (``figures/``, the benchmarks' ``bench/results/``, the experiments'
+  ``experiments/results/``);
 * its length, the two commands near the top, the number of "N min N s" stamps;
 * every relative link (and ``#anchor``) of README.md and docs/*.md;
 * every ``make`` target of the Makefile documented in README.md or docs/;
@@ -263,10 +264,15 @@ def test_command_times_are_those_of_their_logs(readme):
     assert not stray, f"README times not in any bench/results/*time*.log: {sorted(stray)}"
 
 
+#: Where the numbers the prose quotes are: the default run's figures, the benchmarks' results
+#: and timing logs, the experiments' results.
+RESULTS_DIRS = ("bench/results", "experiments/results")
+
+
 def _results_text() -> str:
-    files = [p for pat in ("figures/*.md", "figures/*.csv", "bench/results/**/*.md",
-                           "bench/results/**/*.csv", "bench/results/**/*.log",
-                           "bench/results/**/*.json")
+    files = [p for pat in ("figures/*.md", "figures/*.csv",
+                           *(f"{d}/**/*.{ext}" for d in RESULTS_DIRS
+                             for ext in ("md", "csv", "log", "json")))
              for p in ROOT.glob(pat)]
     return "\n".join(p.read_text(errors="replace") for p in files)
 

@@ -152,7 +152,7 @@ class VLPretrainConfig:
         Default 160 steps of 8 clips: the same samples and CPU time as 80 steps of 16, and
         answers that name the right agent in 57.5 % instead of 41.7 % of the clips and the
         right scene in 80.6 % instead of 55.6 % (one seed each; 320 steps of 4 was worse:
-        bench/results/vl_grounding.md).
+        experiments/results/vl_grounding.md).
     bf16 : bool or ``"auto"``
         bfloat16 autocast of the LLM forward/backward (1.6x faster on CPUs with native
         bfloat16). ``auto`` (default) decides as ``video.encoder_bf16``: bfloat16 on CUDA

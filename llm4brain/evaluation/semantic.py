@@ -10,7 +10,7 @@ components), standardised, logistic regression; ``k`` from ``eval.semantic_voxel
 subjects (the selection is refitted inside every fold), then the read-out is refitted on them
 all. Most mask voxels carry no stimulus signal: on the default profile keeping the 300 most
 selective ones doubles the class read-out's leave-one-subject-out accuracy (18.5 -> 37.8 %,
-chance 8.3 %; ``bench/results/semantic_readout.md``). A target evaluation trial's most
+chance 8.3 %; ``experiments/results/semantic_readout.md``). A target evaluation trial's most
 probable class and scene pick the *prototype* video tokens: the mean video tokens (the video
 Q-Former's outputs, before the projection into the LLM) of the training trials of that class,
 plus the mean of those of that scene, minus the grand mean (the simulator draws scenes
@@ -22,10 +22,10 @@ derangements as the fMRI2Text chance decodes, :func:`llm4brain.evaluation.decodi
 Nothing here reads a target subject's video, caption or label: the evaluation trials give their
 voxels only (:func:`llm4brain.training.guard.target_evaluation_view`).
 
-Measured on two pseudo-targets (``bench/bench_semantic_readout.py``,
-``bench/results/semantic_readout.md``): with the voxel selection, the agent 27.5 / 36.7 % against
-19.4 / 16.4 % with the read-outs shuffled, the action 20.0 / 24.2 % against 8.9 / 7.5 %, 48
-distinct answers of 120; answers from the posterior-weighted mean of the prototypes instead of
+Measured on two pseudo-targets (``experiments/semantic_readout.py``,
+``experiments/results/semantic_readout.md``): with the voxel selection, the agent 27.5 / 36.7 %
+against 19.4 / 16.4 % with the read-outs shuffled, the action 20.0 / 24.2 % against 8.9 / 7.5 %,
+48 distinct answers of 120; answers from the posterior-weighted mean of the prototypes instead of
 the most probable one collapse.
 """
 from __future__ import annotations

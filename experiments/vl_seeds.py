@@ -3,34 +3,34 @@
 Run in a default run directory built by ``make reproduce`` (its frame features and trial
 cache)::
 
-    LLM4BRAIN_HOME=<run home> .venv/bin/python bench/bench_vl_seeds.py [seeds]   # e.g. 0,1,2
+    LLM4BRAIN_HOME=<run home> .venv/bin/python experiments/vl_seeds.py [seeds]   # e.g. 0,1,2
 
 For each seed, :func:`llm4brain.training.vlpretrain.pretrain_video_llm` with ``run.seed`` set
 (seed 0 is the run's own video-LLM, loaded; the others are trained and saved beside it under
 their own names), then greedy answers for every 4th clip of the subjects' stimulus table
 (360 clips of the default profile; instruction ``k mod 3`` of ``captions.instructions``), read
 back with :class:`llm4brain.evaluation.attributes.AttributeParser` and scored against the
-clips' true attributes. Nothing here touches fMRI. Appends to ``bench/results/vl_seeds.csv``
+clips' true attributes. Nothing here touches fMRI. Appends to ``experiments/results/vl_seeds.csv``
 and prints the rows with their mean and sd over seeds.
 """
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from llm4brain.config import load_config
 from llm4brain.data import load_stimuli
 from llm4brain.evaluation.attributes import (AttributeParser, attribute_accuracy, distinct_share,
                                              truth_frame)
 from llm4brain.training.vlpretrain import pretrain_video_llm, video_features
 
-OUT = Path(__file__).resolve().parent / "results" / "vl_seeds.csv"
+from _common import RESULTS, require_run
+
+OUT = RESULTS / "vl_seeds.csv"
 
 
 def main(seeds=(0, 1, 2), profile: str = "default") -> None:
-    cfg0 = load_config(profile)
+    cfg0 = require_run(profile, "03")
     stim = load_stimuli(cfg0)
     feats = video_features(cfg0, stim, progress=False)
     files = sorted(stim.loc[stim["corpus"] == "subjects", "stim_file"].astype(str))[::4]

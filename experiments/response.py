@@ -3,28 +3,26 @@
 Run after notebook 04 of ``make reproduce`` (the default run's dataset, video-LLM, frame
 features and surrogate captions; the real targets stay sealed)::
 
-    LLM4BRAIN_HOME=<run home> .venv/bin/python bench/bench_response.py '["block", "beta"]' [subject]
+    LLM4BRAIN_HOME=<run home> .venv/bin/python experiments/response.py '["block", "beta"]' [subject]
 
 For each ``data.response`` (its own trial cache, built here when missing), with one training
 subject as the pseudo-target (default: the last; ``subject`` to choose another):
 
 1. the voxels' own logistic read-outs of class, agent and scene
-   (``bench_semantic_readout.fit_logistic``: PCA 256, standardised; C by leave-one-subject-out
+   (``semantic_readout.fit_logistic``: PCA 256, standardised; C by leave-one-subject-out
    over the training subjects, whose accuracy is shown too);
 2. Stage I and Stage II trained as the profile has them (``tune_stage2``: DA on), fMRI2Text
    on the pseudo-target's scored trials beside its shuffled-fMRI decodes and the ridge + NN
    baseline; Stage I's identification with its ridge baseline (``tune_stage1``).
 
-Appends to ``bench/results/response.csv`` and prints the rows.
+Appends to ``experiments/results/response.csv`` and prints the rows.
 """
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from bench_semantic_readout import fit_logistic
 from llm4brain.captions import load_captions
 from llm4brain.data import load_stimuli, load_trial_cache, voxel_features
 from llm4brain.evaluation.attributes import truth_frame
@@ -33,7 +31,10 @@ from llm4brain.experiments import experiment_inputs, tune_stage1, tune_stage2
 from llm4brain.training.guard import source_view, target_evaluation_view
 from llm4brain.training.tuning import pseudo_target_splits, sealed_cache, with_overrides
 
-OUT = Path(__file__).resolve().parent / "results" / "response.csv"
+from _common import RESULTS, require_run
+from semantic_readout import fit_logistic
+
+OUT = RESULTS / "response.csv"
 def voxel_readouts(cfg, tc, splits, stim, subject):
     """Class / agent / scene from the voxels: (pseudo-target accuracy, LOSO accuracy, C)."""
     ps = pseudo_target_splits(tc.trials, splits, cfg, subject)
@@ -53,6 +54,7 @@ def voxel_readouts(cfg, tc, splits, stim, subject):
 
 
 def main(responses=("block", "beta"), subject=None, seed: int = 0, profile: str = "default"):
+    require_run(profile, "04")
     x = experiment_inputs(profile)
     stim = load_stimuli(x.cfg)
     for resp in responses:

@@ -3,32 +3,34 @@
 Run after notebook 04 of ``make reproduce`` (the default run's trial cache, video-LLM, frame
 features; the real targets stay sealed)::
 
-    LLM4BRAIN_HOME=<run home> .venv/bin/python bench/bench_semantic_retrieval.py [subject]
+    LLM4BRAIN_HOME=<run home> .venv/bin/python experiments/semantic_retrieval.py [subject]
 
 One training subject plays the target (default: the last one; its runs 3-4 are scored), the
 other training subjects train. Rows of :func:`llm4brain.evaluation.stage1.evaluate_stage1`
 with ``semantic=fit_semantic_retrieval(...)`` beside a Stage I without training steps (the
 ridge read-out, ``stage1.align: false``: its ``stage1`` rows are that read-out) and the ridge
 baseline, same distractors; ``p_vs_ridge`` is the paired McNemar test. Appends to
-``bench/results/semantic_retrieval.csv`` and prints the rows.
+``experiments/results/semantic_retrieval.csv`` and prints the rows.
 """
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 
-from bench_zero_shot import READOUT
 from llm4brain.data import load_stimuli
 from llm4brain.evaluation.semantic import fit_semantic_retrieval
 from llm4brain.evaluation.stage1 import evaluate_stage1
 from llm4brain.experiments import experiment_inputs, tune_stage1
 from llm4brain.training.tuning import pseudo_target_splits, sealed_cache, with_overrides
 
-OUT = Path(__file__).resolve().parent / "results" / "semantic_retrieval.csv"
+from _common import RESULTS, require_run
+from zero_shot import READOUT
+
+OUT = RESULTS / "semantic_retrieval.csv"
 
 
 def main(subject=None, profile: str = "default") -> None:
+    require_run(profile, "04")
     x = experiment_inputs(profile)
     stim = load_stimuli(x.cfg)
     cfg = with_overrides(x.cfg, READOUT, 0)

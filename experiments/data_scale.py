@@ -9,14 +9,16 @@ CV on the fitting trials.
 
 ::
 
-    .venv/bin/python bench/bench_data_scale.py '[4, 8]'     # LLM4BRAIN_HOME decides where
+    .venv/bin/python experiments/data_scale.py '[4, 8]'     # LLM4BRAIN_HOME decides where
 
-Writes ``bench/results/data_scale.csv`` (appends) and prints it.
+It needs no run: it simulates its own datasets (``runs/default`` for the default's 4 runs,
+``runs/default_runs<N>`` for the others). Without an argument: ``[4, 8, 12]``.
+
+Writes ``experiments/results/data_scale.csv`` (appends) and prints it.
 """
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,7 +32,9 @@ from llm4brain.evaluation.stage1 import voxel_features
 from llm4brain.sim import simulate_dataset
 from llm4brain.training.tuning import pseudo_target_splits, with_overrides
 
-OUT = Path(__file__).resolve().parent / "results" / "data_scale.csv"
+from _common import RESULTS
+
+OUT = RESULTS / "data_scale.csv"
 
 
 def block_means(tc, idx) -> np.ndarray:
@@ -74,4 +78,4 @@ def main(n_runs: list, profile: str = "default") -> None:
 
 
 if __name__ == "__main__":
-    main(json.loads(sys.argv[1]))
+    main(json.loads(sys.argv[1]) if len(sys.argv) > 1 else [4, 8, 12])

@@ -4,15 +4,15 @@ Run after ``make reproduce`` (it reads the default run's trial cache, MAEs, vide
 captions); the real targets stay sealed (``llm4brain.experiments`` uses the pseudo-target
 splits and the sealed cache)::
 
-    .venv/bin/python bench/bench_tokenizer_pseudo_target.py \
+    .venv/bin/python experiments/tokenizer_pseudo_target.py \
         '{"cnn3d (default)": {}, "nvl": {"tokenizer.kind": "nvl"}}' '[0]'
 
-Writes ``bench/results/tokenizer_pseudo_target/stage{1,2}.csv``.
+Writes ``experiments/results/tokenizer_pseudo_target/stage{1,2}.csv``; without arguments,
+these two candidates and seed 0.
 """
 import json
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 
@@ -21,10 +21,15 @@ from llm4brain.data import load_stimuli
 from llm4brain.evaluation.metrics import TextScorer
 from llm4brain.experiments import experiment_inputs, tune_stage1, tune_stage2
 
-OUT = Path(__file__).resolve().parent / "results" / "tokenizer_pseudo_target"
+from _common import RESULTS, require_run
+
+OUT = RESULTS / "tokenizer_pseudo_target"
+#: The candidates without arguments (those of the committed results).
+CANDIDATES = {"cnn3d (default)": {}, "nvl": {"tokenizer.kind": "nvl"}}
 
 
 def main(candidates: dict, seeds: list, profile: str = "default") -> None:
+    require_run(profile, "04")
     x = experiment_inputs(profile)
     cfg, tc, splits, vlm, features = x.cfg, x.tc, x.splits, x.vlm, x.features
     t0 = time.time()
@@ -45,4 +50,5 @@ def main(candidates: dict, seeds: list, profile: str = "default") -> None:
 
 
 if __name__ == "__main__":
-    main(json.loads(sys.argv[1]), json.loads(sys.argv[2]))
+    main(json.loads(sys.argv[1]) if len(sys.argv) > 1 else CANDIDATES,
+         json.loads(sys.argv[2]) if len(sys.argv) > 2 else [0])

@@ -6,18 +6,18 @@ frame features and surrogate captions; the real targets stay sealed:
 sealed cache). Each candidate is a set of dotted overrides (Stage I and Stage II settings
 together: its Stage I is trained first, once per training seed)::
 
-    .venv/bin/python bench/bench_stage2_candidates.py \
+    .venv/bin/python experiments/stage2_candidates.py \
         '{"default": {}, "soft CLIP": {"stage1.soft_tau": 0.02}}' '[0]'
 
 Scores per candidate and seed: attribute accuracy against the simulator's truth (agent,
 action, scene), the same decoder fed shuffled fMRI (one derangement), distinct answers,
 BERTScore against Video2Text, and the ridge + NN baseline of the candidate's Stage I.
-Appends to ``bench/results/stage2_candidates.csv`` and prints the table.
+Appends to ``experiments/results/stage2_candidates.csv`` and prints the table. Without
+arguments: ``'{"default": {}}' '[0]'`` (the profile as it is).
 """
 import json
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 
@@ -26,10 +26,13 @@ from llm4brain.data import load_stimuli
 from llm4brain.evaluation.metrics import TextScorer
 from llm4brain.experiments import experiment_inputs, tune_stage2
 
-OUT = Path(__file__).resolve().parent / "results" / "stage2_candidates.csv"
+from _common import RESULTS, require_run
+
+OUT = RESULTS / "stage2_candidates.csv"
 
 
 def main(candidates: dict, seeds: list, profile: str = "default") -> None:
+    require_run(profile, "04")
     x = experiment_inputs(profile)
     captions, stim = load_captions(x.cfg), load_stimuli(x.cfg)
     scorer = TextScorer(x.cfg.eval)
@@ -50,4 +53,5 @@ def main(candidates: dict, seeds: list, profile: str = "default") -> None:
 
 
 if __name__ == "__main__":
-    main(json.loads(sys.argv[1]), json.loads(sys.argv[2]))
+    main(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {"default": {}},
+         json.loads(sys.argv[2]) if len(sys.argv) > 2 else [0])

@@ -3,7 +3,7 @@
 Run after notebook 04 of ``make reproduce`` (the default run's trial cache, video-LLM, frame
 features and surrogate captions; the real targets stay sealed)::
 
-    LLM4BRAIN_HOME=<run home> .venv/bin/python bench/bench_semantic_stage2.py [subject] [n_shuffles] [seeds] [variants]
+    LLM4BRAIN_HOME=<run home> .venv/bin/python experiments/semantic_stage2.py [subject] [n_shuffles] [seeds] [variants]
 
 One training subject plays the target (default: the last one): its adaptation runs are DA's
 unlabelled target, its other runs are scored; the other training subjects train. The semantic
@@ -26,17 +26,15 @@ the caption loss, DANCE on the adaptation trials) learns to answer from them. Co
 Each is decoded again with the read-outs deranged across trials within subject, ``n_shuffles``
 times. ``seeds`` (comma-separated, default ``0``) are Stage II seeds; ``variants``
 (comma-separated) picks conditions (default all). Appends to
-``bench/results/semantic_stage2.csv`` and prints the table.
+``experiments/results/semantic_stage2.csv`` and prints the table.
 """
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from bench_zero_shot import READOUT
 from llm4brain.captions import load_captions
 from llm4brain.data import load_stimuli
 from llm4brain.evaluation.attributes import (AttributeParser, attribute_accuracy, distinct_share,
@@ -49,12 +47,16 @@ from llm4brain.models.stage2 import build_stage2_model
 from llm4brain.training.stage2 import stage2_run_name, train_stage2
 from llm4brain.training.tuning import pseudo_run_name, pseudo_target_splits, sealed_cache, with_overrides
 
-OUT = Path(__file__).resolve().parent / "results" / "semantic_stage2.csv"
+from _common import RESULTS, require_run
+from zero_shot import READOUT
+
+OUT = RESULTS / "semantic_stage2.csv"
 VARIANTS = ("zero-shot", "stage2 cross-fitted", "stage2 in-sample", "stage2 cross-fitted, no DA")
 
 
 def main(subject=None, n_shuffles: int = 3, seeds=(0,), variants=VARIANTS,
          profile: str = "default") -> None:
+    require_run(profile, "04")
     x = experiment_inputs(profile)
     captions, stim = load_captions(x.cfg), load_stimuli(x.cfg)
     cfg0 = x.cfg

@@ -2,9 +2,9 @@
 
 Run after notebook 04 of ``make reproduce`` (it reads the default run's trial cache, video-LLM,
 frame features and surrogate captions; the real targets stay sealed: the pseudo-target splits of
-the sealed cache, as in ``bench_stage2_candidates.py``)::
+the sealed cache, as in ``stage2_candidates.py``)::
 
-    .venv/bin/python bench/bench_zero_shot.py
+    .venv/bin/python experiments/zero_shot.py
 
 No Stage II training: the fMRI tokens are Stage I's closed-form voxel read-out (ridge from the
 training subjects' voxels to the pretrained video tokens, ``stage1.voxel_readout: ridge``,
@@ -16,12 +16,11 @@ deviation (the statistics of the predictions are taken on the pseudo-target's *u
 adaptation runs*, as DA may; brain-diffuser's feature normalisation). Scores: attribute
 accuracy against the simulator's truth, the same decoder with the fMRI tokens deranged across
 trials (one shuffle), distinct answers; Video2Text of the same trials for reference.
-Appends to ``bench/results/zero_shot.csv`` and prints the table.
+Appends to ``experiments/results/zero_shot.csv`` and prints the table.
 """
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,11 +39,14 @@ from llm4brain.training.guard import source_view, target_adaptation_view
 from llm4brain.training.stage2 import target_features
 from llm4brain.training.tuning import pseudo_target_splits, sealed_cache, with_overrides
 
-OUT = Path(__file__).resolve().parent / "results" / "zero_shot.csv"
+from _common import RESULTS, require_run
+
+OUT = RESULTS / "zero_shot.csv"
 READOUT = {"stage1.voxel_readout": "ridge", "stage1.center": True, "stage1.align": False}
 
 
 def main(scales=(1.0,), seed: int = 0, profile: str = "default") -> None:
+    require_run(profile, "04")
     x = experiment_inputs(profile)
     captions, stim = load_captions(x.cfg), load_stimuli(x.cfg)
     cfg = with_overrides(x.cfg, READOUT, seed)

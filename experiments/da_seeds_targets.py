@@ -1,5 +1,5 @@
 """DA on vs off on the target subjects over Stage II seeds 0-2 (Stage I of notebook 03); run after make reproduce:
-LLM4BRAIN_HOME=. .venv/bin/python bench/da_seeds_targets.py  (writes runs/default/da_seeds/; results copied to bench/results/da_seeds_targets.csv)"""
+LLM4BRAIN_HOME=. .venv/bin/python experiments/da_seeds_targets.py  (writes runs/default/da_seeds/; results copied to experiments/results/da_seeds_targets.csv)"""
 import json, sys, time
 import numpy as np, pandas as pd, torch
 from llm4brain.captions import load_captions
@@ -10,6 +10,9 @@ from llm4brain.evaluation.metrics import TextScorer
 from llm4brain.experiments import run_ablations, score_decodes
 from llm4brain.evaluation.stage2_results import read_decodes, save_decodes, stage2_results_dir
 from llm4brain.training.vlpretrain import load_video_llm, video_features
+
+from _common import require_run
+require_run("default", "05")
 torch.set_num_threads(2)
 cfg = load_config("default")
 tc = load_trial_cache(cfg); splits = load_splits(cfg.run_dir / "splits.json")

@@ -4,9 +4,9 @@ the training subjects' held-out runs, beside the centred ridge and the ceiling.
 Run after ``make reproduce`` (it reads the run's trial cache, MAE and video-LLM, which stay
 those of ``run.seed``; only Stage I is retrained per seed, as Table 3's seeds are)::
 
-    .venv/bin/python bench/bench_stage1_seeds.py '[0, 1, 2]' [profile]
+    .venv/bin/python experiments/stage1_seeds.py '[0, 1, 2]' [profile]
 
-Writes ``bench/results/stage1_seeds.csv`` (one row per seed, split, method) and prints mean,
+Writes ``experiments/results/stage1_seeds.csv`` (one row per seed, split, method) and prints mean,
 sd and the paired test against the ridge per seed.
 """
 from __future__ import annotations
@@ -14,22 +14,22 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 
-from llm4brain.config import load_config
 from llm4brain.data import load_splits, load_trial_cache
 from llm4brain.evaluation.stage1 import evaluate_stage1
 from llm4brain.training.mae import load_pretrained_mae
 from llm4brain.training.stage1 import train_stage1
 from llm4brain.training.vlpretrain import load_video_llm, video_features
 
-OUT = Path(__file__).resolve().parent / "results" / "stage1_seeds.csv"
+from _common import RESULTS, require_run
+
+OUT = RESULTS / "stage1_seeds.csv"
 
 
 def main(seeds, profile: str = "default") -> None:
-    base = load_config(profile)
+    base = require_run(profile, "03")
     tc = load_trial_cache(base)
     splits = load_splits(base.run_dir / "splits.json")
     vlm = load_video_llm(base)

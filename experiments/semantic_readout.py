@@ -3,7 +3,7 @@
 Run after notebook 04 of ``make reproduce`` (the default run's trial cache, video-LLM, frame
 features and surrogate captions; the real targets stay sealed)::
 
-    LLM4BRAIN_HOME=<run home> .venv/bin/python bench/bench_semantic_readout.py [subject] [n_shuffles] [response]
+    LLM4BRAIN_HOME=<run home> .venv/bin/python experiments/semantic_readout.py [subject] [n_shuffles] [response]
 
 One training subject plays the target (default: the last one; its adaptation runs are not used
 here, its other runs are scored), the other training subjects train. No Stage II training.
@@ -21,11 +21,10 @@ here, its other runs are scored), the other training subjects train. No Stage II
    bridge (the video-LLM's own projection); each is decoded again with the read-outs deranged
    across trials, ``n_shuffles`` times.
 
-Appends to ``bench/results/semantic_readout.csv`` and prints the table.
+Appends to ``experiments/results/semantic_readout.csv`` and prints the table.
 """
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,7 +33,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from bench_zero_shot import READOUT
 from llm4brain.captions import load_captions
 from llm4brain.config import EvalConfig
 from llm4brain.data import load_stimuli, load_trial_cache, voxel_features
@@ -49,7 +47,10 @@ from llm4brain.models.stage2 import build_stage2_model
 from llm4brain.training.guard import source_view, target_evaluation_view
 from llm4brain.training.tuning import pseudo_target_splits, sealed_cache, with_overrides
 
-OUT = Path(__file__).resolve().parent / "results" / "semantic_readout.csv"
+from _common import RESULTS, require_run
+from zero_shot import READOUT
+
+OUT = RESULTS / "semantic_readout.csv"
 CS = (1e-4, 1e-3, 1e-2, 1e-1)
 VOXELS = EvalConfig().semantic_voxels     # the package default grid
 
@@ -65,6 +66,7 @@ def fit_logistic(X, y, groups, n_pca=256, n_voxels=VOXELS):
 
 def main(subject=None, n_shuffles: int = 5, response: str = "block", seed: int = 0,
          profile: str = "default") -> None:
+    require_run(profile, "04")
     x = experiment_inputs(profile)
     captions, stim = load_captions(x.cfg), load_stimuli(x.cfg)
     cfg = with_overrides(x.cfg, {**READOUT, "data.response": response}, seed)

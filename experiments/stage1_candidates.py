@@ -6,20 +6,20 @@ pseudo-target splits from the sealed cache). A candidate whose MAE does not exis
 tokenizer, more MAE steps) gets it pretrained first on the training subjects' volumes, as
 notebook 02 does::
 
-    .venv/bin/python bench/bench_stage1_candidates.py \
+    .venv/bin/python experiments/stage1_candidates.py \
         '{"default": {}, "whole encoder trained": {"stage1.train_encoder": true}}' '[0]'
 
 A third argument names another profile (its notebooks 00-02 run first, e.g.
 ``make runs/scale/notebooks/02_tokenizer_design.ipynb PROFILE=scale``); its video-LLM is
 pretrained here when missing, as notebook 03 does.
 
-Appends to ``bench/results/stage1_candidates.csv`` (one row per candidate, seed, split, method;
-another profile's candidates are named ``<profile>: <name>``) and prints the table.
+Appends to ``experiments/results/stage1_candidates.csv`` (one row per candidate, seed, split,
+method; another profile's candidates are named ``<profile>: <name>``) and prints the table.
+Without arguments: ``'{"default": {}}' '[0]'`` (the profile as it is).
 """
 import json
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 
@@ -30,7 +30,9 @@ from llm4brain.training.mae import mae_run_name, pretrain_mae, volume_windows
 from llm4brain.training.tuning import with_overrides
 from llm4brain.training.vlpretrain import pretrain_video_llm
 
-OUT = Path(__file__).resolve().parent / "results" / "stage1_candidates.csv"
+from _common import RESULTS, require_run
+
+OUT = RESULTS / "stage1_candidates.csv"
 
 
 def ensure_mae(c, tc, splits) -> float:
@@ -46,6 +48,7 @@ def ensure_mae(c, tc, splits) -> float:
 
 
 def main(candidates: dict, seeds: list, profile: str = "default") -> None:
+    require_run(profile, "02")     # its MAE and video-LLM are trained here when missing
     try:
         x = experiment_inputs(profile)
     except FileNotFoundError as e:       # notebook 03 has not run: pretrain the video-LLM here
@@ -75,4 +78,5 @@ def main(candidates: dict, seeds: list, profile: str = "default") -> None:
 
 
 if __name__ == "__main__":
-    main(json.loads(sys.argv[1]), json.loads(sys.argv[2]), *sys.argv[3:4])
+    main(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {"default": {}},
+         json.loads(sys.argv[2]) if len(sys.argv) > 2 else [0], *sys.argv[3:4])

@@ -4,14 +4,14 @@ For each candidate block (``data.lag_s`` x ``data.block_trs``) of the default pr
 mean of the block's volumes at the 300 voxels with the largest class F on the training
 subjects sub-01..03 is standardised and read by a logistic regression (C 0.05) fitted on their
 trials; the score is its top-1 on every trial of sub-04, a training subject held out as
-pseudo-target (the real targets sub-05/06 are not read). Needs the default dataset
-(``make reproduce`` or notebook 00). Writes ``bench/results/block_choice.csv``.
+pseudo-target (the real targets sub-05/06 are not read). Needs the default run's dataset
+(notebook 00: ``make reproduce``, or ``make nb NB=00``). Writes
+``experiments/results/block_choice.csv``.
 
-    python bench/bench_block_choice.py
+    python experiments/block_choice.py
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,8 @@ from sklearn.preprocessing import StandardScaler
 from llm4brain.config import load_config
 from llm4brain.data import build_trial_cache
 from llm4brain.sim import block_times
+
+from _common import RESULTS, require_run
 
 TRAIN, PSEUDO = ["01", "02", "03"], "04"
 CANDIDATES = [(4.0, 3), (4.0, 2), (2.0, 3), (3.0, 2), (2.0, 1), (4.0, 1), (6.0, 1), (8.0, 1)]
@@ -40,6 +42,7 @@ def probe(tc) -> float:
 
 
 def main():
+    require_run("default", "00")
     rows = []
     for lag, T in CANDIDATES:
         cfg = load_config("default", {"data": {"lag_s": lag, "block_trs": T}})
@@ -52,7 +55,7 @@ def main():
                          probe_top1_pseudo_target=round(probe(tc), 4),
                          chance=round(1 / tc.trials["class_id"].nunique(), 4)))
         print(rows[-1], flush=True)
-    out = Path(__file__).with_name("results") / "block_choice.csv"
+    out = RESULTS / "block_choice.csv"
     pd.DataFrame(rows).to_csv(out, index=False)
     print(f"wrote {out}")
 
