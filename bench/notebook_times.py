@@ -44,7 +44,7 @@ def notebook_times(run_dir: Path) -> list[dict]:
     """One dict per executed notebook: name, seconds, start, end (papermill metadata)."""
     rows = []
     for nb in sorted((run_dir / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        if nb.name.endswith(".src.ipynb"):
+        if nb.name.endswith((".src.ipynb", ".part.ipynb", ".failed.ipynb")):
             continue
         meta = json.loads(nb.read_text())["metadata"].get("papermill", {})
         if meta.get("duration") is None:

@@ -32,6 +32,10 @@
 #
 # Because the simulator also writes the *noise-free* responses, later notebooks can compute a
 # **noise ceiling**: the best any decoder could do.
+#
+# **Runs alone:** `make nb NB=00 [PROFILE=classroom]` runs it after what it needs, nothing: it
+# writes the simulated dataset the others read.
+# <!-- time -->**Time:** 31 s on `default` (2-core Intel Xeon with AMX, 2026-12-04) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

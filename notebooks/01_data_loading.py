@@ -27,6 +27,10 @@
 # 5. **decode frames** of every clip with decord;
 # 6. **split by subject**: training subjects vs target subjects, whose videos and labels are
 #    never used in training.
+#
+# **Runs alone:** `make nb NB=01 [PROFILE=classroom]` runs it after what it needs, the dataset
+# (00). It writes the trial cache, the frame cache and the subject splits.
+# <!-- time -->**Time:** 13 s on `default` (2-core Intel Xeon with AMX, 2026-12-04) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

@@ -28,6 +28,10 @@
 #    training subjects, and what the decoder reconstructs;
 # 4. the **nonlinear low-rank adaptors** (paper Fig. 2) that later stages train instead of the
 #    frozen encoder and Q-Former, and their parameter counts.
+#
+# **Runs alone:** `make nb NB=02 [PROFILE=classroom]` runs it after what it needs, the trial
+# cache and splits (01). It trains the two masked-brain-modelling encoders.
+# <!-- time -->**Time:** 53 s on `default` (2-core Intel Xeon with AMX, 2026-12-04) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

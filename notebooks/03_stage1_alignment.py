@@ -39,6 +39,11 @@
 # and, more importantly, on **target subjects** never seen in training (their evaluation
 # trials; their clips are used only to score). A ridge regression from voxels to the video
 # embedding is the baseline every deep model must beat.
+#
+# **Runs alone:** `make nb NB=03 [PROFILE=classroom]` runs it after what it needs, the trial
+# cache and splits (01) and the pretrained encoder (02). It trains the video-LLM (reused by
+# 04) and Stage I.
+# <!-- time -->**Time:** 6.5 min on `default` (2-core Intel Xeon with AMX, 2026-12-04) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

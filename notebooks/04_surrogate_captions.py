@@ -32,6 +32,11 @@
 # here on a separate corpus of captioned clips that no subject saw (the role WebVid plays for
 # Video-LLaMA). Because the simulator knows what each clip shows, we can then measure how good
 # the video-LLM's answers are — something impossible on real data.
+#
+# **Runs alone:** `make nb NB=04 [PROFILE=classroom]` runs it after what it needs, the
+# dataset's clips (00) and the frame cache (01); the video-LLM of 03 (trained here when 03 has
+# not run).
+# <!-- time -->**Time:** 109 s on `default` (2-core Intel Xeon with AMX, 2026-12-04) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

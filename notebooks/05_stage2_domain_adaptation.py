@@ -37,6 +37,11 @@
 # indices and raises `LeakageError` for anything else. We train twice — with and without
 # domain adaptation, same steps and seed — and decode every target **evaluation** trial
 # (fMRI2Text) beside the video-LLM's answer for its clip (Video2Text).
+#
+# **Runs alone:** `make nb NB=05 [PROFILE=classroom]` runs it after what it needs, the trial
+# cache (01), Stage I (03) and the surrogate captions (04). It trains Stage II with and
+# without domain adaptation and decodes the target subjects.
+# <!-- time -->**Time:** 5.2 min on `default` (2-core Intel Xeon with AMX, 2026-12-04) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

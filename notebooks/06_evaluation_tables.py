@@ -34,6 +34,10 @@
 # shuffles for chance. The notebook reads only what notebook 05 saved
 # (`<run_dir>/results/stage2/*.tsv`); scores are cached in `<run_dir>/eval/`, keyed by the texts
 # and metric settings, so a re-run takes seconds and the BERTScore model is loaded at most once.
+#
+# **Runs alone:** `make nb NB=06 [PROFILE=classroom]` runs it after what it needs, the decodes
+# of 05. It only scores and tabulates.
+# <!-- time -->**Time:** 21 s on `default` (2-core Intel Xeon with AMX, 2026-12-04) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

@@ -32,6 +32,10 @@
 # (`<run_dir>/results/stage2`). The one thing it trains is the **dialogue continuation** of
 # Stage II (section 1b), on training subjects' clips and trials only; target subjects'
 # evaluation trials are used only for the final numbers.
+#
+# **Runs alone:** `make nb NB=07 [PROFILE=classroom]` runs it after what it needs, Stage I
+# (03), the captions (04) and Stage II (05).
+# <!-- time -->**Time:** 2.1 min on `default` (2-core Intel Xeon with AMX, 2026-12-04) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"
@@ -47,8 +51,9 @@ QA_SHUFFLES = 1
 CONCEPT_MAX_TRIALS = 24      # concept maps from the first N evaluation trials per subject
 CONCEPT_METHOD = "gradient_x_input"
 N_PERM = 1000
-SMOKE_MAX_TRIALS = 4         # the smoke profile (tests, CI) shows the mechanics on 4 trials
-SMOKE_MAX_NEW_TOKENS = 12    # and 12-token dialogue turns
+# the small profiles ask about fewer trials, with shorter dialogue turns: smoke (tests, CI)
+# shows the mechanics on 4 trials, classroom (a lesson) the findings on 12
+SMALL_PROFILES = {"smoke": dict(trials=4, new_tokens=12), "classroom": dict(trials=12, new_tokens=16)}
 
 # %%
 import time
@@ -66,11 +71,10 @@ from llm4brain.plotting import save_figure
 
 cfg = load_config(PROFILE)
 t0 = time.time()
-smoke = cfg.profile == "smoke"
-qa_trials = min(QA_MAX_TRIALS, SMOKE_MAX_TRIALS) if smoke else QA_MAX_TRIALS
-concept_trials = min(CONCEPT_MAX_TRIALS, SMOKE_MAX_TRIALS) if smoke else CONCEPT_MAX_TRIALS
-turn_tokens = (min(DIALOGUE_MAX_NEW_TOKENS, SMOKE_MAX_NEW_TOKENS) if smoke
-               else DIALOGUE_MAX_NEW_TOKENS)
+small = SMALL_PROFILES.get(cfg.profile, dict(trials=QA_MAX_TRIALS, new_tokens=DIALOGUE_MAX_NEW_TOKENS))
+qa_trials = min(QA_MAX_TRIALS, small["trials"])
+concept_trials = min(CONCEPT_MAX_TRIALS, small["trials"])
+turn_tokens = min(DIALOGUE_MAX_NEW_TOKENS, small["new_tokens"])
 models = load_chat_models(cfg)
 subject = SUBJECT or models.subjects[0]
 print(f"profile {cfg.profile}: target subjects {models.subjects}, "
@@ -164,9 +168,9 @@ else:
 # the brain did) and the **video-grounded** answers (the ceiling the decoder imitates). The
 # first `QA_MAX_TRIALS` evaluation trials of each subject are asked, with one shuffle and
 # short answers, to keep the notebook within the CPU budget of `make reproduce`; on a GPU
-# profile raise them (`papermill -p QA_MAX_TRIALS 1000 -p QA_SHUFFLES 5`). The smoke profile
-# (run by the tests) asks about its first `SMOKE_MAX_TRIALS` trials only: its numbers show
-# the mechanics, not decoding.
+# profile raise them (`papermill -p QA_MAX_TRIALS 1000 -p QA_SHUFFLES 5`). The small profiles
+# ask about fewer trials (`SMALL_PROFILES`): smoke's numbers show the mechanics, not decoding;
+# classroom's 12 trials give wide intervals.
 
 # %%
 qa = qa_accuracy(models, n_shuffles=QA_SHUFFLES, max_new_tokens=QA_MAX_NEW_TOKENS,

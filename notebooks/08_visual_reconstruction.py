@@ -34,6 +34,10 @@
 # (a ridge from the simulator's noise-free responses to the latent, decoded by the same VAE)
 # and the **VAE round trip** (the decoder's own reconstruction of the seen frame: what a
 # perfect latent prediction would give).
+#
+# **Runs alone:** `make nb NB=08 [PROFILE=classroom]` runs it after what it needs, the trial
+# cache and splits (01) and the dataset's clips (00).
+# <!-- time -->**Time:** 29 s on `default` (2-core Intel Xeon with AMX, 2026-12-04) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

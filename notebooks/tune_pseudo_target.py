@@ -38,7 +38,7 @@ PSEUDO_TARGET = ""
 STAGE1_SEEDS = [0, 1, 2]
 SEEDS = [0, 1, 2]
 # The default (configs/default.yaml) against the paper-like projector it replaced; the longer
-# search that led to it is bench/results/stage1_candidates*.csv (bench_stage1_candidates.py).
+# search that led to it is experiments/results/stage1_candidates*.csv (experiments/stage1_candidates.py).
 STAGE1_CANDIDATES = {
     "default: spatial, selective input, dropout, class-aware targets, early stopping": {},
     "mlp (mean-pooled tokens), all voxels, one-hot targets, 400 steps": {
