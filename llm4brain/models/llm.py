@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["LLMBackend", "LLM_BACKENDS", "load_llm", "load_smollm2", "load_hf_local",
+__all__ = ["LLMBackend", "LLM_BACKENDS", "load_llm", "load_smollm2", "smollm2_cache_dir", "load_hf_local",
            "smollm2_gguf_path", "resolve_model_path", "freeze", "torch_dtype",
            "default_device"]
 
@@ -147,6 +147,16 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+def smollm2_cache_dir(cfg) -> Path:
+    """Where :func:`load_smollm2` keeps the de-quantised weights of a profile: the run
+    directory's own ``models/smollm2-135m`` when an earlier version left one there, else
+    ``<Config.base_dir()>/models/smollm2-135m``, shared by every profile."""
+    own = Path(cfg.run_dir) / "models" / "smollm2-135m"
+    if (own / "model.safetensors").is_file():
+        return own
+    return Path(cfg.base_dir()) / "models" / "smollm2-135m"
+
+
 def load_smollm2(cfg=None, *, cache_dir: str | os.PathLike | None = None,
                  dtype: torch.dtype = torch.float32) -> LLMBackend:
     """SmolLM2-135M-Instruct, de-quantised from the package GGUF once and cached.
@@ -154,7 +164,11 @@ def load_smollm2(cfg=None, *, cache_dir: str | os.PathLike | None = None,
     Parameters
     ----------
     cfg : Config, optional
-        Cache under ``cfg.run_dir / "models" / "smollm2-135m"`` (ignored with ``cache_dir``).
+        Cache under ``<base>/models/smollm2-135m`` (``Config.base_dir()``: ``$LLM4BRAIN_HOME``
+        or the checkout), shared by every profile, so ``make classroom`` after ``make
+        reproduce`` does not de-quantise again (~25 s on 2 cores); a run directory's own
+        ``models/smollm2-135m`` (where earlier versions cached it) is used when present.
+        Ignored with ``cache_dir``.
     cache_dir : path, optional
         Folder of the safetensors cache.
     dtype : torch dtype
@@ -166,7 +180,7 @@ def load_smollm2(cfg=None, *, cache_dir: str | os.PathLike | None = None,
     if cache_dir is None:
         if cfg is None:
             raise ValueError("load_smollm2 needs cfg or cache_dir")
-        cache_dir = Path(cfg.run_dir) / "models" / "smollm2-135m"
+        cache_dir = smollm2_cache_dir(cfg)
     cache_dir = Path(cache_dir)
     done = cache_dir / "model.safetensors"
     if not done.is_file():
@@ -179,14 +193,18 @@ def load_smollm2(cfg=None, *, cache_dir: str | os.PathLike | None = None,
         model = AutoModelForCausalLM.from_config(conf)
         model.load_state_dict(src.state_dict())
         del src
-        tmp = cache_dir.with_name(cache_dir.name + ".tmp")
+        tmp = cache_dir.with_name(f"{cache_dir.name}.tmp{os.getpid()}")   # two makes at once
+        cache_dir.parent.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "SOURCE.json").write_text(json.dumps(dict(gguf=str(gguf),
                                                          size=gguf.stat().st_size)))
-        if cache_dir.exists():
-            shutil.rmtree(cache_dir)
-        tmp.rename(cache_dir)
+        if (cache_dir / "model.safetensors").is_file():     # another process finished first
+            shutil.rmtree(tmp)
+        else:
+            if cache_dir.exists():
+                shutil.rmtree(cache_dir)
+            tmp.rename(cache_dir)
         del model
     model = AutoModelForCausalLM.from_pretrained(str(cache_dir), dtype=dtype)
     tok = AutoTokenizer.from_pretrained(str(cache_dir))
