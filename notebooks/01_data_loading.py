@@ -44,12 +44,13 @@ import pandas as pd
 from llm4brain.config import load_config
 from llm4brain.data import (build_frame_cache, build_trial_cache, directory_size_mb, load_stimuli,
                             make_splits, split_half_reliability)
-from llm4brain.plotting import save_figure
+from llm4brain.plotting import set_house_style, save_figure
 from llm4brain.plotting_data import (plot_brain_map, plot_clip_montage, plot_lag_profile,
                                      plot_reliability)
 from llm4brain.sim import REGIONS, block_times, lag_profile, region_weights, voxel_coordinates
 
 cfg = load_config(PROFILE)
+set_house_style()   # the package's figure style, for this notebook's own figures too
 cfg.data
 
 # %% [markdown]

@@ -49,11 +49,12 @@ from llm4brain.data import iter_run_volumes, load_splits, load_trial_cache
 from llm4brain.models.adaptors import adaptor_table, add_adaptors
 from llm4brain.models.encoder import build_mae
 from llm4brain.models.qformer import build_video_branch
-from llm4brain.plotting import plot_loss_curves, save_figure
+from llm4brain.plotting import set_house_style, plot_loss_curves, save_figure
 from llm4brain.training.mae import (mae_baselines, mae_reconstruction, pretrain_mae,
                                      volume_windows)
 
 cfg = load_config(PROFILE)
+set_house_style()   # the package's figure style, for this notebook's own figures too
 cfg.tokenizer, cfg.encoder
 
 # %% [markdown]

@@ -63,13 +63,14 @@ from llm4brain.evaluation.retrieval import similarity_matrix
 from llm4brain.evaluation.semantic import fit_semantic_retrieval
 from llm4brain.evaluation.stage1 import evaluate_stage1, stage1_results_dir
 from llm4brain.models.adaptors import adaptor_table
-from llm4brain.plotting import (plot_embedding_2d, plot_loss_curves, plot_similarity_matrix,
+from llm4brain.plotting import (set_house_style, plot_embedding_2d, plot_loss_curves, plot_similarity_matrix,
                                 save_figure)
 from llm4brain.training.mae import load_pretrained_mae
 from llm4brain.training.stage1 import train_stage1
 from llm4brain.training.vlpretrain import pretrain_video_llm, video_features
 
 cfg = load_config(PROFILE)
+set_house_style()   # the package's figure style, for this notebook's own figures too
 if cfg.run.num_threads:
     torch.set_num_threads(cfg.run.num_threads)
 cfg.stage1

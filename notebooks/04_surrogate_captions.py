@@ -55,12 +55,13 @@ from llm4brain.captions import caption_agreement, generate_captions
 from llm4brain.config import load_config
 from llm4brain.data import build_frame_cache, load_stimuli
 from llm4brain.evaluation.attributes import attribute_summary, attribute_wide, truth_frame
-from llm4brain.plotting import (plot_attribute_bars, plot_loss_curves, plot_metric_distributions,
+from llm4brain.plotting import (set_house_style, plot_attribute_bars, plot_loss_curves, plot_metric_distributions,
                                 save_figure)
 from llm4brain.plotting_data import plot_clip_montage
 from llm4brain.training.vlpretrain import check_corpus_disjoint, pretrain_video_llm, video_features
 
 cfg = load_config(PROFILE)
+set_house_style()   # the package's figure style, for this notebook's own figures too
 if cfg.run.num_threads:
     torch.set_num_threads(cfg.run.num_threads)
 timing = {}

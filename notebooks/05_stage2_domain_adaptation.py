@@ -63,13 +63,14 @@ from llm4brain.evaluation.metrics import METRIC_LABELS
 from llm4brain.evaluation.scoring import score_run
 from llm4brain.evaluation.stage2_outputs import write_stage2_outputs
 from llm4brain.evaluation.stage2_results import read_decodes, stage2_results_dir
-from llm4brain.plotting import plot_embedding_2d, plot_loss_curves, save_figure
+from llm4brain.plotting import set_house_style, plot_embedding_2d, plot_loss_curves, save_figure
 from llm4brain.training.guard import LeakageError
 from llm4brain.training.stage1 import load_stage1
 from llm4brain.training.stage2 import build_stage2_data, train_stage2
 from llm4brain.training.vlpretrain import load_video_llm
 
 cfg = load_config(PROFILE)
+set_house_style()   # the package's figure style, for this notebook's own figures too
 if cfg.run.num_threads:
     torch.set_num_threads(cfg.run.num_threads)
 cfg.stage2

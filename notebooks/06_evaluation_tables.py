@@ -59,10 +59,11 @@ from llm4brain.evaluation.report_writer import write_report
 from llm4brain.evaluation.scoring import score_run
 from llm4brain.evaluation.stage2_results import CONDITION_ORDER, load_stage2_results
 from llm4brain.evaluation.stage1 import stage1_results_dir
-from llm4brain.plotting import (plot_attribute_bars, plot_metric_distributions,
+from llm4brain.plotting import (set_house_style, plot_attribute_bars, plot_metric_distributions,
                                 plot_subject_bars, save_figure)
 
 cfg = load_config(PROFILE)
+set_house_style()   # the package's figure style, for this notebook's own figures too
 cfg.eval
 
 # %% [markdown]

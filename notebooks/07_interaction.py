@@ -67,9 +67,10 @@ from llm4brain.dialogue import (concept_localisation, concept_markdown, load_cha
                                 plot_concept_auc, plot_concept_maps, plot_qa_accuracy,
                                 qa_accuracy, write_concepts, write_qa)
 from llm4brain.evaluation.stage2_results import read_decodes, resolve_stage2_files
-from llm4brain.plotting import save_figure
+from llm4brain.plotting import set_house_style, save_figure
 
 cfg = load_config(PROFILE)
+set_house_style()   # the package's figure style, for this notebook's own figures too
 t0 = time.time()
 small = SMALL_PROFILES.get(cfg.profile, dict(trials=QA_MAX_TRIALS, new_tokens=DIALOGUE_MAX_NEW_TOKENS))
 qa_trials = min(QA_MAX_TRIALS, small["trials"])

@@ -55,11 +55,12 @@ from llm4brain.data import load_trial_cache
 from llm4brain.evaluation.reconstruction import RECON_NOTE
 from llm4brain.evaluation.tables import to_markdown, write_table
 from llm4brain.evaluation.visual import reconstruct_run
-from llm4brain.plotting import plot_loss_curves, save_figure
+from llm4brain.plotting import set_house_style, plot_loss_curves, save_figure
 from llm4brain.plotting_recon import (grid_trials, plot_reconstruction_bars,
                                       plot_reconstruction_grid)
 
 cfg = load_config(PROFILE)
+set_house_style()   # the package's figure style, for this notebook's own figures too
 if cfg.run.num_threads:
     torch.set_num_threads(cfg.run.num_threads)
 cfg.recon

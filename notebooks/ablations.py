@@ -60,10 +60,11 @@ from llm4brain.evaluation.metrics import TextScorer
 from llm4brain.evaluation.stage2_results import read_decodes, save_decodes, stage2_results_dir
 from llm4brain.evaluation.tables import to_markdown
 from llm4brain.experiments import run_ablations, score_decodes
-from llm4brain.plotting import plot_candidate_bars, save_figure
+from llm4brain.plotting import set_house_style, plot_candidate_bars, save_figure
 from llm4brain.training.vlpretrain import load_video_llm, video_features
 
 cfg = load_config(PROFILE)
+set_house_style()   # the package's figure style, for this notebook's own figures too
 if cfg.run.num_threads:
     torch.set_num_threads(cfg.run.num_threads)
 t_start = time.time()

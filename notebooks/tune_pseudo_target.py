@@ -64,7 +64,7 @@ from llm4brain.config import load_config
 from llm4brain.data import load_splits, load_stimuli, load_trial_cache
 from llm4brain.evaluation.attributes import sign_flip_pvalue
 from llm4brain.evaluation.metrics import TextScorer
-from llm4brain.plotting import plot_candidate_bars, save_figure
+from llm4brain.plotting import set_house_style, plot_candidate_bars, save_figure
 from llm4brain.training.guard import LeakageError
 from llm4brain.training.mae import load_pretrained_mae
 from llm4brain.experiments import tune_stage1, tune_stage2
@@ -72,6 +72,7 @@ from llm4brain.training.tuning import pseudo_target_splits, sealed_cache, with_o
 from llm4brain.training.vlpretrain import load_video_llm, video_features
 
 cfg = load_config(PROFILE)
+set_house_style()   # the package's figure style, for this notebook's own figures too
 if cfg.run.num_threads:
     torch.set_num_threads(cfg.run.num_threads)
 out_dir = cfg.run_dir / "tuning"

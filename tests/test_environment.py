@@ -55,3 +55,31 @@ def test_gpu_environment_takes_every_version_from_the_lock():
     deps = env["dependencies"]
     assert all(isinstance(d, str) for d in deps), "no pip: section (make installs from the lock)"
     assert {d.split("=")[0] for d in deps} == {"python", "pip", "make"}
+
+
+OPTIONAL = {"jupyterlab": "lab", "diffusers": "recon", "papermill": "notebooks",
+            "jupytext": "notebooks", "nbconvert": "notebooks", "ipykernel": "notebooks"}
+
+
+def test_notebook_lab_and_diffusion_packages_are_extras_the_makefile_installs():
+    import tomllib
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    hard = {d.split(">")[0].split("=")[0].split("<")[0].strip() for d in meta["dependencies"]}
+    extras = meta["optional-dependencies"]
+    for name, extra in OPTIONAL.items():
+        assert name not in hard, f"{name} is a hard dependency; it belongs to [{extra}]"
+        assert any(d.startswith(name) for d in extras[extra]), (name, extra)
+    make = (ROOT / "Makefile").read_text()
+    assert '-e ".[test,notebooks,lab,recon]"' in make
+
+
+def test_the_library_imports_the_optional_packages_only_inside_functions():
+    import ast
+    bad = []
+    for f in sorted((ROOT / "llm4brain").rglob("*.py")):
+        for node in ast.parse(f.read_text()).body:           # module level only
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad += [f"{f.relative_to(ROOT)}:{node.lineno} {n}" for n in names
+                    if n.split(".")[0] in OPTIONAL]
+    assert not bad, bad

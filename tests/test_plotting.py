@@ -175,3 +175,27 @@ def test_candidate_bars_mean_sd_and_colours():
         mcolors.to_hex(c) for c in ("tab:blue", "tab:grey", "tab:orange")]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["DA on", "shuffled", "ridge"]
     assert fig.axes[1].get_xlim() == (10, 30)
+
+
+def test_importing_the_plot_modules_leaves_matplotlib_alone():
+    import subprocess
+    import sys
+    code = ("import matplotlib as mpl; before = dict(mpl.rcParams); "
+            "import llm4brain.plotting, llm4brain.plotting_data, llm4brain.plotting_recon, "
+            "llm4brain.dialogue.plots; "
+            "changed = [k for k in before if mpl.rcParams[k] != before[k]]; print(changed); "
+            "assert not changed, changed")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_plot_functions_draw_in_the_house_style_and_restore_the_callers():
+    import matplotlib as mpl
+    import pandas as pd
+    from llm4brain.plotting import HOUSE_STYLE, plot_loss_curves
+    with mpl.rc_context({"axes.spines.top": True, "figure.dpi": 72}):
+        fig = plot_loss_curves(pd.DataFrame(dict(step=[1, 2, 3], loss=[3.0, 2.0, 1.5])))
+        assert mpl.rcParams["axes.spines.top"] is True and mpl.rcParams["figure.dpi"] == 72
+    ax = fig.axes[0]
+    assert not ax.spines["top"].get_visible()          # HOUSE_STYLE hides the top spine
+    assert fig.dpi == HOUSE_STYLE["rc"]["figure.dpi"]

@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .. import plotting   # noqa: F401 - sets the house style on import
+from ..plotting import styled
 
 __all__ = ["plot_qa_accuracy", "plot_concept_maps", "plot_concept_auc"]
 
 
+@styled
 def plot_qa_accuracy(table: pd.DataFrame, *, ax=None, title: str | None = None) -> Figure:
     """Bars of fMRI- and video-grounded accuracy per question, with chance and shuffled fMRI.
 
@@ -65,6 +66,7 @@ def plot_qa_accuracy(table: pd.DataFrame, *, ax=None, title: str | None = None) 
     return fig
 
 
+@styled
 def plot_concept_maps(result, *, kinds=None, cut_coords=(-12, -2, 8), threshold_pct: float = 90.0,
                       title: str | None = None) -> Figure:
     """Concept maps on nilearn's MNI152 template, one row per phrase type.
@@ -119,6 +121,7 @@ def plot_concept_maps(result, *, kinds=None, cut_coords=(-12, -2, 8), threshold_
     return fig
 
 
+@styled
 def plot_concept_auc(table: pd.DataFrame, *, ax=None, title: str | None = None) -> Figure:
     """Heat map of the concept table: AUC per phrase type (rows) and region (columns).
 
