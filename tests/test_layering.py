@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "evaluation": 5,
     "captions": 6, "experiments": 6, "plotting": 6, "plotting_data": 6, "plotting_recon": 6,
     "provenance": 6, "cli": 6, "testing": 6, "dialogue": 6, "dryrun": 6,
-    "gallery": 6, "nbdeps": 6, "runnb": 6,
+    "gallery": 6, "nbdeps": 6, "runnb": 6, "decoders": 6,
 }
 LAYER_NAMES = {0: "config", 1: "data", 2: "sim", 3: "models", 4: "training", 5: "evaluation",
                6: "pipeline"}
