@@ -10,6 +10,11 @@ sim         the simulator of the embedded dataset (clips, descriptions, BOLD, or
 models      fMRI tokenizers, SC-MBM encoder, adaptors, video branch, LLMs, Stage I / II models
 training    losses (paper eq. 1-6), the training loop, the leakage guard, the trainers
 evaluation  retrieval, decoding, baselines, text metrics, chance, noise ceiling, tables, report
+decoders    every decoder in one index; ridge, caption nearest-neighbour and semantic read-out
+            in scikit-learn shape on a user's own arrays (``fit`` / ``predict`` / ``decode``)
+
+The pipeline modules at the top (captions, dialogue, plotting*, provenance, cli, runnb,
+nbdeps, gallery, ...) orchestrate these for the notebooks and the ``make`` targets.
 """
 __version__ = "0.1.0"
 __all__ = ["__version__"]
