@@ -53,7 +53,8 @@ CONCEPT_METHOD = "gradient_x_input"
 N_PERM = 1000
 # the small profiles ask about fewer trials, with shorter dialogue turns: smoke (tests, CI)
 # shows the mechanics on 4 trials, classroom (a lesson) the findings on 12
-SMALL_PROFILES = {"smoke": dict(trials=4, new_tokens=12), "classroom": dict(trials=12, new_tokens=16)}
+SMALL_PROFILES = {"smoke": {"trials": 4, "new_tokens": 12},
+                  "classroom": {"trials": 12, "new_tokens": 16}}
 
 # %%
 import time
