@@ -1,6 +1,17 @@
 """BIDS discovery and validated reading of HAD-layout datasets (raw or fMRIPrep derivatives).
 
 One code path serves the real HAD (OpenNeuro ds004488) and the embedded simulation.
+
+Why not ``nilearn.interfaces.bids.get_bids_files`` or pybids: discovery here is a small part
+of what these functions do, and both libraries stop where the work starts. A run must be
+matched across three places (the raw ``sub-XX/ses-actionNN/func`` files, the fMRIPrep
+derivatives with their ``space``/``res``/``desc`` entities or CIFTI, and the events with HAD's
+lead-in offset), its TR and slice-timing reference read from the nearest sidecar by BIDS'
+inheritance rule, its grid checked against the mask, and every failure reported with the file
+and the fix (:class:`DataError`), including the listing of what *was* found. pybids would add an
+index database and a dependency tree for the ~40 lines of globbing it could replace; nilearn's
+helper returns paths by entity filter, which ``discover_runs`` does in one pass while it
+validates.
 """
 from __future__ import annotations
 
