@@ -56,12 +56,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import Markdown, display
 
 from llm4brain.config import load_config
 from llm4brain.data import load_splits, load_stimuli, load_trial_cache
 from llm4brain.evaluation.retrieval import similarity_matrix
 from llm4brain.evaluation.semantic import fit_semantic_retrieval
-from llm4brain.evaluation.stage1 import evaluate_stage1, stage1_results_dir
+from llm4brain.evaluation.stage1 import evaluate_stage1, stage1_reading, stage1_results_dir
 from llm4brain.models.adaptors import adaptor_table
 from llm4brain.plotting import (set_house_style, plot_embedding_2d, plot_loss_curves, plot_similarity_matrix,
                                 save_figure)
@@ -259,3 +260,6 @@ summary = {
 }
 (stage1_results_dir(cfg) / "notebook_summary.json").write_text(json.dumps(summary, indent=1))
 pd.Series(summary)
+
+# %%
+display(Markdown(stage1_reading(summary)))

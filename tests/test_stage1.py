@@ -499,3 +499,20 @@ def test_encoding_voxels_find_the_voxels_the_video_embeddings_drive(rng):
     assert list(got) == [3, 17, 21, 30, 38]
     with pytest.raises(ValueError, match="stage1.input_voxels"):
         s1.encoding_voxels(X[:2], Y[:2], 5, setting="stage1.input_voxels")
+
+
+def test_stage1_reading_states_the_summary_numbers_and_verdicts():
+    from llm4brain.evaluation.stage1 import stage1_reading
+    s = dict(target_top1_stage1=0.142, target_top1_ridge=0.154, p_value_stage1=0.001,
+             p_value_ridge=0.0005, chance_top1=0.05, n_trials=240, p_vs_ridge_stage1=0.76,
+             target_top1_semantic=0.429, p_value_semantic=0.0002, p_vs_ridge_semantic=0.0001)
+    text = stage1_reading(s)
+    assert "240 evaluation trials" in text and "among 20 candidates" in text
+    assert "14.2 % (p = 0.001 against chance: above chance)" in text
+    assert "not distinguishable from it (paired test, p = 0.760)" in text
+    assert "42.9 % (p < 0.001" in text and "chance is 5.0 %" in text
+    s.update(p_value_stage1=0.4, p_vs_ridge_stage1=0.001, target_top1_stage1=0.05)
+    text = stage1_reading(s)
+    assert "not distinguishable from chance" in text and "is behind it" in text
+    with pytest.raises(KeyError, match="p_vs_ridge_stage1"):
+        stage1_reading({k: v for k, v in s.items() if k != "p_vs_ridge_stage1"})

@@ -9,6 +9,8 @@ Results go to ``<run_dir>/results/stage1`` (:func:`stage1_results_dir`).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from ..training.stage1 import stage1_run_name
 from .retrieval import permutation_test, retrieval_accuracy
 from .ridge import RidgeCV
 
-__all__ = ["voxel_features", "stage1_results_dir", "Stage1Evaluation", "evaluate_stage1",
+__all__ = ["stage1_reading", "voxel_features", "stage1_results_dir", "Stage1Evaluation", "evaluate_stage1",
            "load_stage1_results", "paired_top1_test"]
 
 
@@ -261,3 +263,50 @@ def load_stage1_results(cfg) -> tuple[dict, pd.DataFrame]:
     meta = pd.read_csv(d / "embeddings_meta.tsv", sep="\t", dtype={"subject": str},
                        keep_default_na=False)
     return arrays, meta
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def stage1_reading(summary: Mapping, alpha: float = 0.01) -> str:
+    """Notebook 03's conclusion in words, from its summary (``notebook_summary.json``).
+
+    Every number is read from ``summary`` (keys ``target_top1_<method>``, ``p_value_<method>``,
+    ``p_vs_ridge_<method>``, ``chance_top1``, ``n_trials``; ``semantic`` optional), so the text
+    cannot drift from the table; ``alpha`` is the level at which a decoder counts as above
+    chance or ahead of the ridge.
+    """
+    need = ("target_top1_stage1", "target_top1_ridge", "p_value_stage1", "p_value_ridge",
+            "chance_top1", "n_trials", "p_vs_ridge_stage1")
+    missing = [k for k in need if k not in summary]
+    if missing:
+        raise KeyError(f"stage1_reading: the summary lacks {missing} (written by notebook 03)")
+    n, chance = int(summary["n_trials"]), float(summary["chance_top1"])
+    k = int(round(1 / chance)) if chance > 0 else 0
+
+    def verdict(method: str) -> str:
+        top, p = float(summary[f"target_top1_{method}"]), float(summary[f"p_value_{method}"])
+        where = "above chance" if p < alpha else "not distinguishable from chance"
+        return f"{_pct(top)} ({_p(p)} against chance: {where})"
+
+    st, rg = float(summary["target_top1_stage1"]), float(summary["target_top1_ridge"])
+    pv = float(summary["p_vs_ridge_stage1"])
+    if pv < alpha:
+        versus = "ahead of" if st > rg else "behind"
+    else:
+        versus = "not distinguishable from"
+    parts = [f"**Conclusion.** On the {n} evaluation trials of the target subjects, Stage I "
+             f"picks the shown clip among {k} candidates in {verdict('stage1')}; chance is "
+             f"{_pct(chance)}. The ridge from the voxels reads {verdict('ridge')}, and Stage I "
+             f"is {versus} it (paired test, {_p(pv)})."]
+    if "target_top1_semantic" in summary:
+        ps = float(summary.get("p_vs_ridge_semantic", float("nan")))
+        parts.append(f"The semantic read-out (class and scene from selective voxels) reads "
+                     f"{verdict('semantic')}" + (f", against the ridge {_p(ps)}." if ps == ps else "."))
+    return " ".join(parts)
+
