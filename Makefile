@@ -107,7 +107,7 @@ ablations:  ## Table 3: ablations over seeds on the target subjects; after make 
 smoke: $(STAMP)  ## run every notebook on the tiny smoke profile (tests the code; its numbers mean nothing)
 	@$(MAKE) --no-print-directory PROFILE=smoke RUN_DIR=$(LLM4BRAIN_HOME)/runs/smoke reproduce
 
-classroom: $(STAMP)  ## the whole chain on the classroom profile (about 5 min; docs/teaching.md)
+classroom: $(STAMP)  ## the whole chain on the classroom profile (about 9 min on 2 cores; docs/teaching.md)
 	@$(MAKE) --no-print-directory PROFILE=classroom RUN_DIR=$(LLM4BRAIN_HOME)/runs/classroom reproduce
 
 # make nb NB=05 [PROFILE=classroom] [FORCE=1]: notebook 05 and only what it needs (the earlier

@@ -59,6 +59,8 @@ LOGS: dict[str, dict[str, str]] = {
     "reproduce_default_time.log": dict(machine="xeon-amx", command="make reproduce",
                                        date="2026-12-04",
                                        how="fresh clone at f9408d7, venv included, idle"),
+    "classroom_time.log": dict(machine="epyc-avx2", command="make classroom", date="2026-12-07",
+                               how="fresh clone at d4a1c79 after make test there (.venv present)"),
     "smoke_time.log": dict(machine="epyc-avx2", command="make smoke", date="2026-12-02",
                            how="fresh clone of 11969fe, after make test there"),
 }
@@ -67,6 +69,8 @@ LOGS: dict[str, dict[str, str]] = {
 NOTEBOOK_TIMES: dict[str, dict[str, str]] = {
     "notebook_times_default.md": dict(machine="xeon-amx", command="make reproduce",
                                       note="the run of reproduce_default_time.log"),
+    "notebook_times_classroom.md": dict(machine="epyc-avx2", command="make classroom",
+                                        note="the run of classroom_time.log"),
     "notebook_times_had_dryrun.md": dict(machine="epyc-avx2", command="make had-dryrun",
                                          note="the machine shared with two other jobs (load "
                                               "5-10 on its 2 cores): upper bounds"),

@@ -35,7 +35,7 @@
 #
 # **Runs alone:** `make nb NB=00 [PROFILE=classroom]` runs it after what it needs, nothing: it
 # writes the simulated dataset the others read.
-# <!-- time -->**Time:** 76 s on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
+# <!-- time -->**Time:** 76 s on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07); 21 s on `classroom` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

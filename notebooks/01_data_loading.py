@@ -30,7 +30,7 @@
 #
 # **Runs alone:** `make nb NB=01 [PROFILE=classroom]` runs it after what it needs, the dataset
 # (00). It writes the trial cache, the frame cache and the subject splits.
-# <!-- time -->**Time:** 24 s on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
+# <!-- time -->**Time:** 24 s on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07); 16 s on `classroom` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

@@ -31,7 +31,7 @@
 #
 # **Runs alone:** `make nb NB=02 [PROFILE=classroom]` runs it after what it needs, the trial
 # cache and splits (01). It trains the two masked-brain-modelling encoders.
-# <!-- time -->**Time:** 110 s on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
+# <!-- time -->**Time:** 110 s on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07); 29 s on `classroom` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

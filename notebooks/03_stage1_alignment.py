@@ -43,7 +43,7 @@
 # **Runs alone:** `make nb NB=03 [PROFILE=classroom]` runs it after what it needs, the trial
 # cache and splits (01) and the pretrained encoder (02). It trains the video-LLM (reused by
 # 04) and Stage I.
-# <!-- time -->**Time:** 14.3 min on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
+# <!-- time -->**Time:** 14.3 min on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07); 2.0 min on `classroom` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

@@ -36,7 +36,7 @@
 # **Runs alone:** `make nb NB=04 [PROFILE=classroom]` runs it after what it needs, the
 # dataset's clips (00) and the frame cache (01); the video-LLM of 03 (trained here when 03 has
 # not run).
-# <!-- time -->**Time:** 5.3 min on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
+# <!-- time -->**Time:** 5.3 min on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07); 69 s on `classroom` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

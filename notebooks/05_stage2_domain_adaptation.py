@@ -41,7 +41,7 @@
 # **Runs alone:** `make nb NB=05 [PROFILE=classroom]` runs it after what it needs, the trial
 # cache (01), Stage I (03) and the surrogate captions (04). It trains Stage II with and
 # without domain adaptation and decodes the target subjects.
-# <!-- time -->**Time:** 12.3 min on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
+# <!-- time -->**Time:** 12.3 min on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07); 81 s on `classroom` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

@@ -35,7 +35,7 @@
 #
 # **Runs alone:** `make nb NB=07 [PROFILE=classroom]` runs it after what it needs, Stage I
 # (03), the captions (04) and Stage II (05).
-# <!-- time -->**Time:** 5.9 min on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
+# <!-- time -->**Time:** 5.9 min on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07); 93 s on `classroom` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

@@ -37,7 +37,7 @@
 #
 # **Runs alone:** `make nb NB=08 [PROFILE=classroom]` runs it after what it needs, the trial
 # cache and splits (01) and the dataset's clips (00).
-# <!-- time -->**Time:** 77 s on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
+# <!-- time -->**Time:** 77 s on `default` (2-core AMD EPYC, AVX2 only, 2026-12-07); 27 s on `classroom` (2-core AMD EPYC, AVX2 only, 2026-12-07) (`bench/results/notebook_times_*.md`).
 
 # %% tags=["parameters"]
 PROFILE = "default"

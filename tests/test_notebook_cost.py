@@ -31,7 +31,8 @@ def test_time_line_reads_the_table_of_each_profile(tmp_path):
     assert "not measured" in notebook_cost.time_line("09_y", tables)
 
 
-def test_a_table_without_its_machine_is_refused(tmp_path):
+def test_a_table_without_its_machine_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(notebook_cost, "NOTEBOOK_TIMES", {})     # no description to fall back on
     (tmp_path / "notebook_times_classroom.md").write_text(
         "| notebook | seconds | minutes |\n|---|---:|---:|\n| 03_a | 45 | 0.8 |\n")
     with pytest.raises(SystemExit, match="machine"):
