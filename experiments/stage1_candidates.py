@@ -9,7 +9,9 @@ notebook 02 does::
     .venv/bin/python experiments/stage1_candidates.py \
         '{"default": {}, "whole encoder trained": {"stage1.train_encoder": true}}' '[0]'
 
-A third argument names another profile (its notebooks 00-02 run first, e.g.
+A fourth argument names the training subject that plays the target (default: the last
+training subject, sub-04 on the default profile; its rows are named ``<name> [pt <subject>]``
+when it is not the default). A third argument names another profile (its notebooks 00-02 run first, e.g.
 ``make runs/scale/notebooks/02_tokenizer_design.ipynb PROFILE=scale``); its video-LLM is
 pretrained here when missing, as notebook 03 does.
 
@@ -47,7 +49,8 @@ def ensure_mae(c, tc, splits) -> float:
     return time.time() - t0
 
 
-def main(candidates: dict, seeds: list, profile: str = "default") -> None:
+def main(candidates: dict, seeds: list, profile: str = "default",
+         pseudo_target: str | None = None) -> None:
     require_run(profile, "02")     # its MAE and video-LLM are trained here when missing
     try:
         x = experiment_inputs(profile)
@@ -64,9 +67,12 @@ def main(candidates: dict, seeds: list, profile: str = "default") -> None:
             t_mae = ensure_mae(with_overrides(cfg, over, seed), tc, splits)
             t0 = time.time()
             rows, _ = tune_stage1(cfg, tc, splits, {name: over}, seeds=[seed], vlm=x.vlm,
-                                  features=x.features, progress=False)
+                                  features=x.features, progress=False,
+                                  pseudo_target=pseudo_target)
             if profile != "default":
                 rows = rows.assign(candidate=f"{profile}: {name}")
+            if pseudo_target:
+                rows = rows.assign(candidate=rows.candidate + f" [pt {pseudo_target}]")
             rows = rows.assign(overrides=json.dumps(over, sort_keys=True),
                                mae_s=round(t_mae), stage1_s=round(time.time() - t0))
             OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -79,4 +85,5 @@ def main(candidates: dict, seeds: list, profile: str = "default") -> None:
 
 if __name__ == "__main__":
     main(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {"default": {}},
-         json.loads(sys.argv[2]) if len(sys.argv) > 2 else [0], *sys.argv[3:4])
+         json.loads(sys.argv[2]) if len(sys.argv) > 2 else [0],
+         *(sys.argv[3:4] or ["default"]), *(a for a in sys.argv[4:5] if a))

@@ -249,13 +249,14 @@ def tiny_stage_config(tmp_path, **sections):
     over = {"run": {"run_dir": str(tmp_path / "run"), "seed": 0, "device": "cpu"},
             "train": {"checkpoint_every": 0, "log_every": 1, "warmup_fraction": 0.0},
             # the tiny world's 448 voxels and 6 training trials: the pooled-token projector on
-            # every voxel, one-hot targets, no early stopping (the default's selective input,
-            # class-aware targets and early stopping have tests of their own)
+            # every voxel, one-hot targets, no early stopping (the default's concept projector,
+            # selective input, class-aware targets and early stopping have tests of their own;
+            # the tiny world has no stimulus table, so its concept is the class alone)
             "stage1": {"steps": 2, "batch_size": 4, "n_candidates": 3, "n_permutations": 9,
                        "projector_heads": 2, "eval_batch_size": 5,
                        "ridge_alphas": [1.0, 100.0], "projector": "mlp", "input_voxels": 0,
                        "projector_dropout": 0.0, "class_targets": 0.0,
-                       "early_stopping_every": 0},
+                       "early_stopping_every": 0, "concepts": ["class"], "concept_voxels": 0},
             "stage2": {"steps": 2, "batch_size": 2, "target_batch_size": 3, "bf16": False,
                        "max_shuffles": 2},
             "llm": {"max_new_tokens": 3, "batch_size": 4, "max_answer_tokens": 6},

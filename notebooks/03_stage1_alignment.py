@@ -19,10 +19,14 @@
 #
 # * fMRI side: trial block `(T, X, Y, Z)` → 3D-CNN tokenizer → SC-MBM encoder (pretrained by
 #   masked brain modelling in notebook 02, **frozen**, with small trainable adaptors) →
-#   projection adaptor → `z`, shape `(L, H)`. The adaptor is `stage1.projector`: `mlp` on the
-#   CPU profiles (mean-pooled brain tokens → nonlinear low-rank MLP → `L` tokens) or `query`
-#   (`L` learned queries cross-attending to the brain tokens, which memorised the 720 training
-#   trials of the default profile: held-out top-1 at chance);
+#   projection adaptor → `z`, shape `(L, H)`. The adaptor is `stage1.projector`. On the
+#   simulated profiles it is `concept`, a semantic bottleneck: heads over the training clips'
+#   class and scene read the brain tokens and the 300 most selective voxels, and their
+#   posteriors weight *prototype* video tokens (the mean tokens of the training clips of each
+#   class and scene), so `z` stays on the video tokens' manifold. The other adaptors are
+#   `spatial` (brain tokens concatenated → low-rank MLP → `L` tokens; the had profile's),
+#   `mlp` (mean-pooled brain tokens → MLP) and `query` (`L` learned queries cross-attending to
+#   the brain tokens); `docs/stage1.md` compares them on a pseudo-target;
 # * video side: clip frames → frozen EfficientNet → frozen frame Q-Former → video Q-Former
 #   (**frozen**, with trainable adaptors, as the paper attaches them to the *video* Q-Former)
 #   → `x`, shape `(L, H)`.

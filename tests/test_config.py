@@ -45,7 +45,11 @@ def test_repo_real_data_profiles_share_had_and_the_stage1_recipe(monkeypatch):
     monkeypatch.setenv("LLM4BRAIN_MODELS", "/nonexistent/models")
     monkeypatch.delenv("LLM4BRAIN_CONFIGS", raising=False)
     urgen, had, default = load_config("urgen"), load_config("had"), load_config("default")
-    assert urgen.stage1.projector == had.stage1.projector == default.stage1.projector == "spatial"
+    # the real-data roots keep the spatial projector; the simulated default's concept
+    # bottleneck needs the scene labels that only the simulator writes
+    assert urgen.stage1.projector == had.stage1.projector == "spatial"
+    assert default.stage1.projector == "concept" and "scene" in default.stage1.concepts
+    assert urgen.stage1.projector_dropout == default.stage1.projector_dropout == 0.5
     assert urgen.profile == "urgen" and urgen.data.target_subjects == ("03", "04")
     assert urgen.tokenizer == had.tokenizer                      # had's own settings reach urgen
     assert urgen.data.source == had.data.source == "fmriprep"
@@ -81,7 +85,7 @@ def test_inherit_by_path_relative_to_the_child(tmp_path, monkeypatch):
     cfg = load_config(child)
     assert (cfg.mae.steps, cfg.mae.lr, cfg.profile) == (11, 0.5, "child")
     assert cfg.sim.n_subjects == load_config("smoke").sim.n_subjects      # smoke reached by name
-    assert cfg.stage1.projector == "spatial"                                 # and default behind it
+    assert cfg.stage1.projector == "concept"                                 # and default behind it
     absolute = _write(tmp_path / "abs.yaml", f"inherit: {tmp_path / 'base' / 'parent.yaml'}\n")
     assert load_config(absolute).mae.steps == 11
 

@@ -10,13 +10,15 @@ from llm4brain.training.stage2 import stage2_run_name
 from llm4brain.training.vlpretrain import video_llm_id
 
 #: Names of the checkpoints existing runs were saved under (runs/<profile>/checkpoints/).
+#: Stage I (and the Stage II runs built on it) were renamed on purpose when the concept
+#: projector became the simulated profiles' default.
 KNOWN = {
     "default": dict(mae="mae_cnn3d-430a65f48928", video="3fb061205e53",
-                    stage1="stage1-cffca16617c4", da="stage2-da-24fe6e3ef10b",
-                    noda="stage2-noda-24fe6e3ef10b"),
+                    stage1="stage1-b33fb7896970", da="stage2-da-da3f987413a3",
+                    noda="stage2-noda-da3f987413a3"),
     "smoke": dict(mae="mae_cnn3d-e1720d639e53", video="c76e03b48c1e",
-                  stage1="stage1-9799e75b3171", da="stage2-da-88552363d894",
-                  noda="stage2-noda-88552363d894"),
+                  stage1="stage1-0cda19eeff80", da="stage2-da-cca959b74642",
+                  noda="stage2-noda-cca959b74642"),
 }
 
 

@@ -114,8 +114,11 @@ def test_projectors_registry_shapes(tiny_stage_config, tmp_path):
 
     cfg = tiny_stage_config(tmp_path)
     for name in PROJECTORS:
-        p = build_projector(cfg.replace(stage1__projector=name), 12, 16, 5, n_input_tokens=7)
+        p = build_projector(cfg.replace(stage1__projector=name), 12, 16, 5, n_input_tokens=7,
+                            sizes={"class": 3})
         assert p(torch.randn(3, 7, 12)).shape == (3, 5, 16)
+    with pytest.raises(ValueError, match="concepts' sizes"):
+        build_projector(cfg.replace(stage1__projector="concept"), 12, 16, 5, n_input_tokens=7)
     with pytest.raises(ValueError, match="needs the number of encoder tokens"):
         build_projector(cfg.replace(stage1__projector="spatial"), 12, 16, 5)
     sp = build_projector(cfg.replace(stage1__projector="spatial"), 12, 16, 5, n_input_tokens=7)
@@ -516,3 +519,112 @@ def test_stage1_reading_states_the_summary_numbers_and_verdicts():
     assert "not distinguishable from chance" in text and "is behind it" in text
     with pytest.raises(KeyError, match="p_vs_ridge_stage1"):
         stage1_reading({k: v for k, v in s.items() if k != "p_vs_ridge_stage1"})
+
+
+def test_concept_projector_mixes_prototypes_by_the_heads_posteriors(rng):
+    """ConceptProjector: z = G + sum_c p_c @ (P_c - G); with one-hot posteriors the tokens are
+    exactly the value's mean training tokens; sizes are checked; the voxel path reads the set
+    voxels only (changing another voxel leaves the logits unchanged)."""
+    from llm4brain.models.bridge import ConceptProjector
+    L, H, N, De = 2, 3, 4, 5
+    proj = ConceptProjector(De, H, L, N, {"class": 3, "scene": 2}, token_dim=2, n_voxels=2).eval()
+    tokens = torch.as_tensor(rng.normal(size=(12, L, H)), dtype=torch.float32)
+    cls = np.arange(12) % 3
+    scn = (np.arange(12) // 3) % 2
+    proj.set_prototypes(tokens, {"class": cls, "scene": scn})
+    G = tokens.mean(0)
+    big = 50.0
+    logits = {"class": torch.tensor([[big, 0.0, 0.0]]), "scene": torch.tensor([[0.0, big]])}
+    want = tokens[cls == 0].mean(0) + tokens[scn == 1].mean(0) - G
+    torch.testing.assert_close(proj.mix(logits)[0], want, atol=1e-5, rtol=1e-5)
+    # uniform posteriors: the mean of the value prototypes
+    flat = {"class": torch.zeros(1, 3), "scene": torch.zeros(1, 2)}
+    want = (sum(tokens[cls == v].mean(0) for v in range(3)) / 3
+            + sum(tokens[scn == v].mean(0) for v in range(2)) / 2 - G)
+    torch.testing.assert_close(proj.mix(flat)[0], want, atol=1e-5, rtol=1e-5)
+    # voxel path: only the voxels set are read
+    blocks = torch.as_tensor(rng.normal(size=(3, 2, 2, 2, 2)), dtype=torch.float32)
+    proj.set_voxels(np.array([1, 6]), rng.normal(size=(20, 2)))
+    enc = torch.as_tensor(rng.normal(size=(3, N, De)), dtype=torch.float32)
+    with torch.no_grad():
+        base = proj.logits(enc, blocks)
+        other = blocks.clone()
+        other[:, :, 0, 0, 0] += 5.0                  # flat index 0: not read
+        torch.testing.assert_close(proj.logits(enc, other)["class"], base["class"])
+        read = blocks.clone()
+        read[:, :, 1, 1, 0] += 5.0                   # flat index 6: read
+        assert not torch.allclose(proj.logits(enc, read)["class"], base["class"])
+    with pytest.raises(ValueError, match="blocks"):
+        proj.logits(enc)
+    with pytest.raises(ValueError, match="at least 2 values"):
+        ConceptProjector(De, H, L, N, {"class": 1})
+
+
+def test_concept_projector_trains_restores_and_names_its_run(tiny_world, tmp_path):
+    """stage1.projector: concept: train_stage1 sets the prototypes from the training trials'
+    video tokens, the heads learn (the concept cross-entropy is logged and falls below its
+    start), load_stage1 rebuilds the heads' sizes from the checkpoint and gives the same
+    tokens; its settings name their own run only with that projector; a concept the
+    stimulus table lacks is refused by name."""
+    from types import SimpleNamespace
+    w = tiny_world(tmp_path)
+    base = w["cfg"]
+    cfg = base.replace(stage1__projector="concept", stage1__concept_ce=1.0, stage1__steps=12,
+                       stage1__concept_voxels=6, stage1__lr=5e-2, stage1__concept_cs=[],
+                       stage1__qformer_adaptors="none")     # video tokens fixed: G is exact
+    assert s1.stage1_run_name(cfg) != s1.stage1_run_name(cfg.replace(stage1__concept_ce=0.5))
+    assert s1.stage1_run_name(base.replace(stage1__concept_ce=0.5)) == s1.stage1_run_name(base)
+    with pytest.raises(ValueError, match="concept_sizes"):
+        ms1.build_stage1_model(cfg, w["encoder"], w["branch"], mask=w["tc"].mask)
+    parts = dict(mae=SimpleNamespace(encoder=w["encoder"]), vlm=SimpleNamespace(branch=w["branch"]))
+    res = s1.train_stage1(cfg, w["tc"], w["splits"], features=w["features"], progress=False,
+                          **parts)
+    assert "concept_ce" in res.log.columns
+    ce = res.log["concept_ce"].to_numpy()
+    assert ce[-3:].mean() < ce[:3].mean()
+    view = source_view(w["tc"], w["splits"], "train")
+    Y = embed_clips(res.model, res.video, list(view.stim_file))
+    ids, names = s1.concept_values(cfg, view)
+    assert names["class"] == sorted(set(np.asarray(view.class_name).astype(str)))
+    torch.testing.assert_close(res.model.projector.grand, Y.reshape(len(Y), -1).mean(0))
+    assert int(res.model.projector.voxel_index.numel()) == 6
+    back = s1.load_stage1(cfg, w["tc"], **parts)
+    b = torch.from_numpy(w["tc"].blocks[:3].astype(np.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(back.fmri_tokens(b), res.model.fmri_tokens(b))
+    with pytest.raises(ValueError, match="at least the|distinct labels"):
+        base.replace(stage1__concepts=["class", "class"])
+
+
+def test_concept_heads_start_at_the_loso_chosen_logistic_regression(tiny_world, tmp_path):
+    """fit_concepts with stage1.concept_cs: the voxel heads equal sklearn's multinomial
+    logistic regression of the class on the standardised selected voxels, at the C whose
+    leave-one-subject-out accuracy over the training subjects is best."""
+    from sklearn.linear_model import LogisticRegression
+    from llm4brain.data import voxel_features
+    w = tiny_world(tmp_path)
+    cs = (1e-2, 1.0)
+    cfg = w["cfg"].replace(stage1__projector="concept", stage1__concept_voxels=5,
+                           stage1__concept_cs=list(cs))
+    view = source_view(w["tc"], w["splits"], "train")
+    ids, names = s1.concept_values(cfg, view)
+    m = ms1.build_stage1_model(cfg, w["encoder"], w["branch"], mask=w["tc"].mask,
+                               concept_sizes={c: len(v) for c, v in names.items()})
+    video = ms1.VideoInputs(m, w["features"], w["tc"].trials["stim_file"])
+    info = s1.fit_concepts(cfg, m, view, video, w["tc"].mask, ids)
+    mask = np.asarray(w["tc"].mask, bool)
+    X = voxel_features(view.blocks, len(view), mask)
+    flat = np.flatnonzero(mask.ravel())
+    cols = np.searchsorted(flat, m.projector.voxel_index.numpy())
+    Z = (X[:, cols] - X[:, cols].mean(0)) / X[:, cols].std(0, ddof=1)
+    y, g = ids["class"], np.asarray(view.subject).astype(str)
+    loso = {C: np.mean([(LogisticRegression(C=C, max_iter=500).fit(Z[g != h], y[g != h])
+                         .predict(Z[g == h]) == y[g == h]).mean() for h in np.unique(g)])
+            for C in cs}
+    best = max(cs, key=lambda C: (loso[C], -C))
+    assert info["class_C"] == best
+    ref = LogisticRegression(C=best, max_iter=500).fit(Z, y)
+    np.testing.assert_allclose(m.projector.voxel_head.weight.detach().numpy(), ref.coef_,
+                               rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(m.projector.head.bias.detach().numpy(), ref.intercept_,
+                               rtol=1e-3, atol=1e-4)

@@ -39,7 +39,11 @@ NOT_IDENTITY: dict[str, tuple[str, ...]] = {
 
 
 def _spatial_only(section: dict) -> bool:
-    return section.get("projector") != "spatial"
+    return section.get("projector") not in ("spatial", "concept")
+
+
+def _concept_only(section: dict) -> bool:
+    return section.get("projector") != "concept"
 
 
 #: Fields left out of the identity when the predicate on the section's values holds: at their
@@ -48,6 +52,10 @@ IDENTITY_OFF_DEFAULT: dict[str, dict[str, Callable[[dict], bool]]] = {
     "stage1": {
         "projector_token_dim": _spatial_only,        # sizes of the spatial projector only
         "projector_dropout": _spatial_only,
+        "concepts": _concept_only,                   # settings of the concept projector only
+        "concept_voxels": _concept_only,
+        "concept_ce": _concept_only,
+        "concept_cs": _concept_only,
         "align": lambda s: bool(s.get("align", True)),                        # ablation switch, on
         "encoder_adaptors": lambda s: bool(s.get("encoder_adaptors", True)),  # ablation switch, on
         "train_encoder": lambda s: not s.get("train_encoder", False),        # candidate, off

@@ -119,13 +119,32 @@ class Stage1Config:
         ``query`` (L learned queries cross-attending to the encoder tokens, like a Q-Former
         layer), ``mlp`` (mean-pooled tokens -> nonlinear low-rank MLP -> L tokens) or
         ``spatial`` (each token squeezed to ``projector_token_dim`` features, all tokens
-        concatenated -> nonlinear low-rank MLP -> L tokens: keeps where a response is).
+        concatenated -> nonlinear low-rank MLP -> L tokens: keeps where a response is) or
+        ``concept`` (a semantic bottleneck: heads over the values of ``concepts`` read the
+        concatenated tokens and ``concept_voxels`` selected voxels; their posteriors weight
+        prototype video tokens, :class:`llm4brain.models.bridge.ConceptProjector`).
+    concepts : list of str
+        ``concept`` projector: the labels of the training clips whose values it decodes
+        (``class``; the simulated data also has ``scene``, read from the stimulus table).
+    concept_voxels : int
+        ``concept`` projector: the heads also read this many voxels directly (the most
+        selective of the training trials by ``select_by``, block means, standardised); 0: the
+        encoder's tokens only.
+    concept_ce : float
+        ``concept`` projector: weight of the heads' cross-entropy on the training trials'
+        concept values, added to eq. 2 (0: the heads learn from the alignment alone).
+    concept_cs : list of float
+        ``concept`` projector with ``concept_voxels``: the voxel heads start at a multinomial
+        logistic regression of each concept on the read voxels (standardised), its C chosen
+        from this grid by leave-one-subject-out accuracy over the training subjects
+        (:func:`llm4brain.training.stage1.fit_concepts`); empty: they start near zero.
     projector_layers, projector_heads, projector_rank : int
         Cross-attention layers and heads of ``query``; hidden rank of ``mlp`` and ``spatial``.
     projector_token_dim : int
-        Features kept per encoder token by ``spatial``.
+        Features kept per encoder token by ``spatial`` and ``concept``.
     projector_dropout : float
-        Dropout on ``spatial``'s concatenated token features.
+        Dropout on ``spatial``'s and ``concept``'s concatenated token features (and on
+        ``concept``'s voxels).
     l2l1_detach_video : bool
         Stop-gradient on the video tokens in the L2/L1 term (eq. 1b): the reconstruction term
         moves the fMRI side only, CLIP trains both. Without it the video adaptors collapse
@@ -180,6 +199,10 @@ class Stage1Config:
     projector_rank: int = 64
     projector_token_dim: int = 8
     projector_dropout: float = 0.0
+    concepts: tuple[str, ...] = ("class",)
+    concept_voxels: int = 0
+    concept_ce: float = 0.0
+    concept_cs: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
     qformer_adaptors: str = "video"
     l2l1_detach_video: bool = True
     video_warmup: float = 0.5
@@ -200,6 +223,12 @@ class Stage1Config:
         _at_least("stage1.voxel_readout_rank", self.voxel_readout_rank, 1)
         _at_least("stage1.voxel_readout_voxels", self.voxel_readout_voxels, 0)
         _at_least("stage1.input_voxels", self.input_voxels, 0)
+        _at_least("stage1.concept_voxels", self.concept_voxels, 0)
+        if self.concept_ce < 0:
+            raise ValueError(f"stage1.concept_ce must be >= 0, got {self.concept_ce}")
+        if not self.concepts or len(set(self.concepts)) != len(self.concepts):
+            raise ValueError(f"stage1.concepts = {list(self.concepts)}: name one or more "
+                             f"distinct labels, e.g. [class] or [class, scene]")
         _in_unit("stage1.beta", self.beta)
         _in_unit("stage1.alpha", self.alpha)
         _in_unit("stage1.video_warmup", self.video_warmup)

@@ -41,7 +41,8 @@ from torch import nn
 
 from .ridge import RidgeCV
 
-__all__ = ["QueryProjector", "PooledMLPProjector", "SpatialMLPProjector", "VoxelReadout", "PROJECTORS", "build_projector",
+__all__ = ["QueryProjector", "PooledMLPProjector", "SpatialMLPProjector", "ConceptProjector",
+           "VoxelReadout", "PROJECTORS", "build_projector",
            "LLMBridge", "build_bridge"]
 
 
@@ -170,6 +171,135 @@ class SpatialMLPProjector(nn.Module):
         return h.reshape(tokens.shape[0], self.n_tokens, self.out_dim)
 
 
+class ConceptProjector(nn.Module):
+    """fMRI -> posteriors over concept values -> a mixture of prototype video tokens
+    (``stage1.projector: concept``; a Stage I projection adaptor with a semantic bottleneck).
+
+    For every concept (``stage1.concepts``: the class, and on the simulated data the scene) a
+    linear head gives logits over its values from the encoder's tokens (squeezed and
+    concatenated as :class:`SpatialMLPProjector` does, so a head knows where a response is)
+    plus, with ``n_voxels > 0``, a linear read-out of the block's selected voxels (the signal
+    that the tokenizer loses); the softmax of each head weights that concept's **prototype
+    tokens** (L x H per value), and the fMRI tokens are::
+
+        z = G + sum_c sum_v p_c(v | fMRI) (P_c,v - G)
+
+    with ``G`` the mean video tokens of the training trials and ``P_c,v`` those of the training
+    trials whose clip has value ``v`` of concept ``c`` (:meth:`set_prototypes`; the deltas
+    train with Stage I, ``G`` stays fixed). The tokens are thereby kept on the video tokens'
+    own manifold: in the video-embedding space a clip's class x scene cell tells it from
+    others far more than its class alone (docs/stage1.md), and a decoder that gets the cell
+    right picks its own clip among 20 in most trials. The heads train by the CLIP and L2/L1
+    terms of eq. 2 through the mixture, and by a cross-entropy on the training trials' concept
+    values (``stage1.concept_ce``).
+
+    Shapes: ``forward(tokens (B, N, De), blocks (B, T, X, Y, Z) or None) -> (B, L, H)``.
+
+    Parameters
+    ----------
+    in_dim, out_dim, n_tokens : De, H, L
+    n_input_tokens : N
+    sizes : dict concept -> number of values
+    token_dim : d (``stage1.projector_token_dim``)
+    dropout : on the concatenated tokens and on the voxels (``stage1.projector_dropout``)
+    n_voxels : V, voxels read directly (``stage1.concept_voxels``; 0: the encoder's tokens only)
+    """
+
+    reads_voxels = True
+
+    def __init__(self, in_dim: int, out_dim: int, n_tokens: int, n_input_tokens: int,
+                 sizes: dict, token_dim: int = 8, dropout: float = 0.0, n_voxels: int = 0):
+        super().__init__()
+        if not sizes or min(int(v) for v in sizes.values()) < 2:
+            raise ValueError(f"ConceptProjector needs concepts with at least 2 values each, got "
+                             f"{dict(sizes)} (stage1.concepts)")
+        self.n_tokens, self.out_dim = int(n_tokens), int(out_dim)
+        self.n_input_tokens = int(n_input_tokens)
+        self.sizes = {str(k): int(v) for k, v in sizes.items()}
+        k = sum(self.sizes.values())
+        self.norm = nn.LayerNorm(in_dim)
+        self.squeeze = nn.Linear(in_dim, token_dim)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(self.n_input_tokens * token_dim, k)
+        nn.init.normal_(self.head.weight, std=1e-3)
+        nn.init.zeros_(self.head.bias)
+        self.register_buffer("concept_sizes", torch.as_tensor(list(self.sizes.values())))
+        self.n_voxels = int(n_voxels)
+        self.voxel_head = None
+        if self.n_voxels:
+            self.voxel_head = nn.Linear(self.n_voxels, k, bias=False)
+            nn.init.normal_(self.voxel_head.weight, std=1e-3)
+            # flat indices (into X * Y * Z) of the voxels read, their training mean and sd
+            self.register_buffer("voxel_index", torch.zeros(self.n_voxels, dtype=torch.long))
+            self.register_buffer("voxel_mean", torch.zeros(self.n_voxels))
+            self.register_buffer("voxel_scale", torch.ones(self.n_voxels))
+        self.deltas = nn.Parameter(torch.zeros(k, n_tokens * out_dim))
+        self.register_buffer("grand", torch.zeros(n_tokens * out_dim))
+
+    @torch.no_grad()
+    def set_prototypes(self, tokens: torch.Tensor, values: dict) -> None:
+        """Prototypes from training trials' video tokens (n, L, H) and their concept values
+        (``concept -> int array (n,)`` in ``0 .. sizes[concept] - 1``)."""
+        t = torch.as_tensor(tokens, dtype=torch.float32).reshape(len(tokens), -1)
+        if t.shape[1] != self.deltas.shape[1]:
+            raise ValueError(f"set_prototypes: tokens (n, {self.n_tokens}, {self.out_dim}) "
+                             f"expected, got {tuple(tokens.shape)}")
+        g = t.mean(0)
+        self.grand.copy_(g)
+        row = 0
+        for c, size in self.sizes.items():
+            v = torch.as_tensor(np.asarray(values[c]), dtype=torch.long)
+            for j in range(size):
+                sel = v == j
+                self.deltas[row + j] = (t[sel].mean(0) - g) if bool(sel.any()) else 0.0
+            row += size
+
+    @torch.no_grad()
+    def set_voxels(self, flat_index: np.ndarray, X: np.ndarray) -> None:
+        """The voxels the heads read: flat indices into the volume (V,) and their block means
+        on the training trials (n, V), which standardise them (mean and sd)."""
+        idx = np.asarray(flat_index, np.int64)
+        X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
+        if self.voxel_head is None or idx.shape != (self.n_voxels,) or X.shape[1] != self.n_voxels:
+            raise ValueError(f"set_voxels: {self.n_voxels} voxels expected (stage1.concept_voxels)"
+                             f", got {idx.shape[0]} indices and X {tuple(X.shape)}")
+        self.voxel_index.copy_(torch.from_numpy(idx))
+        self.voxel_mean.copy_(X.mean(0))
+        self.voxel_scale.copy_(X.std(0).clamp_min(1e-6))
+
+    def voxels(self, blocks: torch.Tensor) -> torch.Tensor:
+        """Blocks (B, T, X, Y, Z) -> the read voxels' block means (B, V)."""
+        return blocks.float().mean(1).flatten(1)[:, self.voxel_index]
+
+    def logits(self, tokens: torch.Tensor, blocks: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
+        """Per concept, logits (B, values), from the encoder's tokens (B, N, De) and, with
+        voxels read directly, the blocks (B, T, X, Y, Z)."""
+        if tokens.ndim != 3 or tokens.shape[1] != self.n_input_tokens:
+            raise ValueError(f"ConceptProjector was built for {self.n_input_tokens} encoder "
+                             f"tokens, got {tuple(tokens.shape)}; build it for this trial "
+                             f"cache's grid (build_stage1_model)")
+        h = self.head(self.drop(self.squeeze(self.norm(tokens)).flatten(1)))
+        if self.voxel_head is not None:
+            if blocks is None or blocks.ndim != 5:
+                raise ValueError(f"ConceptProjector reads {self.n_voxels} voxels of the blocks "
+                                 f"(B, T, X, Y, Z) directly; got "
+                                 f"{None if blocks is None else tuple(blocks.shape)}")
+            v = (self.voxels(blocks) - self.voxel_mean) / self.voxel_scale
+            h = h + self.voxel_head(self.drop(v))
+        return dict(zip(self.sizes, h.split(list(self.sizes.values()), dim=1)))
+
+    def mix(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Tokens (B, L, H) from per-concept logits."""
+        p = torch.cat([torch.softmax(logits[c], dim=1) for c in self.sizes], dim=1)
+        out = self.grand + p @ self.deltas
+        return out.reshape(len(p), self.n_tokens, self.out_dim)
+
+    def forward(self, tokens: torch.Tensor, blocks: torch.Tensor | None = None) -> torch.Tensor:
+        """fMRI encoder tokens (B, N, De) [+ blocks (B, T, X, Y, Z)] -> L tokens (B, L, H)."""
+        return self.mix(self.logits(tokens, blocks))
+
+
 class VoxelReadout(nn.Module):
     """Reduced-rank linear read-out of the brain-mask voxels to L tokens (``stage1.voxel_readout``).
 
@@ -272,13 +402,23 @@ def _spatial(cfg, in_dim, out_dim, n_tokens, n_input_tokens=None):
                                s.projector_rank, s.projector_dropout)
 
 
+def _concept(cfg, in_dim, out_dim, n_tokens, n_input_tokens=None, sizes=None):
+    if not n_input_tokens or not sizes:
+        raise ValueError("stage1.projector = 'concept' needs the number of encoder tokens and "
+                         "the concepts' sizes (build_stage1_model passes them)")
+    s = cfg.stage1
+    return ConceptProjector(in_dim, out_dim, n_tokens, n_input_tokens, sizes,
+                            s.projector_token_dim, s.projector_dropout, s.concept_voxels)
+
+
 #: ``stage1.projector`` -> builder ``(cfg, in_dim, out_dim, n_tokens[, n_input_tokens])``
 PROJECTORS: dict[str, Callable[..., nn.Module]] = {"query": _query, "mlp": _mlp,
-                                                   "spatial": _spatial}
+                                                   "spatial": _spatial, "concept": _concept}
 
 
 def build_projector(cfg, in_dim: int, out_dim: int, n_tokens: int,
-                    seed: int | None = None, n_input_tokens: int | None = None) -> nn.Module:
+                    seed: int | None = None, n_input_tokens: int | None = None,
+                    sizes: dict | None = None) -> nn.Module:
     """The Stage I projection adaptor named by ``cfg.stage1.projector`` (seeded init).
 
     Parameters
@@ -293,7 +433,9 @@ def build_projector(cfg, in_dim: int, out_dim: int, n_tokens: int,
     seed : int, optional
         Default ``cfg.run.seed``; the global RNG is left untouched.
     n_input_tokens : int, optional
-        N, the encoder's token count (required by ``spatial``).
+        N, the encoder's token count (required by ``spatial`` and ``concept``).
+    sizes : dict, optional
+        ``concept``: number of values of every concept (``stage1.concepts``).
     """
     name = cfg.stage1.projector
     if name not in PROJECTORS:
@@ -303,6 +445,8 @@ def build_projector(cfg, in_dim: int, out_dim: int, n_tokens: int,
         torch.manual_seed(int(cfg.run.seed if seed is None else seed) + 11)
         if name == "spatial":
             return PROJECTORS[name](cfg, in_dim, out_dim, n_tokens, n_input_tokens)
+        if name == "concept":
+            return PROJECTORS[name](cfg, in_dim, out_dim, n_tokens, n_input_tokens, sizes)
         return PROJECTORS[name](cfg, in_dim, out_dim, n_tokens)
 
 

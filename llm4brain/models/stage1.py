@@ -97,9 +97,21 @@ class Stage1Model(nn.Module):
         """fMRI tokens z of blocks (B, T, X, Y, Z): shape (B, L, H) (projector of the encoder
         tokens, plus the voxel read-out when there is one); with an input mask the tokenizer
         reads the masked volumes, the read-out the volumes as they are."""
+        if self.concepts:
+            return self.projector.mix(self.concept_logits(blocks))
         x = blocks if self.input_mask is None else blocks * self.input_mask.to(blocks.dtype)
         z = self.projector(self.encoder(x))
         return z if self.readout is None else z + self.readout(blocks)
+
+    @property
+    def concepts(self) -> bool:
+        """Whether the projector is a concept bottleneck (``stage1.projector: concept``)."""
+        return bool(getattr(self.projector, "reads_voxels", False))
+
+    def concept_logits(self, blocks: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``stage1.projector: concept``: per concept, the heads' logits (B, values)."""
+        x = blocks if self.input_mask is None else blocks * self.input_mask.to(blocks.dtype)
+        return self.projector.logits(self.encoder(x), blocks)
 
     def video_tokens(self, video: torch.Tensor) -> torch.Tensor:
         """Video tokens x (B, L, H) from frame-Q-Former outputs (B, F, Nq, H) or, with
@@ -114,7 +126,7 @@ class Stage1Model(nn.Module):
 
 
 def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module,
-                       mask=None) -> Stage1Model:
+                       mask=None, concept_sizes: dict | None = None) -> Stage1Model:
     """Stage I model from a pretrained encoder and video branch (both deep-copied).
 
     Parameters
@@ -131,6 +143,9 @@ def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module,
         starts at zero: :func:`llm4brain.training.stage1.train_stage1` fits it) and with
         ``stage1.input_voxels`` (the input mask starts as the brain mask;
         :func:`~llm4brain.training.stage1.train_stage1` narrows it to the selected voxels).
+    concept_sizes : dict concept -> number of values
+        Needed with ``stage1.projector: concept`` (its heads' sizes;
+        :func:`llm4brain.training.stage1.concept_values` gives them from the training trials).
 
     Returns
     -------
@@ -158,8 +173,11 @@ def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module,
                 or (full and not name.startswith(("pos_embed", "cls_token")))):
             p.requires_grad_(True)
     hidden = int(br.proj.in_features)
+    if cfg.stage1.projector == "concept" and not concept_sizes:
+        raise ValueError("stage1.projector = 'concept' needs the concepts' sizes: "
+                         "build_stage1_model(cfg, encoder, branch, mask, concept_sizes=...)")
     proj = build_projector(cfg, int(enc.embed_dim), hidden, int(br.num_tokens),
-                           n_input_tokens=int(enc.n_tokens))
+                           n_input_tokens=int(enc.n_tokens), sizes=concept_sizes)
     readout = None
     kind = cfg.stage1.voxel_readout
     if kind != "none":

@@ -50,7 +50,7 @@ from .vlpretrain import load_video_llm, video_features, video_llm_id
 
 __all__ = ["stage1_run_name", "make_stage1_sampler", "stage1_loss_fn", "Stage1Result",
            "train_stage1", "load_stage1", "fit_input_mask", "fit_voxel_readout",
-           "selective_voxels"]
+           "selective_voxels", "concept_values", "fit_concepts"]
 
 
 def stage1_run_name(cfg) -> str:
@@ -68,7 +68,8 @@ def stage1_run_name(cfg) -> str:
 
 
 def make_stage1_sampler(view: SourceView, video: VideoInputs, batch_size: int,
-                        freeze_video_until: int = 0) -> Callable:
+                        freeze_video_until: int = 0,
+                        concepts: dict[str, np.ndarray] | None = None) -> Callable:
     """``sample_batch(i, rng)`` for the training loop: B trials showing B distinct clips.
 
     Parameters
@@ -82,11 +83,13 @@ def make_stage1_sampler(view: SourceView, video: VideoInputs, batch_size: int,
         Micro-batches ``i < freeze_video_until`` carry ``freeze_video = True``: the loss then
         treats the video tokens as constants (warm-up of the fMRI side, see
         ``stage1.video_warmup``).
+    concepts : dict concept -> int array (n,), optional
+        The trials' concept values (:func:`concept_values`), batched as ``"concepts"``.
 
     Returns
     -------
     callable ``(i, rng) -> {"blocks": (B, T, X, Y, Z), "video": (B, F, ., .),
-    "freeze_video": bool tensor ()}``
+    "freeze_video": bool tensor (), "labels": (B,)[, "concepts": {concept: (B,)}]}``
     """
     clips = np.asarray(view.stim_file).astype(str)
     labels = np.asarray(view.class_id).astype(np.int64)
@@ -98,9 +101,13 @@ def make_stage1_sampler(view: SourceView, video: VideoInputs, batch_size: int,
         perm = rng.permutation(n)
         _, first = np.unique(clips[perm], return_index=True)     # one trial per clip
         sel = np.sort(perm[np.sort(first)][:batch_size])
-        return {"blocks": torch.from_numpy(view.blocks(sel)), "video": video.get(clips[sel]),
-                "freeze_video": torch.tensor(i < freeze_video_until),
-                "labels": torch.from_numpy(labels[sel])}
+        out = {"blocks": torch.from_numpy(view.blocks(sel)), "video": video.get(clips[sel]),
+               "freeze_video": torch.tensor(i < freeze_video_until),
+               "labels": torch.from_numpy(labels[sel])}
+        if concepts:
+            out["concepts"] = {c: torch.from_numpy(np.asarray(v, np.int64)[sel])
+                               for c, v in concepts.items()}
+        return out
 
     return sample_batch
 
@@ -119,6 +126,10 @@ def stage1_loss_fn(stage1_cfg) -> Callable:
     detach ``x`` in both terms: while the fMRI tokens carry no information yet, the CLIP
     term alone also favours collapsing the video tokens (uniform logits beat random ones), so
     the video adaptors start training once the fMRI side has found some signal.
+
+    With the ``concept`` projector and ``stage1.concept_ce > 0``, the heads' mean
+    cross-entropy over the concepts (batch ``"concepts"``) is added with that weight
+    (term ``"concept_ce"``).
     """
     s = stage1_cfg
     detach = bool(getattr(s, "l2l1_detach_video", True))
@@ -126,20 +137,38 @@ def stage1_loss_fn(stage1_cfg) -> Callable:
     center = bool(getattr(s, "center", False))
     lw = float(getattr(s, "class_targets", 0.0))
 
+    ce_w = float(getattr(s, "concept_ce", 0.0))
+
     def loss_fn(model, batch):
-        z, x = model(batch["blocks"], batch["video"])
+        ce = None
+        if getattr(model, "concepts", False):
+            logits = model.concept_logits(batch["blocks"])
+            z, x = model.projector.mix(logits), model.video_tokens(batch["video"])
+            if ce_w > 0:
+                if "concepts" not in batch:
+                    raise ValueError("stage1.concept_ce > 0 needs the trials' concept values in "
+                                     "the batch (make_stage1_sampler(..., concepts=...))")
+                ce = torch.stack([torch.nn.functional.cross_entropy(logits[c].float(), v)
+                                  for c, v in batch["concepts"].items()]).mean()
+        else:
+            z, x = model(batch["blocks"], batch["video"])
         if bool(batch.get("freeze_video", False)):
             x = x.detach()
         if not detach:
             total, terms = stage1_loss(z, x, beta=s.beta, alpha=s.alpha, tau=s.tau, pool=s.pool,
                                        soft_tau=soft_tau, center=center,
                                        labels=batch.get("labels"), label_weight=lw)
-            return total, {"clip": terms["clip"], "l2l1": terms["l2l1"]}
-        lc = clip_loss(pool_tokens(z, s.pool), pool_tokens(x, s.pool), s.tau, soft_tau, center,
-                       batch.get("labels"), lw)
-        lr = l2l1_loss(z, x.detach(), s.alpha)
-        total = s.beta * lc + (1.0 - s.beta) * lr
-        return total, {"clip": float(lc.detach()), "l2l1": float(lr.detach())}
+            terms = {"clip": terms["clip"], "l2l1": terms["l2l1"]}
+        else:
+            lc = clip_loss(pool_tokens(z, s.pool), pool_tokens(x, s.pool), s.tau, soft_tau,
+                           center, batch.get("labels"), lw)
+            lr = l2l1_loss(z, x.detach(), s.alpha)
+            total = s.beta * lc + (1.0 - s.beta) * lr
+            terms = {"clip": float(lc.detach()), "l2l1": float(lr.detach())}
+        if ce is not None:
+            total = total + ce_w * ce
+            terms["concept_ce"] = float(ce.detach())
+        return total, terms
 
     return loss_fn
 
@@ -169,6 +198,105 @@ def _pretrained_parts(cfg, tc, vlm=None, mae=None):
     if mae is None:
         mae = load_pretrained_mae(cfg, tc.block_shape, tc.mask, tc.affine)
     return mae.encoder, vlm.branch
+
+
+def concept_values(cfg, view) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """The ``stage1.concepts`` values of a view's trials (the training subjects' training
+    trials): per concept an int array (n,) indexing the sorted distinct values, and those
+    values. ``class`` is the trial's class; any other concept is a column of the stimulus
+    table (:func:`llm4brain.data.load_stimuli`; the simulated data has ``scene``)."""
+    from ..data import load_stimuli
+    files = np.asarray(view.stim_file).astype(str)
+    stim = None
+    ids, names = {}, {}
+    for c in cfg.stage1.concepts:
+        if c == "class":
+            y = np.asarray(view.class_name).astype(str)
+        else:
+            if stim is None:
+                stim = load_stimuli(cfg).drop_duplicates("stim_file").set_index("stim_file")
+            if c not in stim.columns:
+                raise ValueError(f"stage1.concepts names {c!r}, but the stimulus table has no "
+                                 f"{c!r} column (columns: {list(stim.columns)}); real data "
+                                 f"has only 'class': set stage1.concepts to [class]")
+            missing = sorted(set(files) - set(stim.index.astype(str)))
+            if missing:
+                raise ValueError(f"{len(missing)} training clip(s) are not in the stimulus "
+                                 f"table, e.g. {missing[:3]}")
+            y = stim[c].reindex(files).astype(str).to_numpy()
+        u, inv = np.unique(y, return_inverse=True)
+        if len(u) < 2:
+            raise ValueError(f"stage1.concepts: the training trials hold one {c} value "
+                             f"({u.tolist()}); the concept projector needs two or more")
+        ids[c], names[c] = inv.astype(np.int64), u.tolist()
+    return ids, names
+
+
+def fit_concepts(cfg, model: Stage1Model, view: SourceView, video: VideoInputs, mask,
+                 values: dict[str, np.ndarray]) -> dict:
+    """Start of the ``concept`` projector from the training trials (``view``): its prototype
+    tokens (the mean video tokens of each concept value, :meth:`ConceptProjector.set_prototypes`)
+    and, with ``stage1.concept_voxels``, the voxels its heads read (the most selective for the
+    joint concept values, by ``stage1.select_by``) with their mean and sd. Returns
+    ``{"n_voxels"}``."""
+    s = cfg.stage1
+    Y = embed_clips(model, video, list(view.stim_file), s.eval_batch_size)
+    model.projector.set_prototypes(Y, values)
+    k = int(s.concept_voxels)
+    if not k:
+        return dict(n_voxels=0)
+    m = np.asarray(mask, bool)
+    if k > int(m.sum()):
+        raise ValueError(f"stage1.concept_voxels = {k} is more than the {int(m.sum())} voxels of "
+                         f"the brain mask: use at most that (0 reads the encoder's tokens only)")
+    X = voxel_features(view.blocks, len(view), m, batch_size=s.eval_batch_size)
+    if s.select_by == "video":
+        sel = encoding_voxels(X, Y.numpy(), k, setting="stage1.concept_voxels")
+    else:
+        joint = np.array(["|".join(map(str, t)) for t in zip(*values.values())])
+        sel = selective_voxels(X, joint, k, "stage1.concept_voxels")
+    Xs = X[:, sel]
+    model.projector.set_voxels(np.flatnonzero(m.ravel())[sel], Xs)
+    info = dict(n_voxels=k)
+    if s.concept_cs:
+        groups = np.asarray(view.subject).astype(str)
+        info.update(_logistic_heads(model.projector, Xs, values, groups, s.concept_cs))
+    return info
+
+
+def _logistic_heads(proj, X: np.ndarray, values: dict, groups: np.ndarray, cs) -> dict:
+    """Set the voxel heads (and the head biases) of a ConceptProjector to a multinomial
+    logistic regression per concept on the standardised voxels, C by leave-one-subject-out
+    accuracy (one subject: the largest C of the grid); returns the chosen C and accuracy per
+    concept."""
+    from sklearn.linear_model import LogisticRegression
+    Z = (np.asarray(X, np.float64) - proj.voxel_mean.numpy()) / proj.voxel_scale.numpy()
+    subjects = np.unique(groups)
+    info, row = {}, 0
+    for c, size in proj.sizes.items():
+        y = np.asarray(values[c])
+        scores = {}
+        for C in cs:
+            if len(subjects) < 2:
+                scores[C] = np.nan
+                continue
+            acc = []
+            for held in subjects:
+                tr = groups != held
+                lr = LogisticRegression(C=float(C), max_iter=500).fit(Z[tr], y[tr])
+                acc.append(float((lr.predict(Z[~tr]) == y[~tr]).mean()))
+            scores[C] = float(np.mean(acc))
+        best = max(cs) if len(subjects) < 2 else max(cs, key=lambda C: (scores[C], -C))
+        lr = LogisticRegression(C=float(best), max_iter=500).fit(Z, y)
+        W, b = lr.coef_, lr.intercept_           # every value occurs: classes_ = 0..size-1
+        if size == 2:                               # binary: sklearn keeps one row
+            W, b = np.vstack([-W[0] / 2, W[0] / 2]), np.array([-b[0] / 2, b[0] / 2])
+        with torch.no_grad():
+            proj.voxel_head.weight[row:row + size] = torch.as_tensor(W, dtype=torch.float32)
+            proj.head.bias[row:row + size] = torch.as_tensor(b, dtype=torch.float32)
+        info[f"{c}_C"], info[f"{c}_loso"] = float(best), scores.get(best)
+        row += size
+    return info
 
 
 def _needed_clips(tc, splits) -> list[str]:
@@ -205,13 +333,20 @@ def train_stage1(cfg, tc, splits, *, vlm=None, features=None, mae=None, overwrit
     Stage1Result
     """
     encoder, branch = _pretrained_parts(cfg, tc, vlm, mae)
-    model = build_stage1_model(cfg, encoder, branch, mask=tc.mask).to(default_device(cfg))
+    view = source_view(tc, splits, "train")
+    values, sizes = None, None
+    if cfg.stage1.projector == "concept":
+        values, names = concept_values(cfg, view)
+        sizes = {c: len(v) for c, v in names.items()}
+    model = build_stage1_model(cfg, encoder, branch, mask=tc.mask,
+                               concept_sizes=sizes).to(default_device(cfg))
     if features is None:
         features = video_features(cfg, progress=progress)
     video = VideoInputs(model, features, _needed_clips(tc, splits),
                         batch_size=cfg.stage1.eval_batch_size, progress=progress)
-    view = source_view(tc, splits, "train")
     name = stage1_run_name(cfg) if name is None else name
+    if values is not None:            # the same: a checkpoint replaces what is set here
+        fit_concepts(cfg, model, view, video, tc.mask, values)
     if model.readout is not None:     # a resumed or finished run's checkpoint replaces it
         fit_voxel_readout(cfg, model, view, video, tc.mask)
     if model.input_mask is not None:  # the same: the checkpoint holds the mask it trained with
@@ -223,7 +358,7 @@ def train_stage1(cfg, tc, splits, *, vlm=None, features=None, mae=None, overwrit
     res = fit(model, stage1_loss_fn(cfg.stage1),
               make_stage1_sampler(view, video, cfg.stage1.batch_size,
                                   int(round(cfg.stage1.video_warmup * cfg.stage1.steps))
-                                  * cfg.train.grad_accum), run_dir=cfg.run_dir,
+                                  * cfg.train.grad_accum, values), run_dir=cfg.run_dir,
               name=name, steps=cfg.stage1.steps if align else 1,
               lr=cfg.stage1.lr if align else 0.0, loop_cfg=cfg.train,
               seed=cfg.run.seed, weight_decay=cfg.stage1.weight_decay, overwrite=overwrite,
@@ -413,7 +548,13 @@ def load_stage1(cfg, tc, *, vlm=None, mae=None) -> Stage1Model:
         raise FileNotFoundError(f"no Stage I checkpoint for these settings at {path}: run "
                                 f"notebook 03_stage1_alignment (train_stage1) first")
     encoder, branch = _pretrained_parts(cfg, tc, vlm, mae)
-    model = build_stage1_model(cfg, encoder, branch, mask=tc.mask)
+    sizes = None
+    if cfg.stage1.projector == "concept":      # the heads' sizes are saved with the weights
+        st = torch.load(path / "state.pt" if path.is_dir() else path, map_location="cpu",
+                        weights_only=False)["model"]
+        sizes = dict(zip(cfg.stage1.concepts,
+                         (int(v) for v in st["projector.concept_sizes"].tolist())))
+    model = build_stage1_model(cfg, encoder, branch, mask=tc.mask, concept_sizes=sizes)
     info = load_checkpoint(model, path)
     if not info.get("finished"):
         raise FileNotFoundError(f"Stage I run at {path} is unfinished (step {info.get('step')});"
