@@ -558,6 +558,14 @@ def test_concept_projector_mixes_prototypes_by_the_heads_posteriors(rng):
         proj.logits(enc)
     with pytest.raises(ValueError, match="at least 2 values"):
         ConceptProjector(De, H, L, N, {"class": 1})
+    # sharpen: softmax(s * logits) weights the prototypes; a large s gives the argmax value's
+    sharp = ConceptProjector(De, H, L, N, {"class": 3, "scene": 2}, sharpen=200.0)
+    sharp.set_prototypes(tokens, {"class": cls, "scene": scn})
+    mild = {"class": torch.tensor([[0.0, 0.3, 0.1]]), "scene": torch.tensor([[0.2, 0.0]])}
+    want = tokens[cls == 1].mean(0) + tokens[scn == 0].mean(0) - G
+    torch.testing.assert_close(sharp.mix(mild)[0], want, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="sharpen"):
+        ConceptProjector(De, H, L, N, {"class": 3}, sharpen=0.0)
 
 
 def test_concept_projector_trains_restores_and_names_its_run(tiny_world, tmp_path):
@@ -628,3 +636,26 @@ def test_concept_heads_start_at_the_loso_chosen_logistic_regression(tiny_world, 
                                rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(m.projector.head.bias.detach().numpy(), ref.intercept_,
                                rtol=1e-3, atol=1e-4)
+
+
+def test_concept_values_read_other_labels_from_the_stimulus_table(tiny_world, tmp_path,
+                                                                   monkeypatch):
+    """concept_values: class from the trials, any other concept from the stimulus table's
+    column of that name (ids index the sorted values); a column the table lacks is refused
+    naming the setting and the fix."""
+    import llm4brain.data as data
+    w = tiny_world(tmp_path)
+    view = source_view(w["tc"], w["splits"], "train")
+    files = sorted(set(np.asarray(w["tc"].trials["stim_file"]).astype(str)))
+    scene = {f: ("beach" if i % 2 else "forest") for i, f in enumerate(files)}
+    monkeypatch.setattr(data, "load_stimuli", lambda cfg: pd.DataFrame(
+        dict(stim_file=files, scene=[scene[f] for f in files])))
+    cfg = w["cfg"].replace(stage1__concepts=["class", "scene"])
+    ids, names = s1.concept_values(cfg, view)
+    assert names["scene"] == ["beach", "forest"]
+    want = [names["scene"].index(scene[f]) for f in np.asarray(view.stim_file).astype(str)]
+    np.testing.assert_array_equal(ids["scene"], want)
+    np.testing.assert_array_equal(np.asarray(names["class"])[ids["class"]],
+                                  np.asarray(view.class_name).astype(str))
+    with pytest.raises(ValueError, match="stage1.concepts names 'colour'.*set stage1.concepts"):
+        s1.concept_values(w["cfg"].replace(stage1__concepts=["class", "colour"]), view)

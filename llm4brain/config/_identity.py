@@ -56,6 +56,8 @@ IDENTITY_OFF_DEFAULT: dict[str, dict[str, Callable[[dict], bool]]] = {
         "concept_voxels": _concept_only,
         "concept_ce": _concept_only,
         "concept_cs": _concept_only,
+        "concept_sharpen": lambda s: (s.get("projector") != "concept"
+                                      or s.get("concept_sharpen", 1.0) == 1.0),
         "align": lambda s: bool(s.get("align", True)),                        # ablation switch, on
         "encoder_adaptors": lambda s: bool(s.get("encoder_adaptors", True)),  # ablation switch, on
         "train_encoder": lambda s: not s.get("train_encoder", False),        # candidate, off

@@ -133,6 +133,9 @@ class Stage1Config:
     concept_ce : float
         ``concept`` projector: weight of the heads' cross-entropy on the training trials'
         concept values, added to eq. 2 (0: the heads learn from the alignment alone).
+    concept_sharpen : float
+        ``concept`` projector: the prototypes are weighted by ``softmax(concept_sharpen *
+        logits)``, 1 the heads' posteriors, larger values nearer their most probable value.
     concept_cs : list of float
         ``concept`` projector with ``concept_voxels``: the voxel heads start at a multinomial
         logistic regression of each concept on the read voxels (standardised), its C chosen
@@ -203,6 +206,7 @@ class Stage1Config:
     concept_voxels: int = 0
     concept_ce: float = 0.0
     concept_cs: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
+    concept_sharpen: float = 1.0
     qformer_adaptors: str = "video"
     l2l1_detach_video: bool = True
     video_warmup: float = 0.5
@@ -224,6 +228,8 @@ class Stage1Config:
         _at_least("stage1.voxel_readout_voxels", self.voxel_readout_voxels, 0)
         _at_least("stage1.input_voxels", self.input_voxels, 0)
         _at_least("stage1.concept_voxels", self.concept_voxels, 0)
+        if not self.concept_sharpen > 0:
+            raise ValueError(f"stage1.concept_sharpen must be > 0, got {self.concept_sharpen}")
         if self.concept_ce < 0:
             raise ValueError(f"stage1.concept_ce must be >= 0, got {self.concept_ce}")
         if not self.concepts or len(set(self.concepts)) != len(self.concepts):

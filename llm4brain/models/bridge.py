@@ -203,13 +203,20 @@ class ConceptProjector(nn.Module):
     token_dim : d (``stage1.projector_token_dim``)
     dropout : on the concatenated tokens and on the voxels (``stage1.projector_dropout``)
     n_voxels : V, voxels read directly (``stage1.concept_voxels``; 0: the encoder's tokens only)
+    sharpen : the mixture weights are ``softmax(sharpen * logits)`` (``stage1.concept_sharpen``;
+        1: the heads' posteriors; the cross-entropy always reads the logits as they are)
     """
 
     reads_voxels = True
 
     def __init__(self, in_dim: int, out_dim: int, n_tokens: int, n_input_tokens: int,
-                 sizes: dict, token_dim: int = 8, dropout: float = 0.0, n_voxels: int = 0):
+                 sizes: dict, token_dim: int = 8, dropout: float = 0.0, n_voxels: int = 0,
+                 sharpen: float = 1.0):
         super().__init__()
+        if not sharpen > 0:
+            raise ValueError(f"ConceptProjector: sharpen must be > 0, got {sharpen} "
+                             f"(stage1.concept_sharpen)")
+        self.sharpen = float(sharpen)
         if not sizes or min(int(v) for v in sizes.values()) < 2:
             raise ValueError(f"ConceptProjector needs concepts with at least 2 values each, got "
                              f"{dict(sizes)} (stage1.concepts)")
@@ -291,7 +298,8 @@ class ConceptProjector(nn.Module):
 
     def mix(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
         """Tokens (B, L, H) from per-concept logits."""
-        p = torch.cat([torch.softmax(logits[c], dim=1) for c in self.sizes], dim=1)
+        p = torch.cat([torch.softmax(self.sharpen * logits[c], dim=1) for c in self.sizes],
+                      dim=1)
         out = self.grand + p @ self.deltas
         return out.reshape(len(p), self.n_tokens, self.out_dim)
 
@@ -408,7 +416,8 @@ def _concept(cfg, in_dim, out_dim, n_tokens, n_input_tokens=None, sizes=None):
                          "the concepts' sizes (build_stage1_model passes them)")
     s = cfg.stage1
     return ConceptProjector(in_dim, out_dim, n_tokens, n_input_tokens, sizes,
-                            s.projector_token_dim, s.projector_dropout, s.concept_voxels)
+                            s.projector_token_dim, s.projector_dropout, s.concept_voxels,
+                            s.concept_sharpen)
 
 
 #: ``stage1.projector`` -> builder ``(cfg, in_dim, out_dim, n_tokens[, n_input_tokens])``
