@@ -140,7 +140,7 @@ class Stage1Config:
         ``concept`` projector with ``concept_voxels``: the voxel heads start at a multinomial
         logistic regression of each concept on the read voxels (standardised), its C chosen
         from this grid by leave-one-subject-out accuracy over the training subjects
-        (:func:`llm4brain.training.stage1.fit_concepts`); empty: they start near zero.
+        (:func:`llm4brain.training.concepts.fit_concepts`); empty: they start near zero.
     projector_layers, projector_heads, projector_rank : int
         Cross-attention layers and heads of ``query``; hidden rank of ``mlp`` and ``spatial``.
     projector_token_dim : int

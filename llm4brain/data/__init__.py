@@ -12,7 +12,7 @@ from ._cache import (TrialCache, block_start_index, build_trial_cache, cosine_dr
 from ._describe import describe_dataset, directory_size_mb, split_half_reliability, trial_responses
 from ._frames import FrameCache, build_frame_cache
 from ._splits import Splits, load_splits, make_splits
-from ._voxels import voxel_features
+from ._voxels import clip_labels, voxel_features
 from ._video_io import BadClipError, declared_video_length, read_frames, write_mp4, write_mp4_batch
 
 __all__ = [
@@ -23,6 +23,6 @@ __all__ = [
     "directory_size_mb", "split_half_reliability", "trial_responses", "FrameCache",
     "build_frame_cache", "Splits", "load_splits", "make_splits", "BadClipError",
     "declared_video_length", "read_frames", "write_mp4", "write_mp4_batch",
-    "check_data", "format_check_table", "CheckRow", "voxel_features", "volume_reference",
+    "check_data", "format_check_table", "CheckRow", "voxel_features", "clip_labels", "volume_reference",
     "volume_times",
 ]

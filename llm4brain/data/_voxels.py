@@ -1,12 +1,32 @@
-"""Brain-mask voxels of trial blocks: the input of the ridge baseline and of Stage I's
-voxel read-out."""
+"""Brain-mask voxels of trial blocks (the input of the ridge baseline and of Stage I's voxel
+read-outs) and the labels of the clips the trials showed."""
 from __future__ import annotations
 
 from typing import Callable
 
 import numpy as np
 
-__all__ = ["voxel_features"]
+__all__ = ["voxel_features", "clip_labels"]
+
+
+def clip_labels(label: str, view, stim, setting: str) -> np.ndarray:
+    """The value of ``label`` for every trial of ``view`` (str array (n,)): ``class`` from the
+    trials, any other label from the stimulus table's column of that name (``stim``,
+    :func:`llm4brain.data.load_stimuli`; the simulated data has ``scene``). ``setting`` names
+    the key that asked for it in the errors."""
+    if label == "class":
+        return np.asarray(view.class_name).astype(str)
+    if stim is None or label not in stim.columns:
+        raise ValueError(f"{setting} names {label!r}, but the stimulus table has no {label!r} "
+                         f"column (the simulated data has 'scene'; real data has only 'class'): "
+                         f"set {setting} to [class]")
+    col = stim.drop_duplicates("stim_file").set_index("stim_file")[label]
+    files = np.asarray(view.stim_file).astype(str)
+    unknown = sorted(set(files) - set(col.index.astype(str)))
+    if unknown:
+        raise ValueError(f"{len(unknown)} training clip(s) are not in the stimulus table, e.g. "
+                         f"{unknown[:3]}")
+    return col.reindex(files).astype(str).to_numpy()
 
 
 def voxel_features(get_blocks: Callable[[np.ndarray], np.ndarray], n: int, mask: np.ndarray,

@@ -42,7 +42,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..data import voxel_features
+from ..data import clip_labels, voxel_features
 from ..training.guard import source_view, target_adaptation_view, target_evaluation_view
 from .decoding import EvalSet, chance_permutation, decode_eval_set
 
@@ -168,19 +168,7 @@ class SemanticReadout:
 
 
 def _label_values(label: str, view, stim: pd.DataFrame | None) -> np.ndarray:
-    if label == "class":
-        return np.asarray(view.class_name).astype(str)
-    if stim is None or label not in stim.columns:
-        raise ValueError(f"eval.semantic_labels names {label!r}, but the stimulus table has no "
-                         f"{label!r} column (the simulated data has 'scene'; real data has only "
-                         f"'class'): set eval.semantic_labels to [class]")
-    col = stim.drop_duplicates("stim_file").set_index("stim_file")[label]
-    files = np.asarray(view.stim_file).astype(str)
-    unknown = sorted(set(files) - set(col.index.astype(str)))
-    if unknown:
-        raise ValueError(f"{len(unknown)} training clip(s) are not in the stimulus table, e.g. "
-                         f"{unknown[:3]}")
-    return col.reindex(files).astype(str).to_numpy()
+    return clip_labels(label, view, stim, "eval.semantic_labels")
 
 
 @torch.no_grad()

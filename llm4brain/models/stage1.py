@@ -99,9 +99,12 @@ class Stage1Model(nn.Module):
         reads the masked volumes, the read-out the volumes as they are."""
         if self.concepts:
             return self.projector.mix(self.concept_logits(blocks))
-        x = blocks if self.input_mask is None else blocks * self.input_mask.to(blocks.dtype)
-        z = self.projector(self.encoder(x))
+        z = self.projector(self.encoder(self._masked(blocks)))
         return z if self.readout is None else z + self.readout(blocks)
+
+    def _masked(self, blocks: torch.Tensor) -> torch.Tensor:
+        """What the tokenizer reads: the blocks times the input mask, when there is one."""
+        return blocks if self.input_mask is None else blocks * self.input_mask.to(blocks.dtype)
 
     @property
     def concepts(self) -> bool:
@@ -110,8 +113,7 @@ class Stage1Model(nn.Module):
 
     def concept_logits(self, blocks: torch.Tensor) -> dict[str, torch.Tensor]:
         """``stage1.projector: concept``: per concept, the heads' logits (B, values)."""
-        x = blocks if self.input_mask is None else blocks * self.input_mask.to(blocks.dtype)
-        return self.projector.logits(self.encoder(x), blocks)
+        return self.projector.logits(self.encoder(self._masked(blocks)), blocks)
 
     def video_tokens(self, video: torch.Tensor) -> torch.Tensor:
         """Video tokens x (B, L, H) from frame-Q-Former outputs (B, F, Nq, H) or, with
@@ -145,7 +147,7 @@ def build_stage1_model(cfg, encoder: nn.Module, branch: nn.Module,
         :func:`~llm4brain.training.stage1.train_stage1` narrows it to the selected voxels).
     concept_sizes : dict concept -> number of values
         Needed with ``stage1.projector: concept`` (its heads' sizes;
-        :func:`llm4brain.training.stage1.concept_values` gives them from the training trials).
+        :func:`llm4brain.training.concepts.concept_values` gives them from the training trials).
 
     Returns
     -------

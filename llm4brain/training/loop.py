@@ -122,7 +122,19 @@ def _load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], wh
     model.load_state_dict(state, strict=False)
 
 
-def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> dict:
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The saved dict of a checkpoint directory (``<run_dir>/checkpoints/<name>``) or its
+    ``state.pt``: ``model`` (trainable + buffer tensors), ``step``, ``finished``, ..."""
+    path = Path(path)
+    file = path / "state.pt" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"no checkpoint at {file}: train first (fit(..., name=...)) or "
+                                f"check the run directory (setting run.run_dir)")
+    return torch.load(file, map_location="cpu", weights_only=False)
+
+
+def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike,
+                    state: dict | None = None) -> dict:
     """Load the saved (trainable + buffer) tensors of a checkpoint into ``model``.
 
     Parameters
@@ -131,6 +143,9 @@ def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> dict:
         Built like the trained one (its frozen parts are not in the checkpoint).
     path : path
         A checkpoint directory (``<run_dir>/checkpoints/<name>``) or its ``state.pt``.
+    state : dict, optional
+        What :func:`read_checkpoint` returned for ``path`` (read once by a caller that needed
+        it to build the model).
 
     Returns
     -------
@@ -138,13 +153,8 @@ def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> dict:
         ``step``, ``finished``, ``config`` (resolved config dict or None), ``git_revision``,
         ``spec`` (steps, lr, seed, ...).
     """
-    path = Path(path)
-    file = path / "state.pt" if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"no checkpoint at {file}: train first (fit(..., name=...)) or "
-                                f"check the run directory (setting run.run_dir)")
-    state = torch.load(file, map_location="cpu", weights_only=False)
-    _load_model_state(model, state["model"], str(file))
+    state = read_checkpoint(path) if state is None else state
+    _load_model_state(model, state["model"], str(path))
     return {k: state.get(k) for k in ("step", "finished", "config", "git_revision", "spec")}
 
 

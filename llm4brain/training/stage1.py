@@ -42,15 +42,16 @@ from ..models.encoder import build_encoder
 from ..models.llm import default_device
 from ..models.stage1 import (Stage1Model, VideoInputs, build_stage1_model, embed_clips,
                              embed_fmri)
+from .concepts import concept_values, fit_concepts
 from .guard import SourceView, source_view
-from .loop import checkpoint_path, fit, load_checkpoint
+from .loop import checkpoint_path, fit, load_checkpoint, read_checkpoint
 from .losses import clip_loss, l2l1_loss, pool_tokens, stage1_loss
 from .mae import load_pretrained_mae
 from .vlpretrain import load_video_llm, video_features, video_llm_id
 
 __all__ = ["stage1_run_name", "make_stage1_sampler", "stage1_loss_fn", "Stage1Result",
            "train_stage1", "load_stage1", "fit_input_mask", "fit_voxel_readout",
-           "selective_voxels", "concept_values", "fit_concepts"]
+           "selective_voxels"]
 
 
 def stage1_run_name(cfg) -> str:
@@ -198,105 +199,6 @@ def _pretrained_parts(cfg, tc, vlm=None, mae=None):
     if mae is None:
         mae = load_pretrained_mae(cfg, tc.block_shape, tc.mask, tc.affine)
     return mae.encoder, vlm.branch
-
-
-def concept_values(cfg, view) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
-    """The ``stage1.concepts`` values of a view's trials (the training subjects' training
-    trials): per concept an int array (n,) indexing the sorted distinct values, and those
-    values. ``class`` is the trial's class; any other concept is a column of the stimulus
-    table (:func:`llm4brain.data.load_stimuli`; the simulated data has ``scene``)."""
-    from ..data import load_stimuli
-    files = np.asarray(view.stim_file).astype(str)
-    stim = None
-    ids, names = {}, {}
-    for c in cfg.stage1.concepts:
-        if c == "class":
-            y = np.asarray(view.class_name).astype(str)
-        else:
-            if stim is None:
-                stim = load_stimuli(cfg).drop_duplicates("stim_file").set_index("stim_file")
-            if c not in stim.columns:
-                raise ValueError(f"stage1.concepts names {c!r}, but the stimulus table has no "
-                                 f"{c!r} column (columns: {list(stim.columns)}); real data "
-                                 f"has only 'class': set stage1.concepts to [class]")
-            missing = sorted(set(files) - set(stim.index.astype(str)))
-            if missing:
-                raise ValueError(f"{len(missing)} training clip(s) are not in the stimulus "
-                                 f"table, e.g. {missing[:3]}")
-            y = stim[c].reindex(files).astype(str).to_numpy()
-        u, inv = np.unique(y, return_inverse=True)
-        if len(u) < 2:
-            raise ValueError(f"stage1.concepts: the training trials hold one {c} value "
-                             f"({u.tolist()}); the concept projector needs two or more")
-        ids[c], names[c] = inv.astype(np.int64), u.tolist()
-    return ids, names
-
-
-def fit_concepts(cfg, model: Stage1Model, view: SourceView, video: VideoInputs, mask,
-                 values: dict[str, np.ndarray]) -> dict:
-    """Start of the ``concept`` projector from the training trials (``view``): its prototype
-    tokens (the mean video tokens of each concept value, :meth:`ConceptProjector.set_prototypes`)
-    and, with ``stage1.concept_voxels``, the voxels its heads read (the most selective for the
-    joint concept values, by ``stage1.select_by``) with their mean and sd. Returns
-    ``{"n_voxels"}``."""
-    s = cfg.stage1
-    Y = embed_clips(model, video, list(view.stim_file), s.eval_batch_size)
-    model.projector.set_prototypes(Y, values)
-    k = int(s.concept_voxels)
-    if not k:
-        return dict(n_voxels=0)
-    m = np.asarray(mask, bool)
-    if k > int(m.sum()):
-        raise ValueError(f"stage1.concept_voxels = {k} is more than the {int(m.sum())} voxels of "
-                         f"the brain mask: use at most that (0 reads the encoder's tokens only)")
-    X = voxel_features(view.blocks, len(view), m, batch_size=s.eval_batch_size)
-    if s.select_by == "video":
-        sel = encoding_voxels(X, Y.numpy(), k, setting="stage1.concept_voxels")
-    else:
-        joint = np.array(["|".join(map(str, t)) for t in zip(*values.values())])
-        sel = selective_voxels(X, joint, k, "stage1.concept_voxels")
-    Xs = X[:, sel]
-    model.projector.set_voxels(np.flatnonzero(m.ravel())[sel], Xs)
-    info = dict(n_voxels=k)
-    if s.concept_cs:
-        groups = np.asarray(view.subject).astype(str)
-        info.update(_logistic_heads(model.projector, Xs, values, groups, s.concept_cs))
-    return info
-
-
-def _logistic_heads(proj, X: np.ndarray, values: dict, groups: np.ndarray, cs) -> dict:
-    """Set the voxel heads (and the head biases) of a ConceptProjector to a multinomial
-    logistic regression per concept on the standardised voxels, C by leave-one-subject-out
-    accuracy (one subject: the largest C of the grid); returns the chosen C and accuracy per
-    concept."""
-    from sklearn.linear_model import LogisticRegression
-    Z = (np.asarray(X, np.float64) - proj.voxel_mean.numpy()) / proj.voxel_scale.numpy()
-    subjects = np.unique(groups)
-    info, row = {}, 0
-    for c, size in proj.sizes.items():
-        y = np.asarray(values[c])
-        scores = {}
-        for C in cs:
-            if len(subjects) < 2:
-                scores[C] = np.nan
-                continue
-            acc = []
-            for held in subjects:
-                tr = groups != held
-                lr = LogisticRegression(C=float(C), max_iter=500).fit(Z[tr], y[tr])
-                acc.append(float((lr.predict(Z[~tr]) == y[~tr]).mean()))
-            scores[C] = float(np.mean(acc))
-        best = max(cs) if len(subjects) < 2 else max(cs, key=lambda C: (scores[C], -C))
-        lr = LogisticRegression(C=float(best), max_iter=500).fit(Z, y)
-        W, b = lr.coef_, lr.intercept_           # every value occurs: classes_ = 0..size-1
-        if size == 2:                               # binary: sklearn keeps one row
-            W, b = np.vstack([-W[0] / 2, W[0] / 2]), np.array([-b[0] / 2, b[0] / 2])
-        with torch.no_grad():
-            proj.voxel_head.weight[row:row + size] = torch.as_tensor(W, dtype=torch.float32)
-            proj.head.bias[row:row + size] = torch.as_tensor(b, dtype=torch.float32)
-        info[f"{c}_C"], info[f"{c}_loso"] = float(best), scores.get(best)
-        row += size
-    return info
 
 
 def _needed_clips(tc, splits) -> list[str]:
@@ -548,14 +450,13 @@ def load_stage1(cfg, tc, *, vlm=None, mae=None) -> Stage1Model:
         raise FileNotFoundError(f"no Stage I checkpoint for these settings at {path}: run "
                                 f"notebook 03_stage1_alignment (train_stage1) first")
     encoder, branch = _pretrained_parts(cfg, tc, vlm, mae)
+    state = read_checkpoint(path)
     sizes = None
     if cfg.stage1.projector == "concept":      # the heads' sizes are saved with the weights
-        st = torch.load(path / "state.pt" if path.is_dir() else path, map_location="cpu",
-                        weights_only=False)["model"]
         sizes = dict(zip(cfg.stage1.concepts,
-                         (int(v) for v in st["projector.concept_sizes"].tolist())))
+                         (int(v) for v in state["model"]["projector.concept_sizes"].tolist())))
     model = build_stage1_model(cfg, encoder, branch, mask=tc.mask, concept_sizes=sizes)
-    info = load_checkpoint(model, path)
+    info = load_checkpoint(model, path, state=state)
     if not info.get("finished"):
         raise FileNotFoundError(f"Stage I run at {path} is unfinished (step {info.get('step')});"
                                 f" resume it with train_stage1(cfg, ...)")
