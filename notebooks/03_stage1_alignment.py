@@ -189,9 +189,12 @@ for ax, split, title in ((axes[0], "val", "training subjects, held-out runs"),
         if p < 0.01:
             ax.text(i - 0.12, piv["stage1"].iloc[i] + 0.01, "*", ha="center")
     ax.set(title=title, ylabel=f"top-1 among N = {int(t['n_candidates'].iloc[0])}", xlabel="")
-    ax.legend(fontsize="small", frameon=False)
+    ax.get_legend().remove()
+# one legend under both panels: inside them it covers the ceiling bars
+fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=5, fontsize="small",
+           frameon=False)
 fig.suptitle("clip identification from fMRI (* Stage I p < 0.01, permutation test)")
-fig.tight_layout()
+fig.tight_layout(rect=(0, 0.07, 1, 1))
 save_figure(fig, "03_retrieval", cfg)
 
 # %% [markdown]
