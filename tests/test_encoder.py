@@ -286,3 +286,24 @@ def test_neighbour_fill_on_the_nvl_grid(cfg, rng):
                                atol=1e-6)
     b = mae_baselines(mae, x, sigmas=(1.0,))
     assert np.isfinite([b["model"], b["predict_zero"], b["neighbour_fill"]]).all()
+
+
+def test_mae_hides_masked_cells_from_the_cnn3d_encoder(cfg, rng):
+    """The cnn3d convolutions reach 3 voxels into the neighbouring cell: a masked cell's voxels
+    must not move the latent of the visible tokens (no leak of what is to be reconstructed)."""
+    mae = build_mae(cfg.replace(tokenizer__kind="cnn3d"), SHAPE, _mask()).eval()
+    tok = mae.encoder.tokenizer
+    x = _blocks(rng, 2)
+    gen = lambda: torch.Generator().manual_seed(3)           # noqa: E731  same mask both times
+    a = mae(x, generator=gen())
+    cells = tok.unpatchify(a.mask[..., None].expand(-1, -1, tok.patch_dim)).bool()
+    assert cells.any() and (~cells).any()
+    y = x.clone()
+    y[cells] += 5.0 * torch.randn(int(cells.sum()), generator=torch.Generator().manual_seed(1))
+    b = mae(y, generator=gen())
+    assert torch.equal(a.mask, b.mask)
+    torch.testing.assert_close(a.latent, b.latent)                # masked voxels hidden
+    assert not torch.allclose(a.target, b.target)                 # while the targets did change
+    # and hide_masked zeroes exactly the masked tokens' cells
+    h = tok.hide_masked(x, a.mask)
+    assert torch.all(h[cells] == 0) and torch.equal(h[~cells], x[~cells])

@@ -316,9 +316,12 @@ class MaskedBrainModel(nn.Module):
             For reproducible masks.
         """
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
-        x = self.encoder.embed(blocks)
-        B, N, D = x.shape
-        ids_keep, ids_restore, mask = random_masking(B, N, ratio, device=x.device, generator=generator)
+        tok = self.encoder.tokenizer
+        B, N = blocks.shape[0], len(tok.token_index)
+        ids_keep, ids_restore, mask = random_masking(B, N, ratio, device=blocks.device, generator=generator)
+        # a tokenizer whose tokens see past their own cell hides the masked cells' voxels first
+        x = self.encoder.embed(tok.hide_masked(blocks, mask) if hasattr(tok, "hide_masked") else blocks)
+        D = x.shape[-1]
         visible = torch.gather(x, 1, ids_keep[..., None].expand(B, ids_keep.shape[1], D))
         latent = self.encoder.forward_tokens(visible)
         pred = self.forward_decoder(latent, ids_restore)

@@ -163,6 +163,16 @@ class CNN3DTokenizer(BrainTokenizer):
         m = self.brain_mask[None, None].float().expand(1, self.volume_shape[0], *self.volume_shape[1:])
         return _cubes(self._pad(m), self.stride)[0, self.token_index]
 
+    def hide_masked(self, blocks: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Blocks with the voxels of masked tokens' cells set to 0 (``mask`` (B, N), 1 = hidden).
+
+        The convolutions' receptive fields reach past a cell (kernel 3, stride 2, twice: 3
+        voxels into the neighbouring cell on each axis), so a visible token computed from the
+        full block would carry part of its masked neighbours' values into the encoder. Masked
+        brain modelling hides them from the input first (as ConvMAE/SparK do for CNNs)."""
+        m = self.unpatchify(mask[..., None].to(blocks.dtype).expand(-1, -1, self.patch_dim))
+        return blocks * (1.0 - m)
+
     def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`patchify`: (B, N, P) -> blocks (B, T, X, Y, Z); dropped cells are 0."""
         B = patches.shape[0]
