@@ -43,6 +43,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import Markdown, display
 
 from llm4brain.config import load_config, repo_root
 from llm4brain.data import iter_run_volumes, load_splits, load_trial_cache
@@ -50,8 +51,8 @@ from llm4brain.models.adaptors import adaptor_table, add_adaptors
 from llm4brain.models.encoder import build_mae
 from llm4brain.models.qformer import build_video_branch
 from llm4brain.plotting import set_house_style, plot_loss_curves, save_figure
-from llm4brain.training.mae import (mae_baselines, mae_reconstruction, pretrain_mae,
-                                     volume_windows)
+from llm4brain.training.mae import (mae_baselines, mae_reading, mae_reconstruction,
+                                     pretrain_mae, volume_windows)
 
 cfg = load_config(PROFILE)
 set_house_style()   # the package's figure style, for this notebook's own figures too
@@ -198,7 +199,8 @@ for kind, res in results.items():
                      neighbour_fill_mse=b["neighbour_fill"], steps=int(res.step)))
 mae_table = pd.DataFrame(rows)
 mae_table.to_csv(cfg.figures_dir / "02_mae_validation.csv", index=False)
-mae_table
+display(mae_table)
+display(Markdown(mae_reading(mae_table)))
 
 # %% [markdown]
 # ### Masked and reconstructed brain

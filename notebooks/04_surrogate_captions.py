@@ -49,12 +49,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from llm4brain.captions import caption_agreement, generate_captions
 from llm4brain.config import load_config
 from llm4brain.data import build_frame_cache, load_stimuli
 from llm4brain.evaluation.attributes import attribute_summary, attribute_wide, truth_frame
+from llm4brain.evaluation.reading import attribute_reading
 from llm4brain.plotting import (set_house_style, plot_attribute_bars, plot_loss_curves, plot_metric_distributions,
                                 save_figure)
 from llm4brain.plotting_data import plot_clip_montage
@@ -253,6 +254,7 @@ if {"agent", "scene"} <= set(stim.columns):
     fig = plot_attribute_bars(attr, title="Video2Text vs the true attributes of the clips")
     save_figure(fig, "04_attribute_accuracy", cfg)
     display(attribute_wide(attr, p_values=False))
+    display(Markdown(attribute_reading(attr)))
 
 # %% [markdown]
 # ## Timing

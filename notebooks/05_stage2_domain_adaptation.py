@@ -53,6 +53,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import Markdown, display
 
 from llm4brain.captions import load_captions
 from llm4brain.config import load_config
@@ -60,6 +61,7 @@ from llm4brain.data import load_splits, load_trial_cache
 from llm4brain.evaluation.controls import bootstrap_ci
 from llm4brain.evaluation.decoding import build_eval_set
 from llm4brain.evaluation.metrics import METRIC_LABELS
+from llm4brain.evaluation.reading import da_reading
 from llm4brain.evaluation.scoring import score_run
 from llm4brain.evaluation.stage2_outputs import write_stage2_outputs
 from llm4brain.evaluation.stage2_results import read_decodes, stage2_results_dir
@@ -284,4 +286,5 @@ summary.update(da_minus_noda=str(ci), da_beats_noda=bool(ci.estimate > 0),
                n_eval_trials=len(ev), n_shuffles=manifest["n_shuffles"],
                **{k: (round(v, 1) if isinstance(v, float) else v) for k, v in timing.items()})
 pd.Series(summary).to_json(d / "notebook_summary.json", indent=1)
-pd.Series(summary)
+display(pd.Series(summary))
+display(Markdown(da_reading(table, ci)))

@@ -64,9 +64,10 @@ from IPython.display import Markdown, display
 
 from llm4brain.atomic import write_csv, write_text
 from llm4brain.config import load_config
-from llm4brain.dialogue import (concept_localisation, concept_markdown, load_chat_models,
-                                plot_concept_auc, plot_concept_maps, plot_qa_accuracy,
-                                qa_accuracy, write_concepts, write_qa)
+from llm4brain.dialogue import (concept_localisation, concept_markdown, concept_reading,
+                                load_chat_models, plot_concept_auc, plot_concept_maps,
+                                plot_qa_accuracy, qa_accuracy, qa_reading, write_concepts,
+                                write_qa)
 from llm4brain.evaluation.stage2_results import read_decodes, resolve_stage2_files
 from llm4brain.plotting import set_house_style, save_figure
 
@@ -182,6 +183,7 @@ qa_cols = ["question", "k", "n", "fmri", "fmri_ci_low", "fmri_ci_high", "video",
            "shuffled_mean", "shuffled_low", "shuffled_high", "fmri_none", "video_none"]
 write_csv(qa.table, cfg.figures_dir / "07_qa_table.csv", index=False)
 display(qa.table[qa_cols].round(1))
+display(Markdown(qa_reading(qa.table)))
 
 # %%
 fig = plot_qa_accuracy(qa.table, title=f"question answering from fMRI ({cfg.profile}, "
@@ -248,6 +250,7 @@ md = (f"### Concept localisation ({cfg.profile} profile, {cfg.tokenizer.kind} to
       + concept_markdown(concepts.table, expected_only=True))
 write_text(cfg.figures_dir / "07_concept_table.md", md + "\n")
 display(Markdown(md))
+display(Markdown(concept_reading(concepts.table)))
 print(f"notebook 07 took {time.time() - t0:.0f} s")
 
 # %% [markdown]

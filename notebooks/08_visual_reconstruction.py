@@ -53,6 +53,7 @@ from IPython.display import Markdown, display
 from llm4brain.config import load_config
 from llm4brain.data import load_trial_cache
 from llm4brain.evaluation.reconstruction import RECON_NOTE
+from llm4brain.evaluation.reading import recon_reading
 from llm4brain.evaluation.tables import to_markdown, write_table
 from llm4brain.evaluation.visual import reconstruct_run
 from llm4brain.plotting import set_house_style, plot_loss_curves, save_figure
@@ -142,6 +143,7 @@ print(f"Total PixCorr: fMRI {total['PixCorr | fMRI']:.3f} vs chance "
       f"chance {total['Late id (%) | chance']:.1f} %")
 print(f"fMRI above chance on every metric of the Total row: "
       f"{bool(np.all([total[f'{m} | fMRI'] > total[f'{m} | chance'] for m in ('PixCorr', 'SSIM', 'Early id (%)', 'Late id (%)')]))}")
+display(Markdown(recon_reading(res.table)))
 
 # %% [markdown]
 # ## What the embedded decoder can and cannot show

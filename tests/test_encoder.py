@@ -307,3 +307,17 @@ def test_mae_hides_masked_cells_from_the_cnn3d_encoder(cfg, rng):
     # and hide_masked zeroes exactly the masked tokens' cells
     h = tok.hide_masked(x, a.mask)
     assert torch.all(h[cells] == 0) and torch.equal(h[~cells], x[~cells])
+
+
+def test_mae_reading_says_which_baseline_the_pretraining_beats():
+    from llm4brain.training.mae import mae_reading
+
+    row = dict(tokenizer="cnn3d", predict_zero_mse=1.003, neighbour_fill_mse=0.9715, steps=200)
+    nothing = mae_reading([dict(row, val_masked_mse=1.0046)])
+    assert "1.0046" in nothing and "not below predicting zero" in nothing
+    smooth = mae_reading([dict(row, val_masked_mse=0.990)])
+    assert "not below the neighbour fill" in smooth
+    learned = mae_reading([dict(row, val_masked_mse=0.950)])
+    assert "below both baselines" in learned and "200 steps" in learned
+    with pytest.raises(KeyError, match="neighbour_fill_mse"):
+        mae_reading([dict(tokenizer="cnn3d", val_masked_mse=1.0, predict_zero_mse=1.0, steps=1)])

@@ -19,11 +19,11 @@ from .attribution import (METHODS, PHRASE_GROUP, PHRASE_TYPES, ConceptAttributio
                           phrase_token_mask)
 from .concepts import (CONCEPT_TABLE_COLUMNS, ConceptResult, auc_null, concept_localisation,
                        concept_markdown, concept_table, concept_volume, concepts_results_dir,
-                       region_labels, roc_auc, subject_regions, write_concepts)
+                       concept_reading, region_labels, roc_auc, subject_regions, write_concepts)
 from .plots import plot_concept_auc, plot_concept_maps, plot_qa_accuracy
 from .qa import (NONE, QA_ANSWER_COLUMNS, QA_TABLE_COLUMNS, QUESTIONS, AnswerParser,
                  QAResult, Question, ask_all, qa_accuracy, qa_answers, qa_results_dir,
-                 qa_table, qa_truth, write_qa)
+                 qa_reading, qa_table, qa_truth, write_qa)
 from .run import (STAGE2_HOW_TO, ChatModels, load_chat_models, load_stage2_model,
                   stage2_checkpoint)
 
@@ -38,4 +38,4 @@ __all__ = ["Conversation", "ContextTooLongError", "Turn", "render_chat", "ChatMo
            "concept_table", "concept_markdown", "concept_volume", "ConceptResult",
            "concept_localisation",
            "concepts_results_dir", "write_concepts", "CONCEPT_TABLE_COLUMNS",
-           "plot_concept_maps", "plot_concept_auc"]
+           "plot_concept_maps", "plot_concept_auc", "qa_reading", "concept_reading"]

@@ -44,7 +44,7 @@ from .attribution import PHRASE_GROUP, ConceptAttributions
 
 __all__ = ["roc_auc", "auc_null", "region_labels", "subject_regions", "concept_table",
            "concept_volume", "concept_markdown", "ConceptResult", "concept_localisation", "concepts_results_dir",
-           "write_concepts", "CONCEPT_TABLE_COLUMNS"]
+           "write_concepts", "concept_reading", "CONCEPT_TABLE_COLUMNS"]
 
 #: Columns of :func:`concept_table`.
 CONCEPT_TABLE_COLUMNS = ("phrase", "group", "region", "region_group", "expected", "n_trials",
@@ -323,3 +323,34 @@ def write_concepts(result: ConceptResult, cfg, directory=None) -> dict:
                                               indent=1, default=str)
     save_config(cfg, d)
     return out
+
+
+def concept_reading(table: pd.DataFrame, alpha: float = 0.05) -> str:
+    """Notebook 07's conclusion on the concept maps, in words, from :func:`concept_table`'s rows:
+    for each phrase type, the AUC in its expected region with the spatial permutation p-value,
+    and whether that region is the one where the map is strongest."""
+    need = {"phrase", "region", "expected", "auc", "p_spatial", "n_trials"}
+    if need - set(table.columns):
+        raise KeyError(f"concept_reading: the table lacks {sorted(need - set(table.columns))} "
+                       f"(07_concept_table.csv)")
+    parts = []
+    for phrase, g in table.groupby("phrase", sort=False):
+        exp = g[g["expected"].astype(bool)]
+        if exp.empty:
+            continue
+        e = exp.iloc[0]
+        best = g.loc[g["auc"].idxmax()]
+        where = ("its expected region is the strongest" if best["region"] == e["region"]
+                 else f"strongest in {best['region']} (AUC {best['auc']:.2f})")
+        sig = "p_spatial < %.2g" % alpha if e["p_spatial"] < alpha else f"p_spatial = {e['p_spatial']:.2g}"
+        ctrl = g[g["region_group"] == "none"] if "region_group" in g else g.iloc[:0]
+        neg = (f", negative controls up to AUC {ctrl['auc'].max():.2f} ({ctrl.loc[ctrl['auc'].idxmax(), 'region']})"
+               if len(ctrl) else "")
+        parts.append(f"{phrase} ({int(e['n_trials'])} trials): {e['region']} AUC {e['auc']:.2f} "
+                     f"({sig}), {where}{neg}")
+    if not parts:
+        return "**Conclusion (concept maps).** No decoded answer had a phrase with an expected region."
+    return ("**Conclusion (concept maps; chance AUC 0.5).** " + "; ".join(parts)
+            + ". Negative controls are the regions that respond to nothing (M1, A1, dlPFC on the "
+              "simulator): an AUC far from 0.5 there is a bias of the attribution, not a concept. "
+              "The maps explain the decoder, not the brain.")

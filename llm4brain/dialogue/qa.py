@@ -51,7 +51,7 @@ from ..sim._catalogue import COLOURS, SCENES
 
 __all__ = ["Question", "QUESTIONS", "NONE", "AnswerParser", "ask_all", "qa_truth",
            "qa_answers", "qa_table", "QAResult", "qa_accuracy", "qa_results_dir",
-           "write_qa", "QA_TABLE_COLUMNS", "QA_ANSWER_COLUMNS"]
+           "write_qa", "qa_reading", "QA_TABLE_COLUMNS", "QA_ANSWER_COLUMNS"]
 
 #: The parsed answer of a text that names no option, or more than one.
 NONE = "none"
@@ -455,3 +455,19 @@ def write_qa(result: QAResult, cfg, directory: str | os.PathLike | None = None) 
         out[name] = d / name
     save_config(cfg, d)
     return out
+
+
+def qa_reading(table: pd.DataFrame) -> str:
+    """Notebook 07's conclusion on question answering, in words, from :func:`qa_table`'s rows.
+
+    A question counts as answered *from the brain* only when the fMRI accuracy is above the
+    highest shuffled-fMRI decode (``shuffled_high``), not merely above ``1/k``: a decoder that
+    always gives the commonest option beats ``1/k`` without reading the trial."""
+    need = {"question", "k", "fmri", "chance", "shuffled_high", "video"}
+    if need - set(table.columns):
+        raise KeyError(f"qa_reading: the table lacks {sorted(need - set(table.columns))} (07_qa_table.csv)")
+    above = [r.question for r in table.itertuples() if r.fmri > r.shuffled_high]
+    each = "; ".join(f"{r.question} {r.fmri:.1f} % (1/{int(r.k)} = {r.chance:.1f}, shuffled up to "
+                     f"{r.shuffled_high:.1f}, from the clip {r.video:.1f})" for r in table.itertuples())
+    return (f"**Conclusion (question answering).** From fMRI: {each}. Above every shuffled-fMRI "
+            f"decode: {', '.join(above) if above else 'no question'}.")

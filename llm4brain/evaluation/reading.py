@@ -15,7 +15,7 @@ from .metrics import METRIC_LABELS
 from .stage2_results import CONDITION_ORDER
 from .tables import subject_label
 
-__all__ = ["reading_paragraph", "examples_with_questions"]
+__all__ = ["reading_paragraph", "examples_with_questions", "da_reading", "recon_reading", "attribute_reading"]
 
 
 def _row(tidy, metric, cond):
@@ -135,3 +135,90 @@ def examples_with_questions(examples: pd.DataFrame, *, metric: str = "bertscore"
             lines.append(f"  - **fMRI2Text:** {r['candidate']}")
         lines.append("")
     return "\n".join(lines)
+
+
+def da_reading(table: pd.DataFrame, ci, metric: str = "bertscore") -> str:
+    """Notebook 05's conclusion in words: DA on and off beside chance, the baseline and the
+    ceiling (the ``subject == "all"`` rows of its table), and the paired interval ``ci``
+    (:class:`llm4brain.evaluation.controls.Interval`, DA on minus off, per trial)."""
+    if not {"condition", "subject", metric} <= set(table.columns):
+        raise KeyError(f"da_reading: the table needs columns condition, subject and {metric} "
+                       f"(notebook 05's 05_da_ablation.csv)")
+    allr = table[table.subject == "all"].set_index("condition")[metric]
+    for need in ("DA on", "DA off"):
+        if need not in allr:
+            raise KeyError(f"da_reading: no {need!r} row for subject 'all' in the table")
+    label = METRIC_LABELS.get(metric, metric)
+    on, off = float(allr["DA on"]), float(allr["DA off"])
+    if ci.low > 0:
+        da = "DA helps: the paired interval lies above 0"
+    elif ci.high < 0:
+        da = "DA hurts: the paired interval lies below 0"
+    else:
+        da = "the paired interval includes 0, so this run does not tell DA on from off"
+    parts = [f"**Conclusion.** On the target subjects' evaluation trials, fMRI2Text scores "
+             f"{label} {on:.2f} with domain adaptation and {off:.2f} without (on minus off, "
+             f"per trial: {ci}; {da})."]
+    ref = []
+    for cond, what in (("chance (mean)", "chance (the same decoder on shuffled fMRI)"),
+                       ("ridge + NN baseline", "the ridge + nearest-neighbour baseline"),
+                       ("semantic read-out", "the semantic read-out"),
+                       ("noise ceiling", "the noise ceiling")):
+        if cond in allr and np.isfinite(allr[cond]):
+            ref.append(f"{what} {float(allr[cond]):.2f}")
+    if ref:
+        parts.append("Beside it: " + ", ".join(ref) + ".")
+    if "chance (mean)" in allr and np.isfinite(allr["chance (mean)"]):
+        ch = float(allr["chance (mean)"])
+        parts.append("With DA it is " + ("above" if on > ch else "not above") + " its chance level"
+                     + (f" and {'ahead of' if on > float(allr['ridge + NN baseline']) else 'not ahead of'}"
+                        f" the baseline." if "ridge + NN baseline" in allr else "."))
+    return " ".join(parts)
+
+
+def recon_reading(table: pd.DataFrame, metrics=("PixCorr", "SSIM", "Early id (%)", "Late id (%)")) -> str:
+    """Notebook 08's conclusion in words, from the Total row of its reconstruction table
+    (columns ``"<metric> | <decoder>"``): the fMRI reconstruction beside chance, the ridge
+    baseline and the ceiling, metric by metric."""
+    if "Total" not in table.index:
+        raise KeyError("recon_reading: the table has no 'Total' row (notebook 08's recon table)")
+    t = table.loc["Total"]
+    missing = [m for m in metrics if f"{m} | fMRI" not in t or f"{m} | chance" not in t]
+    if missing:
+        raise KeyError(f"recon_reading: no 'fMRI' and 'chance' columns for {missing}")
+    fmt = lambda m, v: f"{v:.1f} %" if "%" in m else f"{v:.3f}"       # noqa: E731
+    above = [m for m in metrics if t[f"{m} | fMRI"] > t[f"{m} | chance"]]
+    parts = []
+    for m in metrics:
+        s = f"{m} {fmt(m, t[f'{m} | fMRI'])} (chance {fmt(m, t[f'{m} | chance'])}"
+        for dec, name in (("ridge baseline", "ridge"), ("ceiling", "ceiling")):
+            if f"{m} | {dec}" in t and np.isfinite(t[f"{m} | {dec}"]):
+                s += f", {name} {fmt(m, t[f'{m} | {dec}'])}"
+        parts.append(s + ")")
+    verdict = ("above chance on every metric" if len(above) == len(metrics) else
+               "above chance on " + (", ".join(above) if above else "no metric"))
+    return (f"**Conclusion (mean of the target subjects).** The reconstruction from fMRI is "
+            f"{verdict}: " + "; ".join(parts) + ". Identification is two-way (chance 50 %).")
+
+
+def attribute_reading(attr: pd.DataFrame, condition: str = "video-LLM answer") -> str:
+    """Notebook 04's conclusion in words: each attribute's accuracy of ``condition`` beside its
+    pairing chance (rows of :func:`llm4brain.evaluation.attributes.attribute_summary`), the
+    attributes whose 95 % interval lies above that chance, and the share of distinct answers."""
+    need = {"condition", "attribute", "accuracy", "ci_low", "pairing_chance", "distinct"}
+    if need - set(attr.columns):
+        raise KeyError(f"attribute_reading: the table lacks {sorted(need - set(attr.columns))} "
+                       f"(notebook 04's 04_attribute_accuracy.csv)")
+    a = attr[attr.condition == condition]
+    if a.empty:
+        raise KeyError(f"attribute_reading: no rows for condition {condition!r}")
+    above = [r.attribute for r in a.itertuples() if r.ci_low > r.pairing_chance]
+    at = [r.attribute for r in a.itertuples() if r.ci_low <= r.pairing_chance]
+    each = "; ".join(f"{r.attribute} {r.accuracy:.1f} % (chance {r.pairing_chance:.1f})"
+                     for r in a.itertuples())
+    txt = (f"**Conclusion.** Scored against the simulator's truth, the {condition}s name: {each}. "
+           f"Above chance (95 % interval over clips): {', '.join(above) if above else 'none'}")
+    txt += (f"; at chance: {', '.join(at)}." if at else ".")
+    txt += (f" {float(a['distinct'].iloc[0]):.1f} % of the answers are distinct. Every fMRI-side "
+            f"score against these answers is capped by them: a decoder can at best reproduce them.")
+    return txt

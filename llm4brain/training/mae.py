@@ -21,7 +21,7 @@ from ..models.encoder import build_mae
 from .loop import checkpoint_path, fit, load_checkpoint
 
 __all__ = ["neighbour_fill", "mae_baselines", "class_probe", "encoder_probes", "mae_loss", "mae_loss_fn", "VolumeWindows", "volume_windows", "pretrain_mae", "mae_run_name",
-           "load_pretrained_mae", "mae_reconstruction"]
+           "load_pretrained_mae", "mae_reconstruction", "mae_reading"]
 
 
 def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
@@ -404,3 +404,36 @@ def encoder_probes(encoder, blocks_train, y_train, blocks_test, y_test, mask, *,
 
     a, b = feats(blocks_train), feats(blocks_test)
     return {k: class_probe(a[k], y_train, b[k], y_test, **probe_kw) for k in a}
+
+
+def mae_reading(table, margin: float = 0.002) -> str:
+    """Notebook 02's conclusion on the pretraining, in words, from its validation table.
+
+    ``table``: rows with ``tokenizer``, ``val_masked_mse``, ``predict_zero_mse``,
+    ``neighbour_fill_mse`` and ``steps`` (``figures/02_mae_validation.csv``). A pretraining
+    *learned* when its masked MSE is below predicting zero by more than ``margin``; it learned
+    more than local smoothness when it is also below the neighbour fill.
+    """
+    import pandas as pd
+
+    t = pd.DataFrame(table)
+    need = {"tokenizer", "val_masked_mse", "predict_zero_mse", "neighbour_fill_mse", "steps"}
+    if need - set(t.columns):
+        raise KeyError(f"mae_reading: the table lacks {sorted(need - set(t.columns))} "
+                       f"(notebook 02's 02_mae_validation.csv)")
+    parts = []
+    for r in t.itertuples():
+        m, z, f = float(r.val_masked_mse), float(r.predict_zero_mse), float(r.neighbour_fill_mse)
+        if m < f - margin:
+            verdict = "below both baselines: it learned more than the local smoothness of the data"
+        elif m < z - margin:
+            verdict = "below predicting zero but not below the neighbour fill: it learned no more " \
+                      "than what neighbouring voxels tell"
+        else:
+            verdict = "not below predicting zero: it learned nothing a hidden token could be " \
+                      "predicted from"
+        parts.append(f"{r.tokenizer} after {int(r.steps)} steps: masked MSE {m:.4f} against "
+                     f"{z:.4f} for predicting zero and {f:.4f} for the neighbour fill, {verdict}.")
+    return ("**Conclusion (validation runs of the training subjects).** " + " ".join(parts)
+            + " Stage I (notebook 03) freezes this encoder; where it learned nothing, what "
+              "Stage I decodes comes from the voxels its projector reads directly.")

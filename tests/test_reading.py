@@ -1,0 +1,77 @@
+"""Generated conclusions of notebooks 05 and 08: every number read from their tables."""
+import pandas as pd
+import pytest
+
+
+def test_da_reading_reads_the_interval_and_the_references():
+    from llm4brain.evaluation.controls import Interval
+    from llm4brain.evaluation.reading import da_reading
+
+    t = pd.DataFrame([dict(condition=c, subject="all", bertscore=v) for c, v in
+                      (("DA on", 58.3), ("DA off", 57.9), ("chance (mean)", 53.2),
+                       ("ridge + NN baseline", 57.7), ("noise ceiling", 64.6))]
+                     + [dict(condition="DA on", subject="sub-05", bertscore=99.0)])
+    txt = da_reading(t, Interval(0.4, -0.2, 1.0))
+    assert "58.30" in txt and "57.90" in txt and "includes 0" in txt
+    assert "chance (the same decoder on shuffled fMRI) 53.20" in txt and "noise ceiling 64.60" in txt
+    assert "above its chance level and ahead of the baseline" in txt and "99.00" not in txt
+    assert "DA helps" in da_reading(t, Interval(0.4, 0.1, 0.7))
+    with pytest.raises(KeyError, match="DA off"):
+        da_reading(t[t.condition != "DA off"], Interval(0, 0, 0))
+
+
+def test_recon_reading_names_the_metrics_above_chance():
+    from llm4brain.evaluation.reading import recon_reading
+
+    row = {"PixCorr | fMRI": 0.20, "PixCorr | chance": 0.10, "PixCorr | ceiling": 0.5,
+           "SSIM | fMRI": 0.30, "SSIM | chance": 0.35,
+           "Early id (%) | fMRI": 70.0, "Early id (%) | chance": 50.0,
+           "Late id (%) | fMRI": 65.0, "Late id (%) | chance": 50.0, "Late id (%) | ridge baseline": 60.0}
+    t = pd.DataFrame([row, row], index=["sub-05", "Total"])
+    txt = recon_reading(t)
+    assert "above chance on PixCorr, Early id (%), Late id (%)" in txt
+    assert "PixCorr 0.200 (chance 0.100, ceiling 0.500)" in txt and "ridge 60.0 %" in txt
+    row["SSIM | fMRI"] = 0.5
+    assert "above chance on every metric" in recon_reading(pd.DataFrame([row], index=["Total"]))
+    with pytest.raises(KeyError, match="Total"):
+        recon_reading(t.drop(index="Total"))
+
+
+def test_attribute_reading_splits_above_and_at_chance():
+    from llm4brain.evaluation.reading import attribute_reading
+
+    rows = [dict(condition="video-LLM answer", attribute=a, accuracy=acc, ci_low=lo, pairing_chance=ch,
+                 distinct=27.3) for a, acc, lo, ch in (("agent", 58.5, 56.2, 18.0), ("colour", 10.9, 9.2, 9.5))]
+    rows.append(dict(condition="answer for a random other clip", attribute="agent", accuracy=18.0,
+                     ci_low=16.0, pairing_chance=18.0, distinct=27.3))
+    txt = attribute_reading(pd.DataFrame(rows))
+    assert "agent 58.5 % (chance 18.0)" in txt and "Above chance (95 % interval over clips): agent;" in txt
+    assert "at chance: colour." in txt and "27.3 % of the answers are distinct" in txt
+    with pytest.raises(KeyError, match="no rows"):
+        attribute_reading(pd.DataFrame(rows), condition="fMRI2Text")
+
+
+def test_qa_reading_counts_only_questions_above_the_shuffled_band():
+    from llm4brain.dialogue import qa_reading
+
+    t = pd.DataFrame([dict(question="agent", k=3, fmri=37.5, chance=33.3, shuffled_high=37.5, video=52.1),
+                      dict(question="speed", k=2, fmri=58.3, chance=50.0, shuffled_high=50.0, video=31.2)])
+    txt = qa_reading(t)
+    assert "agent 37.5 % (1/3 = 33.3, shuffled up to 37.5, from the clip 52.1)" in txt
+    assert txt.endswith("Above every shuffled-fMRI decode: speed.")
+    with pytest.raises(KeyError, match="shuffled_high"):
+        qa_reading(t.drop(columns="shuffled_high"))
+
+
+def test_concept_reading_names_expected_region_and_controls():
+    from llm4brain.dialogue import concept_reading
+
+    rows = [("agent", "LOC", "agent", True, 0.90, 0.001), ("agent", "EVC", "lowlevel", False, 0.95, 0.001),
+            ("agent", "M1", "none", False, 0.62, 0.3), ("agent", "A1", "none", False, 0.48, 0.6)]
+    t = pd.DataFrame([dict(phrase=p, region=r, region_group=g, expected=e, auc=a, p_spatial=ps, n_trials=12)
+                      for p, r, g, e, a, ps in rows])
+    txt = concept_reading(t)
+    assert "agent (12 trials): LOC AUC 0.90 (p_spatial < 0.05), strongest in EVC (AUC 0.95)" in txt
+    assert "negative controls up to AUC 0.62 (M1)" in txt
+    t.loc[t.region == "LOC", "auc"] = 0.99
+    assert "its expected region is the strongest" in concept_reading(t)
