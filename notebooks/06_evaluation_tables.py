@@ -50,15 +50,11 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from llm4brain.config import load_config
-from llm4brain.data import load_stimuli
-from llm4brain.evaluation.attributes import attribute_wide, stage2_attribute_tables
-from llm4brain.evaluation.identification import identification_wide, stage2_identification
-from llm4brain.evaluation.metrics import METRIC_LABELS, METRICS, TextScorer
-from llm4brain.evaluation.report import build_report
-from llm4brain.evaluation.report_writer import write_report
-from llm4brain.evaluation.scoring import score_run
+from llm4brain.evaluation.attributes import attribute_wide
+from llm4brain.evaluation.evaluate import evaluate_run
+from llm4brain.evaluation.identification import identification_wide
+from llm4brain.evaluation.metrics import METRIC_LABELS, METRICS
 from llm4brain.evaluation.stage2_results import CONDITION_ORDER, load_stage2_results
-from llm4brain.evaluation.stage1 import stage1_results_dir
 from llm4brain.plotting import (set_house_style, plot_attribute_bars, plot_metric_distributions,
                                 plot_subject_bars, save_figure)
 
@@ -82,10 +78,15 @@ results.available()
 # `eval.bertscore_layers`, no baseline rescaling), **corpus-level** SacreBLEU-1 and -2 over the
 # trials of each row (tokeniser `eval.bleu_tokenize`), ROUGE-L F/P/R with the Porter stemmer.
 # `status` says which results came from the cache.
+#
+# `evaluate_run` does all of this notebook's work in one call: it scores every saved answer
+# (cached), reads the texts back onto the clips' true attributes, runs the N-way
+# identification, builds Tables 1-2, the summary and its reading, and writes them to the
+# profile's `figures_dir`. The cells below show its parts.
 
 # %%
-scorer = TextScorer(cfg.eval)
-ev = score_run(cfg, scorer=scorer, results=results, rebuild=REBUILD)
+report = evaluate_run(cfg, rebuild=REBUILD)
+ev, paths = report.scores, report.metadata["paths"]
 pd.Series(ev.status, name="status").to_frame()
 
 # %% [markdown]
@@ -102,12 +103,8 @@ pd.Series(ev.status, name="status").to_frame()
 # agent sits there, however fluent it is.
 
 # %%
-stim = load_stimuli(cfg)
-attributes = None
-if {"agent", "scene"} <= set(stim.columns):
-    attributes = stage2_attribute_tables(results, stim, n_boot=cfg.eval.n_bootstrap,
-                                         n_perm=max(1000, 20 * cfg.eval.n_permutations),
-                                         rng=cfg.run.seed)
+attributes = report.attributes
+if attributes is not None:
     fig, axes = plt.subplots(2, 1, figsize=(12, 8))
     plot_attribute_bars(attributes["truth"], ax=axes[0],
                         title="Against the truth (black ticks: each condition's pairing chance)")
@@ -128,18 +125,9 @@ else:
 # sits exactly at chance, however high its BERTScore.
 
 # %%
-identification = stage2_identification(results, scorer, stim=stim if attributes is not None
-                                        else None, n_way=min(20, len(results.model)),
-                                        n_boot=cfg.eval.n_bootstrap, rng=cfg.run.seed)
-identification_wide(identification)
+identification_wide(report.identification)
 
 # %%
-report = build_report(ev, cfg)
-report.attributes = attributes
-report.identification = identification
-s1_file = stage1_results_dir(cfg) / "retrieval.csv"                  # notebook 03
-report.retrieval = (pd.read_csv(s1_file, dtype={"subject": str}) if s1_file.is_file() else None)
-paths = write_report(report, cfg)
 print("written to", cfg.figures_dir)
 sorted(p.name for p in paths.values())
 

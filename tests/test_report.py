@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -374,3 +375,25 @@ def test_summary_gains_stage1_identification_when_given(cfg, rng, scorer):
     assert "## Clip identification from fMRI (Stage I, notebook 03)" in md
     assert "| semantic retrieval (voxel class/scene read-outs) | target subjects" in md
     assert md.index("Clip identification") < md.index("## Metric settings")
+
+
+def test_evaluate_run_is_the_notebook_chain_in_one_call(cfg, rng, scorer):
+    from llm4brain.evaluation.evaluate import evaluate_run
+
+    make_fake_run(cfg.run_dir, rng)
+    by_hand = build_report(score_run(cfg, scorer=scorer), cfg)
+    stim = pd.DataFrame({"stim_file": ["x.mp4"]})               # real data: no true attributes
+    rep = evaluate_run(cfg, scorer=scorer, stim=stim)
+    pd.testing.assert_frame_equal(rep.summary, by_hand.summary)
+    pd.testing.assert_frame_equal(rep.tables["table1"], by_hand.tables["table1"])
+    assert rep.reading == by_hand.reading and rep.attributes is None and rep.retrieval is None
+    assert len(rep.scores.model.per_trial) == len(read_decodes(stage2_results_dir(cfg) / "fmri2text_da.tsv"))
+    assert isinstance(rep.identification, pd.DataFrame) and len(rep.identification) > 0
+    assert rep.metadata["paths"]["summary_md"].is_file()
+    # Stage I's table is attached when notebook 03 wrote it
+    s1 = Path(cfg.run_dir) / "results" / "stage1"
+    s1.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"split": ["eval"], "subject": ["05"], "method": ["stage1"], "top1": [0.3]}).to_csv(
+        s1 / "retrieval.csv", index=False)
+    again = evaluate_run(cfg, scorer=scorer, stim=stim, write=False)
+    assert again.retrieval["subject"].tolist() == ["05"] and "paths" not in again.metadata

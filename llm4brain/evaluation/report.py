@@ -86,6 +86,9 @@ class Report:
     #: Stage I's clip identification (``results/stage1/retrieval.csv``,
     #: :func:`llm4brain.evaluation.stage1.evaluate_stage1`), or None.
     retrieval: pd.DataFrame | None = None
+    #: The scored results behind the tables (:class:`EvalResults`, set by
+    #: :func:`llm4brain.evaluation.evaluate.evaluate_run`), or None.
+    scores: EvalResults | None = None
 
 
 def _ordered(tidy: pd.DataFrame) -> pd.DataFrame:
