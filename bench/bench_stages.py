@@ -31,7 +31,7 @@ torch.set_num_threads(1)
 
 from llm4brain.config import load_config  # noqa: E402
 from llm4brain.evaluation.retrieval import permutation_test, retrieval_accuracy  # noqa: E402
-from llm4brain.evaluation.ridge import RidgeCV  # noqa: E402
+from llm4brain.models.ridge import RidgeCV  # noqa: E402
 from llm4brain.models.encoder import build_encoder  # noqa: E402
 from llm4brain.models.precision import resolve_bf16  # noqa: E402
 from llm4brain.models.qformer import build_video_branch  # noqa: E402

@@ -27,7 +27,7 @@ __all__ = ["PRESENTATION", "module_files", "imports_of", "closure", "notebook_de
 
 #: Modules that only draw or lay out results: not part of what a later notebook reads.
 PRESENTATION = ("llm4brain/plotting.py", "llm4brain/plotting_data.py",
-                "llm4brain/plotting_recon.py", "llm4brain/dialogue/plots.py")
+                "llm4brain/reconstruction/plots.py", "llm4brain/dialogue/plots.py")
 
 PKG = "llm4brain"
 

@@ -52,12 +52,12 @@ from IPython.display import Markdown, display
 
 from llm4brain.config import load_config
 from llm4brain.data import load_trial_cache
-from llm4brain.evaluation.reconstruction import RECON_NOTE
+from llm4brain.reconstruction.metrics import RECON_NOTE
 from llm4brain.evaluation.reading import recon_reading
 from llm4brain.evaluation.tables import to_markdown, write_table
-from llm4brain.evaluation.visual import reconstruct_run
+from llm4brain.reconstruction.run import reconstruct_run
 from llm4brain.plotting import set_house_style, plot_loss_curves, save_figure
-from llm4brain.plotting_recon import (grid_trials, plot_reconstruction_bars,
+from llm4brain.reconstruction.plots import (grid_trials, plot_reconstruction_bars,
                                       plot_reconstruction_grid)
 
 cfg = load_config(PROFILE)
@@ -165,7 +165,7 @@ display(Markdown(recon_reading(res.table)))
 #   Inception, CLIP, EfficientNet-B and SwAV; none installs offline, so the frame encoder's
 #   early and late features stand in and the numbers are not comparable with NVL's table. On a
 #   GPU profile, `recon.decoder: diffusion` with `recon.diffusion_path` runs this same notebook
-#   with a `diffusers` Stable unCLIP pipeline (`llm4brain.models.diffusion`): the high head
+#   with a `diffusers` Stable unCLIP pipeline (`llm4brain.reconstruction.diffusion`): the high head
 #   learns the pipeline's own image embeddings, the fMRI and chance images are generated from
 #   them (NVL's beta, `recon.diffusion_strength`), and the VAE decode of the low head is shown
 #   beside as `fMRI, VAE stream`.

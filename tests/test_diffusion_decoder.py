@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from llm4brain.config import load_config
-from llm4brain.models.diffusion import (decode_image_embeddings, encode_images,
+from llm4brain.reconstruction.diffusion import (decode_image_embeddings, encode_images,
                                         load_diffusion_decoder, noise_level)
 from llm4brain.testing import make_tiny_unclip
 
@@ -51,8 +51,8 @@ def test_reconstruct_run_with_the_diffusion_decoder(smoke_chain, tmp_path, monke
 
     from llm4brain.data import load_splits, load_trial_cache
     from llm4brain.evaluation.stage1 import evaluate_stage1
-    from llm4brain.evaluation.visual import reconstruct_run
-    from llm4brain.training.recon import heads_run_name
+    from llm4brain.reconstruction.run import reconstruct_run
+    from llm4brain.reconstruction.train import heads_run_name
     from llm4brain.training.stage1 import train_stage1
 
     home = tmp_path / "home"

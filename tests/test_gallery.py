@@ -111,8 +111,8 @@ def test_nbdeps_follow_imports_and_keep_plots_local():
     assert "llm4brain/training/stage2.py" in files["05_stage2_domain_adaptation"]
     # inputs: Stage I's training code reaches every later notebook, a plot helper does not
     assert all("llm4brain/training/stage1.py" in files[n] for n in list(files)[3:])
-    assert "llm4brain/plotting_recon.py" in files["08_visual_reconstruction"]
-    assert not any("llm4brain/plotting_recon.py" in files[n] for n in list(files)[:8])
+    assert "llm4brain/reconstruction/plots.py" in files["08_visual_reconstruction"]
+    assert not any("llm4brain/reconstruction/plots.py" in files[n] for n in list(files)[:8])
 
 
 def test_make_only_reruns_what_a_change_reaches(tmp_path):
@@ -130,6 +130,6 @@ def test_make_only_reruns_what_a_change_reaches(tmp_path):
         return [n.stem for n in NOTEBOOKS if f"[smoke] {n.name}" in r.stdout]
 
     assert planned() == []
-    assert planned("-W", "llm4brain/plotting_recon.py") == ["08_visual_reconstruction"]
+    assert planned("-W", "llm4brain/reconstruction/plots.py") == ["08_visual_reconstruction"]
     assert planned("-W", "llm4brain/training/stage1.py") == [n.stem for n in NOTEBOOKS[3:]]
     assert planned("-W", "notebooks/" + NOTEBOOKS[1].name) == [NOTEBOOKS[1].stem]

@@ -23,7 +23,7 @@ LAYERS: dict[str, int] = {
     "models": 3,
     "training": 4,
     "evaluation": 5,
-    "captions": 6, "experiments": 6, "plotting": 6, "plotting_data": 6, "plotting_recon": 6,
+    "captions": 6, "experiments": 6, "plotting": 6, "plotting_data": 6, "reconstruction": 6,
     "provenance": 6, "cli": 6, "testing": 6, "dialogue": 6, "dryrun": 6,
     "gallery": 6, "nbdeps": 6, "runnb": 6, "decoders": 6,
 }

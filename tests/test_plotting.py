@@ -181,7 +181,7 @@ def test_importing_the_plot_modules_leaves_matplotlib_alone():
     import subprocess
     import sys
     code = ("import matplotlib as mpl; before = dict(mpl.rcParams); "
-            "import llm4brain.plotting, llm4brain.plotting_data, llm4brain.plotting_recon, "
+            "import llm4brain.plotting, llm4brain.plotting_data, llm4brain.reconstruction.plots, "
             "llm4brain.dialogue.plots; "
             "changed = [k for k in before if mpl.rcParams[k] != before[k]]; print(changed); "
             "assert not changed, changed")

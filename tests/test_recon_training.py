@@ -6,10 +6,10 @@ import torch
 
 from llm4brain.config import load_config
 from llm4brain.data import FrameCache
-from llm4brain.models.dual_stream import DualStreamHeads
-from llm4brain.models.vae import FrameVAE, key_frames, to_tensor_images, to_uint8_images
+from llm4brain.reconstruction.dual_stream import DualStreamHeads
+from llm4brain.reconstruction.vae import FrameVAE, key_frames, to_tensor_images, to_uint8_images
 from llm4brain.training.losses import clip_loss
-from llm4brain.training.recon import (dual_stream_loss, train_dual_heads, train_frame_vae,
+from llm4brain.reconstruction.train import (dual_stream_loss, train_dual_heads, train_frame_vae,
                                       vae_training_frames)
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm4brain.evaluation.reconstruction import (RECON_LABELS, pixcorr, reconstruction_table,
+from llm4brain.reconstruction.metrics import (RECON_LABELS, pixcorr, reconstruction_table,
                                                  score_reconstructions, ssim,
                                                  two_way_identification)
 
@@ -73,7 +73,7 @@ def test_table_has_subjects_total_and_conditions(imgs):
 
 
 def test_grid_and_bars_figures(imgs):
-    from llm4brain.plotting_recon import (grid_trials, plot_reconstruction_bars,
+    from llm4brain.reconstruction.plots import (grid_trials, plot_reconstruction_bars,
                                           plot_reconstruction_grid)
     meta = pd.DataFrame({"subject": ["05", "05", "05", "06", "06"]})
     rows = grid_trials(meta, 2, seed=0)

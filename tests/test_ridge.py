@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from llm4brain.evaluation.ridge import RidgeCV, ridge_fit
+from llm4brain.models.ridge import RidgeCV, ridge_fit
 
 
 @pytest.mark.parametrize("shape", [(40, 8), (20, 60)])        # primal and dual (voxels > trials)

@@ -64,7 +64,7 @@ Noise ceilings (simulated data)
     captions: :func:`llm4brain.evaluation.baselines.ceiling_decodes`; identification:
     :func:`llm4brain.evaluation.stage1.ceiling_features` (rows ``ceiling`` of
     :func:`~llm4brain.evaluation.stage1.evaluate_stage1`); reconstruction: condition
-    ``ceiling`` of :func:`llm4brain.evaluation.visual.reconstruct_run`.
+    ``ceiling`` of :func:`llm4brain.reconstruction.run.reconstruct_run`.
 Semantic read-out decoder (read-outs -> prototype video tokens -> the frozen LLM)
     :func:`llm4brain.evaluation.semantic.fit_semantic_readout`,
     :func:`~llm4brain.evaluation.semantic.semantic_decodes` (with its chance decodes);
@@ -72,9 +72,9 @@ Semantic read-out decoder (read-outs -> prototype video tokens -> the frozen LLM
     as Stage II inputs: :func:`~llm4brain.evaluation.semantic.semantic_stage2_data`,
     :func:`~llm4brain.evaluation.semantic.cross_fitted_predictions`.
 Visual reconstruction (VAE + dual-stream heads; ridge-to-latent baseline)
-    :func:`llm4brain.evaluation.visual.reconstruct_run` (trains
-    :func:`llm4brain.training.recon.train_frame_vae`,
-    :func:`~llm4brain.training.recon.train_dual_heads`).
+    :func:`llm4brain.reconstruction.run.reconstruct_run` (trains
+    :func:`llm4brain.reconstruction.train.train_frame_vae`,
+    :func:`~llm4brain.reconstruction.train.train_dual_heads`).
 Dialogue and question answering from fMRI
     :func:`llm4brain.dialogue.load_chat_models`, :class:`llm4brain.dialogue.Conversation`,
     :func:`llm4brain.dialogue.qa_accuracy`.
@@ -85,7 +85,7 @@ Controls that need a run
     tokens :func:`~llm4brain.evaluation.decoding.no_brain_decodes`, the constant answer
     :func:`~llm4brain.evaluation.decoding.constant_decodes`; N-way caption identification
     :func:`llm4brain.evaluation.identification.nway_identification`; two-way identification of
-    reconstructions :func:`llm4brain.evaluation.reconstruction.two_way_identification`.
+    reconstructions :func:`llm4brain.reconstruction.metrics.two_way_identification`.
 Research variants (scripts in ``experiments/``, built from the functions above)
     ``zero_shot.py`` (Stage I's closed-form voxel read-out into the video-LLM's own
     projection, no Stage II training), ``semantic_stage2.py`` (Stage II trained on the

@@ -16,7 +16,7 @@ import pandas as pd
 from .. import sim
 from ..training.stage2 import caption_pairs
 from .decoding import EvalSet, decode_frame
-from .ridge import RidgeCV
+from ..models.ridge import RidgeCV
 from .stage1 import load_stage1_results, voxel_features
 
 __all__ = ["nn_baseline", "nearest_training_answers", "has_ground_truth", "ceiling_decodes"]

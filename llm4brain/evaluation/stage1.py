@@ -25,7 +25,7 @@ from ..training.guard import source_view, target_evaluation_view
 from ..training.losses import pool_tokens
 from ..training.stage1 import stage1_run_name
 from .retrieval import permutation_test, retrieval_accuracy
-from .ridge import RidgeCV
+from ..models.ridge import RidgeCV
 
 __all__ = ["stage1_reading", "voxel_features", "stage1_results_dir", "Stage1Evaluation", "evaluate_stage1",
            "load_stage1_results", "paired_top1_test"]

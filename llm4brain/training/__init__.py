@@ -1,6 +1,6 @@
 """Training: the paper's losses (eq. 1-6), DANCE's loss, the single training loop (``fit``),
 the leakage guard, and the trainers (MAE, video-LM, Stage I, II; the frame VAE and the
-dual-stream heads in :mod:`.recon`)."""
+dual-stream heads are trained in :mod:`llm4brain.reconstruction.train`)."""
 from .da import dance_loss
 from .guard import (LeakageError, source_view, target_adaptation_view,
                     target_evaluation_view)

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .evaluation.reconstruction import RECON_LABELS, RECON_METRICS
-from .plotting import styled
+from .metrics import RECON_LABELS, RECON_METRICS
+from ..plotting import styled
 
 __all__ = ["grid_trials", "plot_reconstruction_grid", "plot_reconstruction_bars"]
 

@@ -4,7 +4,7 @@
 embeddings of the training and evaluation trials), trains the embedded VAE on the
 pretraining corpus and the dual-stream heads on the training subjects' training trials,
 decodes a key frame for every target-subject evaluation trial and scores it
-(:mod:`llm4brain.evaluation.reconstruction`). Conditions, each scored the same way:
+(:mod:`llm4brain.reconstruction.metrics`). Conditions, each scored the same way:
 
 ``fMRI``
     VAE decode of the low-level head's latent predicted from the trial's Stage I embedding.
@@ -26,7 +26,7 @@ decodes a key frame for every target-subject evaluation trial and scores it
 
 With ``recon.decoder: diffusion`` (GPU profiles) the high-level head is trained on the unCLIP
 pipeline's own CLIP image embeddings of the key frames (``recon.diffusion_path``,
-:mod:`llm4brain.models.diffusion`), and ``fMRI`` and ``chance`` are the images unCLIP
+:mod:`llm4brain.reconstruction.diffusion`), and ``fMRI`` and ``chance`` are the images unCLIP
 generates from the head's predicted embedding (``recon.diffusion_steps``, NVL's beta
 ``recon.diffusion_strength``), resized to ``recon.image_size`` for scoring; the VAE decode of
 the low-level head becomes the extra condition ``fMRI, VAE stream``, and the ridge baseline and
@@ -51,15 +51,15 @@ from .. import sim
 from ..atomic import save_npz, write_csv, write_json
 from ..data import build_frame_cache, load_splits, load_stimuli
 from ..models.frame_encoders import build_frame_encoder, build_frame_feature_cache
-from ..models.vae import key_frames, to_tensor_images, to_uint8_images
+from .vae import key_frames, to_tensor_images, to_uint8_images
 from ..training.guard import source_view, target_evaluation_view
-from ..training.recon import (Standardizer, heads_run_name, train_dual_heads, train_frame_vae,
+from .train import (Standardizer, heads_run_name, train_dual_heads, train_frame_vae,
                               vae_training_frames)
-from .baselines import has_ground_truth
-from .reconstruction import (RECON_NOTE, frame_encoder_levels, reconstruction_table,
+from ..evaluation.baselines import has_ground_truth
+from .metrics import (RECON_NOTE, frame_encoder_levels, reconstruction_table,
                              score_reconstructions, two_way_identification)
-from .ridge import RidgeCV
-from .stage1 import load_stage1_results, stage1_results_dir, voxel_features
+from ..models.ridge import RidgeCV
+from ..evaluation.stage1 import load_stage1_results, stage1_results_dir, voxel_features
 
 __all__ = ["ReconResult", "reconstruct_run", "recon_results_dir"]
 
@@ -156,7 +156,7 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
     r = cfg.recon
     pipe = None
     if r.decoder == "diffusion":      # GPU profiles: unCLIP from recon.diffusion_path
-        from ..models.diffusion import load_diffusion_decoder
+        from .diffusion import load_diffusion_decoder
         pipe = load_diffusion_decoder(cfg, device=cfg.run.device)
     stim = load_stimuli(cfg)
     fc = build_frame_cache(cfg, stim, progress=progress)
@@ -176,7 +176,7 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
         high_tr = _clip_features(features, tr["stim_file"])
         high_ev = _clip_features(features, ev["stim_file"])
     else:               # the unCLIP pipeline's own CLIP image embeddings of the key frames
-        from ..models.diffusion import encode_images
+        from .diffusion import encode_images
         high_tr, high_ev = encode_images(pipe, kf["train"]), encode_images(pipe, kf["eval"])
     zs, hs, ls = Standardizer(arrays["train_z"]), Standardizer(high_tr), Standardizer(low["train"])
     s1_name = _stage1_name(cfg)
@@ -196,7 +196,7 @@ def reconstruct_run(cfg, tc=None, *, progress: bool = True, save: bool = True) -
         images = {"seen": seen, "fMRI": _decode(vae, unl(l_pred))}
         chance_imgs = [_decode(vae, unl(s[1].numpy())) for s in shuf]
     else:               # the high head's embedding through unCLIP (NVL's beta), scored at
-        from ..models.diffusion import decode_image_embeddings   # recon.image_size
+        from .diffusion import decode_image_embeddings   # recon.image_size
 
         def gen(h):
             im = decode_image_embeddings(pipe, hs.inverse(h), steps=r.diffusion_steps,

@@ -5,7 +5,7 @@ contrastive loss) and a low-level one (the latent of an image VAE, by regression
 heads read the pooled Stage I fMRI embedding of a trial; the high-level head predicts the frame
 encoder's late features of the trial's clip (averaged over frames and patches), the low-level
 head the latent of the
-embedded VAE (:class:`llm4brain.models.vae.FrameVAE`). Training: :mod:`llm4brain.training.recon`.
+embedded VAE (:class:`llm4brain.reconstruction.vae.FrameVAE`). Training: :mod:`llm4brain.reconstruction.train`.
 """
 from __future__ import annotations
 

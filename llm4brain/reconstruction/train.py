@@ -5,7 +5,7 @@ The VAE learns on frames of the captioned **pretraining corpus** only (clips no 
 ``corpus`` column and refuses any clip that is also a subject's stimulus
 (:func:`llm4brain.training.vlpretrain.check_corpus_disjoint`).
 
-The dual-stream heads (:class:`llm4brain.models.dual_stream.DualStreamHeads`) read the Stage I
+The dual-stream heads (:class:`llm4brain.reconstruction.dual_stream.DualStreamHeads`) read the Stage I
 fMRI embedding of a trial (the pooled output of the fMRI encoder + projection adaptor saved by
 notebook 03) and are trained on the **training subjects' training trials** only:
 
@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from ..config import identity, run_key
-from ..models.dual_stream import DualStreamHeads
-from ..models.vae import FrameVAE, to_tensor_images, vae_loss
-from .loop import fit
-from .losses import clip_loss
-from .vlpretrain import check_corpus_disjoint
+from .dual_stream import DualStreamHeads
+from .vae import FrameVAE, to_tensor_images, vae_loss
+from ..training.loop import fit
+from ..training.losses import clip_loss
+from ..training.vlpretrain import check_corpus_disjoint
 
 __all__ = ["vae_training_frames", "vae_run_name", "train_frame_vae", "heads_run_name",
            "dual_stream_loss", "train_dual_heads", "Standardizer"]

@@ -2,7 +2,7 @@
 
 NVL aligns one stream of its fMRI features with the latent of Stable Diffusion's VAE. No such
 VAE installs offline, so the embedded profile trains its own, small one on frames of the
-captioned pretraining corpus (clips shown to no subject; :mod:`llm4brain.training.recon`).
+captioned pretraining corpus (clips shown to no subject; :mod:`llm4brain.reconstruction.train`).
 Images are (N, 3, S, S) floats in [0, 1]; the latent is a vector of ``recon.vae_latent``.
 
 Encoder: 3 stride-2 convolutions (``c``, ``2c``, ``4c`` channels, SiLU) -> linear -> mean and
