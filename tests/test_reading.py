@@ -75,3 +75,19 @@ def test_concept_reading_names_expected_region_and_controls():
     assert "negative controls up to AUC 0.62 (M1)" in txt
     t.loc[t.region == "LOC", "auc"] = 0.99
     assert "its expected region is the strongest" in concept_reading(t)
+
+
+def test_concept_reading_lists_phrases_without_a_score():
+    """A phrase whose AUCs are all NaN (no finite attribution map, as on the smoke profile) is
+    listed as not scored instead of failing the notebook."""
+    import numpy as np
+    from llm4brain.dialogue import concept_reading
+
+    rows = [("agent", "LOC", "agent", True, 0.90, 0.001), ("agent", "M1", "none", False, 0.55, 0.4),
+            ("scene", "PPA", "scene", True, np.nan, np.nan), ("scene", "M1", "none", False, np.nan, np.nan)]
+    t = pd.DataFrame([dict(phrase=p, region=r, region_group=g, expected=e, auc=a, p_spatial=ps, n_trials=3)
+                      for p, r, g, e, a, ps in rows])
+    txt = concept_reading(t)
+    assert "agent (3 trials): LOC AUC 0.90" in txt and "Not scored" in txt and "scene (3 trials)." in txt
+    only = concept_reading(t[t.phrase == "scene"])
+    assert "No phrase with an expected region could be scored" in only and "scene (3 trials)" in only

@@ -333,24 +333,33 @@ def concept_reading(table: pd.DataFrame, alpha: float = 0.05) -> str:
     if need - set(table.columns):
         raise KeyError(f"concept_reading: the table lacks {sorted(need - set(table.columns))} "
                        f"(07_concept_table.csv)")
-    parts = []
+    parts, unscored = [], []
     for phrase, g in table.groupby("phrase", sort=False):
         exp = g[g["expected"].astype(bool)]
         if exp.empty:
             continue
         e = exp.iloc[0]
+        g = g[g["auc"].notna()]
+        if g.empty or pd.isna(e["auc"]):
+            # no subject had a finite attribution map for the phrase (concept_table leaves NaN)
+            unscored.append(f"{phrase} ({int(e['n_trials'])} trials)")
+            continue
         best = g.loc[g["auc"].idxmax()]
         where = ("its expected region is the strongest" if best["region"] == e["region"]
                  else f"strongest in {best['region']} (AUC {best['auc']:.2f})")
-        sig = "p_spatial < %.2g" % alpha if e["p_spatial"] < alpha else f"p_spatial = {e['p_spatial']:.2g}"
+        sig = ("p_spatial n/a" if pd.isna(e["p_spatial"]) else "p_spatial < %.2g" % alpha
+               if e["p_spatial"] < alpha else f"p_spatial = {e['p_spatial']:.2g}")
         ctrl = g[g["region_group"] == "none"] if "region_group" in g else g.iloc[:0]
         neg = (f", negative controls up to AUC {ctrl['auc'].max():.2f} ({ctrl.loc[ctrl['auc'].idxmax(), 'region']})"
                if len(ctrl) else "")
         parts.append(f"{phrase} ({int(e['n_trials'])} trials): {e['region']} AUC {e['auc']:.2f} "
                      f"({sig}), {where}{neg}")
+    none = (" Not scored (no subject has a finite attribution map for the phrase): "
+            + ", ".join(unscored) + ".") if unscored else ""
     if not parts:
-        return "**Conclusion (concept maps).** No decoded answer had a phrase with an expected region."
+        return ("**Conclusion (concept maps).** No phrase with an expected region could be scored."
+                + none)
     return ("**Conclusion (concept maps; chance AUC 0.5).** " + "; ".join(parts)
             + ". Negative controls are the regions that respond to nothing (M1, A1, dlPFC on the "
               "simulator): an AUC far from 0.5 there is a bias of the attribution, not a concept. "
-              "The maps explain the decoder, not the brain.")
+              "The maps explain the decoder, not the brain." + none)
