@@ -179,11 +179,13 @@ save_figure(fig, "05_da_features", cfg)
 # * **baseline**: ridge regression from voxels to the pooled video embedding (notebook 03),
 #   then the surrogate answer of the nearest *training* clip captioned under the same
 #   instruction — a decoder that never generates;
-# * **noise ceiling** (simulated data only): the same ridge + nearest-neighbour decoder, but
-#   fitted and applied on the simulator's *noise-free* responses (training subjects' training
-#   trials -> the target trials): what a read-out achieves with no measurement noise left.
-#   (The trained network fed noise-free blocks is no ceiling: they are ~15x smaller than the
-#   noisy blocks it learned from.)
+# * **noise ceiling** (simulated data only): the best decoder the package has, the semantic
+#   read-out below, fitted and applied on the simulator's *noise-free* responses (training
+#   subjects' training trials -> the target trials; `semantic_ceiling_decodes`): what decoding
+#   reaches with no measurement noise left, the subjects' own tuning and anatomy still
+#   between them. (With `eval.semantic_readout` off, the ridge + nearest-neighbour decoder on
+#   the same responses. The trained network fed noise-free blocks is no ceiling: they are
+#   ~15x smaller than the noisy blocks it learned from.)
 # * **semantic read-out** (`eval.semantic_readout`): logistic read-outs of the class and the
 #   scene from the most label-selective voxels (training subjects only; the number of voxels
 #   and C by leave-one-subject-out), then the mean

@@ -27,7 +27,7 @@
 # | **LLM without brain tokens** (the same prompt, the placeholder left empty) | how much of the answer comes from the instruction and the LLM alone (Tang et al.'s null sequences)? |
 # | **constant answer** (the most frequent training answer, for every trial) | what does a decoder score that ignores the brain and guesses the mode? |
 # | **semantic read-out** (logistic read-outs of class and scene from the most selective voxels, trained on the training subjects; the training trials' mean video tokens of the decoded class and scene, through the video-LLM untouched), beside its own chance (the read-outs shuffled across trials) | what reaches the LLM when the brain's class and scene information is handed over directly, with no Stage I or Stage II training? |
-# | **noise ceiling** (the ridge + nearest-neighbour decoder fitted and applied on the simulator's noise-free responses) | how far is it from what this decoder could reach without measurement noise? (simulated data only) |
+# | **noise ceiling** (the semantic read-out, the package's best decoder, fitted and applied on the simulator's noise-free responses) | how far is it from what decoding could reach without measurement noise? (simulated data only) |
 # | **Video2Text vs truth** (the video-LLM's answers against the clips' true descriptions) | how good is the target itself? The decoder is scored against Video2Text, never against the video. (simulated data only) |
 #
 # Intervals: bootstrap over trials (95 %) for every decoder, the 2.5-97.5 percentiles over

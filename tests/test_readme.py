@@ -167,12 +167,12 @@ HEADLINE = {
         value=(_A, ("fMRI2Text, with DA",), "agent"),
         chance=(_A, ("chance: shuffled fMRI",), "agent"),
         baseline=(_A, ("ridge + NN baseline",), "agent"),
-        ceiling=(_A, ("noise ceiling (noise-free ridge + NN)",), "agent")),
+        ceiling=(_A, ("noise ceiling (best decoder on noise-free responses)",), "agent")),
     (_CHAIN, "20-way caption identification (%)"): dict(
         value=(_I, ("fMRI2Text, with DA",), "BERTScore vs Video2Text"),
         chance=(_I, ("chance (1/20)",), "BERTScore vs Video2Text"),
         baseline=(_I, ("ridge + NN baseline",), "BERTScore vs Video2Text"),
-        ceiling=(_I, ("noise ceiling (noise-free ridge + NN)",), "BERTScore vs Video2Text")),
+        ceiling=(_I, ("noise ceiling (best decoder on noise-free responses)",), "BERTScore vs Video2Text")),
     ("semantic read-out", "BERTScore vs Video2Text"): dict(
         value=(_S, ("BERTScore",), _SEM),
         chance=(_S, ("BERTScore",), "semantic read-out, read-outs shuffled"),
@@ -182,12 +182,12 @@ HEADLINE = {
         value=(_A, (_SEM,), "agent"),
         chance=(_A, ("chance of the semantic read-out: read-outs shuffled",), "agent"),
         baseline=(_A, ("ridge + NN baseline",), "agent"),
-        ceiling=(_A, ("noise ceiling (noise-free ridge + NN)",), "agent")),
+        ceiling=(_A, ("noise ceiling (best decoder on noise-free responses)",), "agent")),
     ("semantic read-out", "scene named right (%)"): dict(
         value=(_A, (_SEM,), "scene"),
         chance=(_A, ("chance of the semantic read-out: read-outs shuffled",), "scene"),
         baseline=(_A, ("ridge + NN baseline",), "scene"),
-        ceiling=(_A, ("noise ceiling (noise-free ridge + NN)",), "scene")),
+        ceiling=(_A, ("noise ceiling (best decoder on noise-free responses)",), "scene")),
     ("Stage I", "clip identification, top-1 of 20 (%)"): dict(
         value=(_C, ("Stage I (llm4brain)", _TARGETS), "top-1"),
         chance=(_C, ("Stage I (llm4brain)", _TARGETS), "chance top-1 / top-5"),

@@ -344,3 +344,41 @@ def test_fitted_readout_is_cached_by_settings_and_trials(world, monkeypatch):
     assert sem.semantic_readout_path(cfg, w["tc"], w["splits"]) is None or \
         "key" in (getattr(w["tc"], "meta", None) or {})
     path.unlink()
+
+
+def test_noise_ceiling_is_the_semantic_readout_on_noise_free_responses(world, monkeypatch):
+    """With noise-free blocks that code the class (as the simulator's truth does), the ceiling's
+    read-out is refitted on the training trials' noise-free responses, decodes every target
+    trial's true class, and its text is the LLM given that class's prototype tokens."""
+    import llm4brain.sim as sim_mod
+    from llm4brain.evaluation.semantic import noise_free_readout, semantic_ceiling_decodes
+    from llm4brain.models.stage2 import build_stage2_model
+
+    w = world
+    cfg, tc = w["cfg"], w["tc"]
+    true_cls = {i: str(f).split("/")[0] for i, f in enumerate(tc.trials["stim_file"])}
+    names = sorted(set(true_cls.values()))
+    codes = {c: np.random.default_rng(k).normal(size=tuple(tc.block_shape)) for k, c in enumerate(names)}
+    calls = []
+
+    def oracle(cfg_, tc_, idx):
+        calls.append(np.asarray(idx).copy())
+        return np.stack([codes[true_cls[int(i)]] for i in idx]).astype(np.float32)
+
+    monkeypatch.setattr(sim_mod, "noise_free_trial_blocks", oracle)
+    r = fit_semantic_readout(cfg, tc, w["splits"], w["vlm"], w["features"])
+    nf = noise_free_readout(cfg, r, tc, w["splits"])
+    assert list(calls[0]) == list(w["splits"].train_idx)       # fitted on training trials only
+    assert nf.prototypes is r.prototypes and nf.info["class"]["loso_accuracy"] == 1.0
+    model = build_stage2_model(cfg, w["vlm"].branch.proj, w["vlm"].llm, domain_adaptation=False)
+    ev = dec2.build_eval_set(cfg, w["stage1"], tc, w["splits"], w["captions"])
+    out, info = semantic_ceiling_decodes(cfg, r, model, tc, w["splits"], ev)
+    rows = ev.table["trial_index"].astype(int).to_numpy()
+    assert list(calls[-1]) == list(rows)
+    want = dec2.decode_eval_set(model, ev, z=r.tokens({"class": np.array([true_cls[i] for i in rows])}),
+                                seed=0)
+    assert out["fmri2text"].tolist() == want["fmri2text"].tolist()
+    assert list(out["trial_index"]) == list(rows) and set(info) == {"class"}
+    bad = dec2.EvalSet(ev.table.iloc[::-1].reset_index(drop=True), ev.z)
+    with pytest.raises(ValueError, match="not the target evaluation view"):
+        semantic_ceiling_decodes(cfg, r, model, tc, w["splits"], bad)

@@ -341,7 +341,7 @@ ATTRIBUTE_CONDITIONS: dict[str, str] = {
     "model": "fMRI2Text, with DA",
     "noda": "fMRI2Text, without DA",
     "baseline": "ridge + NN baseline",
-    "ceiling": "noise ceiling (noise-free ridge + NN)",
+    "ceiling": "noise ceiling (best decoder on noise-free responses)",
     "no_brain": "LLM without brain tokens",
     "constant": "constant answer (most frequent training answer)",
     "semantic": "semantic read-out (voxel class/scene -> video-LLM)",

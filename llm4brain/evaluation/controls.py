@@ -460,7 +460,8 @@ def summary_table(model: TextScores | pd.DataFrame | None = None, *,
     baseline : TextScores or frame
         Ridge to video embedding + nearest-neighbour retrieval of a training clip's answer.
     ceiling : TextScores or frame
-        Oracle decoder: ridge + nearest neighbour on the simulator's noise-free responses (noise ceiling).
+        Noise ceiling: the package's best text decoder on the simulator's noise-free responses
+        (the semantic read-out; ridge + nearest neighbour when it is off).
     upper : TextScores or frame
         Video2Text scored against the true clip descriptions (simulated data only).
     extra : mapping name -> scores, optional

@@ -49,7 +49,7 @@ from .decoding import EvalSet, chance_permutation, decode_eval_set
 __all__ = ["LabelReadout", "SemanticReadout", "fit_label_readout", "fit_semantic_readout",
            "semantic_decodes", "cross_fitted_predictions", "semantic_stage2_data",
            "semantic_eval_tokens", "semantic_readout_path", "SemanticRetrieval",
-           "fit_semantic_retrieval"]
+           "fit_semantic_retrieval", "noise_free_readout", "semantic_ceiling_decodes"]
 
 
 @dataclass
@@ -384,6 +384,68 @@ def semantic_eval_tokens(cfg, readout: SemanticReadout, tc, splits, eval_set: Ev
     decoded = readout.predict(X)
     return readout.tokens(decoded), decoded
 
+
+
+# ============================================================================ noise ceiling
+def _noise_free_features(cfg, tc, rows: np.ndarray) -> np.ndarray:
+    """(n, V) the simulator's noise-free responses of trial rows, averaged over each block's
+    volumes, in the units of the z-scored data (:func:`llm4brain.sim.noise_free_trial_blocks`)."""
+    from .. import sim
+
+    rows = np.asarray(rows, int)
+    blocks = sim.noise_free_trial_blocks(cfg, tc, rows)      # one read of each run for all rows
+    return voxel_features(lambda pos: blocks[pos], len(rows), tc.mask,
+                          batch_size=cfg.stage1.eval_batch_size)
+
+
+def noise_free_readout(cfg, readout: SemanticReadout, tc, splits,
+                       stim: pd.DataFrame | None = None) -> SemanticReadout:
+    """``readout`` refitted on the training trials' **noise-free** responses (simulated data):
+    the same labels, the number of voxels and C chosen again by leave-one-subject-out over the
+    same grids (``eval.semantic_voxels``, ``eval.semantic_cs``), the same prototype tokens.
+    What the semantic read-out would decode if the scanner added no noise: the subjects'
+    own shares of tuning and anatomical shifts stay."""
+    sv = source_view(tc, splits, "train")
+    X = _noise_free_features(cfg, tc, sv.rows)
+    groups = np.asarray(sv.subject).astype(str)
+    e = cfg.eval
+    readouts = {lab: fit_label_readout(X, _label_values(lab, sv, stim), groups,
+                                       label=f"{lab} (noise-free)", n_pca=e.semantic_pca,
+                                       cs=e.semantic_cs, n_voxels=e.semantic_voxels)
+                for lab in readout.readouts}
+    info = {lab: dict(C=r.C, n_voxels=r.n_voxels, loso_accuracy=r.loso[(r.n_voxels, r.C)],
+                      n_values=len(r.classes)) for lab, r in readouts.items()}
+    return SemanticReadout(readouts, readout.prototypes, readout.grand, info)
+
+
+def semantic_ceiling_decodes(cfg, readout: SemanticReadout, model, tc, splits,
+                             eval_set: EvalSet, stim: pd.DataFrame | None = None, *,
+                             seed: int = 0, progress: bool = False
+                             ) -> tuple[pd.DataFrame, dict]:
+    """Noise ceiling of the text decoders (simulated data only): the semantic read-out
+    (:func:`noise_free_readout`: fitted on the training trials' noise-free responses) applied
+    to the target evaluation trials' noise-free responses, its prototype tokens read by
+    ``model`` (the untrained bridge of :func:`semantic_decodes`).
+
+    The simulator's true encoding model gives the responses; the decoder is the package's
+    best one on the embedded data. Returns the decodes (the evaluation set's rows, in order)
+    and, per label, the noise-free read-out's settings and its accuracy on the evaluation
+    trials (scored against the simulator's truth, for the record: nothing is chosen on it)."""
+    ev = target_evaluation_view(tc, splits)
+    rows = np.asarray(ev.rows, int)
+    if list(rows) != list(eval_set.table["trial_index"].astype(int)):
+        raise ValueError("semantic ceiling: the evaluation set's trials are not the target "
+                         "evaluation view's (build it with build_eval_set on the same splits)")
+    nf = noise_free_readout(cfg, readout, tc, splits, stim)
+    decoded = nf.predict(_noise_free_features(cfg, tc, rows))
+    truth = tc.trials.iloc[rows]
+    for lab, r in nf.readouts.items():
+        y = (truth["class_name"].astype(str).to_numpy() if lab == "class" else
+             clip_labels(lab, truth, stim, "eval.semantic_labels"))
+        nf.info[lab]["eval_accuracy"] = float(np.mean(np.asarray(decoded[lab]) == y))
+    out = decode_eval_set(model, eval_set, z=nf.tokens(decoded), seed=seed, progress=progress,
+                          desc="noise ceiling (semantic)")
+    return out, nf.info
 
 # ============================================================================ retrieval
 @dataclass

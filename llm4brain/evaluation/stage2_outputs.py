@@ -3,7 +3,9 @@
 :func:`write_stage2_outputs` decodes the evaluation trials with each trained model and writes,
 under ``<run_dir>/results/stage2`` (:mod:`llm4brain.evaluation.stage2_results`), the chance
 decodes, the LLM without brain tokens, the constant answer, the ridge + nearest-neighbour
-baseline, the noise ceiling (simulated data), the semantic read-out with its own chance
+baseline, the noise ceiling (simulated data: the semantic read-out on the simulator's
+noise-free responses, :func:`~llm4brain.evaluation.semantic.semantic_ceiling_decodes`; the
+ridge + NN on them when the read-out is off), the semantic read-out with its own chance
 decodes (:mod:`llm4brain.evaluation.semantic`; ``eval.semantic_readout``) and
 ``manifest.json`` naming each file's role.
 """
@@ -20,6 +22,7 @@ from ..models.stage2 import stage2_seed
 from .baselines import ceiling_decodes, has_ground_truth, nn_baseline
 from .decoding import (EvalSet, chance_decodes, constant_decodes, decode_eval_set,
                        n_chance_decodes, no_brain_decodes)
+from .semantic import semantic_ceiling_decodes
 from .stage2_results import DECODE_COLUMNS, save_decodes, stage2_results_dir
 
 __all__ = ["write_stage2_outputs"]
@@ -38,7 +41,9 @@ def write_stage2_outputs(cfg, models: dict, eval_set: EvalSet, captions: pd.Data
         E.g. ``{"da": ..., "noda": ...}``; each writes ``fmri2text_<name>.tsv``.
     eval_set : EvalSet
     captions : DataFrame (surrogate answers; training clips' ones for the baseline)
-    tc : TrialCache, needed for the noise ceiling (simulated data; :func:`ceiling_decodes`)
+    tc : TrialCache, needed for the noise ceiling (simulated data:
+        :func:`~llm4brain.evaluation.semantic.semantic_ceiling_decodes`, or
+        :func:`ceiling_decodes` when the semantic read-out does not run)
     main : str, optional
         Model used for the chance decodes and the ceiling (default ``da`` when
         ``stage2.domain_adaptation`` else ``noda``).
@@ -89,32 +94,42 @@ def write_stage2_outputs(cfg, models: dict, eval_set: EvalSet, captions: pd.Data
     if train_subjects:
         save_decodes(constant_decodes(eval_set, captions, train_subjects), d / "constant.tsv")
         manifest["constant"] = "constant.tsv"
+    sem = _semantic(cfg, manifest, d, eval_set, tc=tc, splits=splits, vlm=vlm,
+                    features=features, stim=stim, n_shuffles=n_sh, seed=seed, progress=progress)
     if tc is not None and has_ground_truth(cfg):
-        save_decodes(ceiling_decodes(cfg, tc, eval_set, captions), d / "ceiling.tsv")
+        if sem is not None:      # the best decoder of the package, on noise-free responses
+            readout, model, stim = sem
+            ceiling, info = semantic_ceiling_decodes(cfg, readout, model, tc, splits, eval_set,
+                                                     stim, seed=seed, progress=progress)
+            manifest["ceiling_decoder"] = "semantic read-out on noise-free responses"
+            manifest["ceiling_readout"] = info
+        else:
+            ceiling = ceiling_decodes(cfg, tc, eval_set, captions)
+            manifest["ceiling_decoder"] = "ridge + NN on noise-free responses"
+        save_decodes(ceiling, d / "ceiling.tsv")
         manifest["ceiling"] = "ceiling.tsv"
     else:
         manifest["ceiling_note"] = ("no noise ceiling: the dataset has no simulator ground truth "
                                     "(real data)" if not has_ground_truth(cfg) else
                                     "no noise ceiling: tc (the trial cache) not given")
-    _semantic(cfg, manifest, d, eval_set, tc=tc, splits=splits, vlm=vlm, features=features,
-              stim=stim, n_shuffles=n_sh, seed=seed, progress=progress)
     write_json(d / "manifest.json", manifest, indent=1)
     save_config(cfg, d)
     return manifest
 
 
 def _semantic(cfg, manifest: dict, d, eval_set: EvalSet, *, tc, splits, vlm, features, stim,
-              n_shuffles: int, seed: int, progress: bool) -> None:
-    """The semantic read-out's decodes, its chance decodes and its fitted settings."""
+              n_shuffles: int, seed: int, progress: bool):
+    """The semantic read-out's decodes, its chance decodes and its fitted settings; returns
+    ``(readout, bridge, stim)`` for the noise ceiling, or None when it did not run."""
     for f in [d / "semantic.tsv", *d.glob("semantic_shuffle_*.tsv")]:   # an earlier run's
         f.unlink(missing_ok=True)
     if not cfg.eval.semantic_readout:
         manifest["semantic_note"] = "eval.semantic_readout is false"
-        return
+        return None
     missing = [k for k, v in (("tc", tc), ("splits", splits), ("vlm", vlm)) if v is None]
     if missing:
         manifest["semantic_note"] = f"no semantic read-out: {', '.join(missing)} not given"
-        return
+        return None
     from ..data import load_stimuli
     from ..models.stage2 import build_stage2_model
     from ..training.vlpretrain import video_features
@@ -135,3 +150,4 @@ def _semantic(cfg, manifest: dict, d, eval_set: EvalSet, *, tc, splits, vlm, fea
         save_decodes(df, d / f)
         manifest["semantic_chance"].append(f)
     manifest["semantic_readout"] = readout.info
+    return readout, model, stim

@@ -11,7 +11,7 @@ condition                   file (see :data:`STAGE2_FILES`, the one place to adj
 ``noda``                    the same without domain adaptation (ablation)
 ``chance``                  ``chance_shuffle_<k>.tsv``: fMRI shuffled across trials, k = 0..K-1
 ``baseline``                ridge to video embedding -> nearest training clip's answer
-``ceiling``                 ridge + NN fitted and applied on the simulator's noise-free responses (simulated only)
+``ceiling``                 semantic read-out fitted and applied on the simulator's noise-free responses (simulated only)
 ``no_brain``, ``constant``  the LLM without brain tokens; the most frequent training answer
 ``semantic``                voxel class/scene read-outs -> prototype video tokens -> video-LLM
 ``semantic_chance``         ``semantic_shuffle_<k>.tsv``: the same with the read-outs shuffled
