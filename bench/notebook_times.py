@@ -3,7 +3,8 @@
 Usage: ``.venv/bin/python bench/notebook_times.py [PROFILE]`` (default ``default``) after
 ``make reproduce`` (or ``make smoke`` with ``smoke``). Reads
 ``runs/<profile>/notebooks/*.ipynb`` (``metadata.papermill.duration`` and the start/end
-times) and writes ``bench/results/notebook_times_<profile>.md``.
+times) and writes ``bench/results/notebook_times_<profile>.md`` (``..._<profile>_<machine>.md`` when that
+file holds another machine's table: :func:`output_path`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def machine_id() -> str:
     flags = set(re.findall(r"\b[a-z0-9_]+\b", info.split("flags", 1)[-1].split("\n", 1)[0]))
     if "amx_bf16" in flags:
         return "xeon-amx"
+    if "avx512_bf16" in flags and "Intel(R) Xeon" in info:
+        return "xeon-avx512-bf16"
     if "avx512_bf16" in flags:
         return "cpu-bf16"
     if "AMD EPYC" in info and "avx2" in flags:
@@ -57,6 +60,19 @@ def notebook_times(run_dir: Path) -> list[dict]:
     return rows
 
 
+def output_path(profile: str, machine: str, results: Path | None = None) -> Path:
+    """``notebook_times_<profile>.md``, unless that file holds another machine's table: then
+    ``notebook_times_<profile>_<machine>.md``, so that one machine's run never replaces
+    another's figures (``bench/timings_doc.py`` shows the latest of each machine)."""
+    results = Path(results) if results is not None else Path(__file__).parent / "results"
+    plain = results / f"notebook_times_{profile}.md"
+    if plain.is_file():
+        m = re.search(r"^# machine:\s*(\S+)", plain.read_text(), re.M)
+        if m and m.group(1) != machine:
+            return results / f"notebook_times_{profile}_{machine}.md"
+    return plain
+
+
 def main(profile: str = "default") -> Path:
     cfg = load_config(profile)
     rows = notebook_times(cfg.run_dir)
@@ -74,7 +90,7 @@ def main(profile: str = "default") -> Path:
     lines += [f"| {r['notebook']} | `{line.replace('|', '/')}` | {d:.0f} |"
               for r in rows for d, line in r["cells"]]
     lines += [""]
-    out = Path(__file__).parent / "results" / f"notebook_times_{profile}.md"
+    out = output_path(profile, machine_id())
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     print("\n".join(lines))

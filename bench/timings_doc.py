@@ -17,7 +17,7 @@ The page keeps the **latest** figure per machine and command; older measurements
 git history of the logs (``git log -p bench/results/``).
 
 Which machine a log was measured on: a log may say it itself in comment lines
-(``# machine: <key of MACHINES>``, ``# command: make ...``, ``# date: YYYY-MM-DD``); the logs
+(``# machine: <key of MACHINES>``, ``# command: make ...``, ``# date: YYYY-MM-DD``, optionally ``# how: ...``); the logs
 that do not are described in :data:`LOGS` and :data:`NOTEBOOK_TIMES` below. A log named
 nowhere stops the script with an error saying what to add.
 """
@@ -40,6 +40,7 @@ MACHINES: dict[str, str] = {
     "epyc-avx2": "AMD EPYC, 2 cores, AVX2 only (no AVX-512, no native bfloat16)",
     "xeon-amx": "Intel Xeon with AMX (AVX-512, native bfloat16), 2 cores",
     "cpu-bf16": "2-core x86 CPU with AVX512-BF16 (model not recorded)",
+    "xeon-avx512-bf16": "Intel Xeon, 2 cores, AVX-512 with native bfloat16 (AVX512-BF16), no AMX",
 }
 
 # None of the committed logs names its CPU or its date. Each entry below says which machine,
@@ -69,6 +70,9 @@ LOGS: dict[str, dict[str, str]] = {
 NOTEBOOK_TIMES: dict[str, dict[str, str]] = {
     "notebook_times_default.md": dict(machine="xeon-amx", command="make reproduce",
                                       note="the run of reproduce_default_time.log"),
+    "notebook_times_default_xeon-avx512-bf16.md": dict(
+        machine="xeon-avx512-bf16", command="make reproduce",
+        note="the run of reproduce_xeon_avx512_time.log"),
     "notebook_times_classroom.md": dict(machine="epyc-avx2", command="make classroom",
                                         note="the run of classroom_time.log"),
     "notebook_times_had_dryrun.md": dict(machine="epyc-avx2", command="make had-dryrun",
@@ -81,7 +85,7 @@ NOTEBOOK_TIMES: dict[str, dict[str, str]] = {
 _WALL = re.compile(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\):\s*([0-9:.]+)")
 _RSS = re.compile(r"Maximum resident set size \(kbytes\):\s*(\d+)")
 _PYTEST = re.compile(r"^(\d+ passed[^\n]*?)(?:, \d+ warnings?)? in [0-9.]+s", re.M)
-_HEADER = re.compile(r"^#\s*(machine|command|date):\s*(.+?)\s*$", re.M)
+_HEADER = re.compile(r"^#\s*(machine|command|date|how):\s*(.+?)\s*$", re.M)
 _NB_ROW = re.compile(r"^\|\s*(\d\d_[A-Za-z0-9_]+)\s*\|\s*([0-9.]+)\s*\|\s*([0-9.]+)\s*\|", re.M)
 _NB_TOTAL = re.compile(r"^\|\s*\*\*total\*\*\s*\|\s*\*\*([0-9.]+)\*\*\s*\|", re.M)
 _NB_START = re.compile(r"first start (\d{4}-\d\d-\d\d)")

@@ -4,10 +4,12 @@ the training subjects' held-out runs, beside the centred ridge and the ceiling.
 Run after ``make reproduce`` (it reads the run's trial cache, MAE and video-LLM, which stay
 those of ``run.seed``; only Stage I is retrained per seed, as Table 3's seeds are)::
 
-    .venv/bin/python experiments/stage1_seeds.py '[0, 1, 2]' [profile]
+    .venv/bin/python experiments/stage1_seeds.py '[0, 1, 2]' [profile] [--overwrite]
 
 Writes ``experiments/results/stage1_seeds.csv`` (one row per seed, split, method) and prints mean,
-sd and the paired test against the ridge per seed.
+sd and the paired test against the ridge per seed. An existing CSV is a finished result: the
+script stops before training unless ``--overwrite`` is given (or move the file aside, e.g. to
+``stage1_seeds_<machine>_<revision>.csv``, as the earlier runs' files are).
 """
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ from _common import RESULTS, require_run
 OUT = RESULTS / "stage1_seeds.csv"
 
 
-def main(seeds, profile: str = "default") -> None:
+def main(seeds, profile: str = "default", overwrite: bool = False) -> None:
+    if OUT.exists() and not overwrite:
+        raise SystemExit(f"{OUT} exists (a finished result): move it aside or pass --overwrite")
     base = require_run(profile, "03")
     tc = load_trial_cache(base)
     splits = load_splits(base.run_dir / "splits.json")
@@ -56,4 +60,5 @@ def main(seeds, profile: str = "default") -> None:
 
 
 if __name__ == "__main__":
-    main(json.loads(sys.argv[1]) if len(sys.argv) > 1 else [0, 1, 2], *sys.argv[2:3])
+    args = [a for a in sys.argv[1:] if a != "--overwrite"]
+    main(json.loads(args[0]) if args else [0, 1, 2], *args[1:2], overwrite="--overwrite" in sys.argv)

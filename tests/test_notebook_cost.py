@@ -43,3 +43,13 @@ def test_a_notebook_without_the_mark_is_named(tmp_path):
     (tmp_path / "05_x.py").write_text("# %% [markdown]\n# # 05\n")
     with pytest.raises(SystemExit, match="05_x.py"):
         notebook_cost.expected_lines(tmp_path, tmp_path)
+
+
+def test_notebook_times_never_replace_another_machines_table(tmp_path):
+    import notebook_times
+
+    assert notebook_times.output_path("default", "epyc-avx2", tmp_path).name == "notebook_times_default.md"
+    (tmp_path / "notebook_times_default.md").write_text("# Notebook wall times\n\n# machine: epyc-avx2\n")
+    assert notebook_times.output_path("default", "epyc-avx2", tmp_path).name == "notebook_times_default.md"
+    assert (notebook_times.output_path("default", "xeon-avx512-bf16", tmp_path).name
+            == "notebook_times_default_xeon-avx512-bf16.md")
