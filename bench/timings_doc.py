@@ -73,6 +73,9 @@ NOTEBOOK_TIMES: dict[str, dict[str, str]] = {
     "notebook_times_default_xeon-avx512-bf16.md": dict(
         machine="xeon-avx512-bf16", command="make reproduce",
         note="the run of reproduce_xeon_avx512_time.log"),
+    "notebook_times_classroom_xeon-avx512-bf16.md": dict(
+        machine="xeon-avx512-bf16", command="make classroom",
+        note="the run of classroom_xeon_avx512_time.log"),
     "notebook_times_classroom.md": dict(machine="epyc-avx2", command="make classroom",
                                         note="the run of classroom_time.log"),
     "notebook_times_had_dryrun.md": dict(machine="epyc-avx2", command="make had-dryrun",
