@@ -11,7 +11,9 @@ together: its Stage I is trained first, once per training seed)::
 
 Scores per candidate and seed: attribute accuracy against the simulator's truth (agent,
 action, scene), the same decoder fed shuffled fMRI (one derangement), distinct answers,
-BERTScore against Video2Text, and the ridge + NN baseline of the candidate's Stage I.
+BERTScore against Video2Text, the ridge + NN baseline of the candidate's Stage I, and its
+zero-shot decode (the Stage I tokens through the video-LLM's own projection, no Stage II
+training, with its shuffled fMRI): Stage II has to beat it.
 Appends to ``experiments/results/stage2_candidates.csv`` and prints the table. Without
 arguments: ``'{"default": {}}' '[0]'`` (the profile as it is).
 """
@@ -40,7 +42,8 @@ def main(candidates: dict, seeds: list, profile: str = "default") -> None:
         t0 = time.time()
         rows, _ = tune_stage2(x.cfg, x.tc, x.splits, captions, stim, {name: over},
                               seeds=seeds, seed_key="run.seed", vlm=x.vlm,
-                              features=x.features, scorer=scorer, progress=False)
+                              features=x.features, scorer=scorer, zero_shot=True,
+                              progress=False)
         rows = rows.assign(overrides=json.dumps(over, sort_keys=True),
                            seconds=round(time.time() - t0))
         OUT.parent.mkdir(parents=True, exist_ok=True)

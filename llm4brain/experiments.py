@@ -105,7 +105,7 @@ def _pseudo_nn_texts(ev, eval_set, captions) -> list[str]:
 
 def tune_stage2(cfg, tc, splits, captions, stim, candidates: dict, *, seeds=(0, 1, 2),
                 seed_key: str = "stage2.seed", pseudo_target=None, vlm=None, features=None,
-                mae=None, scorer=None, progress: bool = True):
+                mae=None, scorer=None, zero_shot: bool = False, progress: bool = True):
     """Stage II candidates (e.g. DA on / off) on the pseudo-target, each over ``seeds``.
 
     Each (candidate, seed) trains Stage I (the candidate's settings; one model for all seeds
@@ -115,7 +115,9 @@ def tune_stage2(cfg, tc, splits, captions, stim, candidates: dict, *, seeds=(0, 
     the simulator's truth (agent, action, scene, all), its shuffled-fMRI chance (one
     derangement of the fMRI tokens), distinct answers, and BERTScore against Video2Text when
     a ``scorer`` (:class:`llm4brain.evaluation.metrics.TextScorer`) is given; the ridge + NN
-    baseline once per seed.
+    baseline once per seed. With ``zero_shot``, also the candidate's Stage I tokens read
+    through the video-LLM's own projection, with no Stage II training (condition
+    ``zero-shot``, and its shuffled fMRI: ``zero-shot, shuffled fMRI``), once per Stage I.
 
     Returns
     -------
@@ -166,6 +168,16 @@ def tune_stage2(cfg, tc, splits, captions, stim, candidates: dict, *, seeds=(0, 
             sh = chance_decodes(r2.model, es, 1, seed=seed, progress=progress)[0]
             rows += score(name, seed, "fMRI2Text", dec["fmri2text"], truth, refs)
             rows += score(name, seed, "shuffled fMRI", sh["fmri2text"], truth, refs)
+            if zero_shot and (key1, "zero") not in s1_cache:
+                from .models.stage2 import build_stage2_model
+
+                z0 = build_stage2_model(c, vlm.branch.proj, vlm.llm, domain_adaptation=False)
+                s1_cache[(key1, "zero")] = True
+                zd = decode_eval_set(z0, es, seed=seed, progress=progress)
+                zs = chance_decodes(z0, es, 1, seed=seed, progress=progress)[0]
+                rows += score(name, seed, "zero-shot", zd["fmri2text"], truth, refs)
+                rows += score(name, seed, "zero-shot, shuffled fMRI", zs["fmri2text"], truth, refs)
+                tables[(f"{name} (zero-shot)", seed)] = zd
             if (key1, "nn") not in s1_cache:
                 s1_cache[(key1, "nn")] = _pseudo_nn_texts(ev1, es, captions)
                 rows += score("(baseline)", seed, "ridge + NN", s1_cache[(key1, "nn")],

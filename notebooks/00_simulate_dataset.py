@@ -174,3 +174,15 @@ if has_truth:
 else:
     snr = "real data: no noise-free responses (notebook 01 measures split-half reliability)"
 snr
+
+# %%
+from IPython.display import Markdown, display
+
+from llm4brain.evaluation.reading import simulation_reading
+
+if has_truth:
+    display(Markdown(simulation_reading(snr, float(sig_sd[resp].mean()), n_runs=cfg.sim.n_runs,
+                                        clips_per_run=cfg.sim.clips_per_run,
+                                        n_targets=cfg.sim.n_target_subjects)))
+else:
+    print("real data: no simulator, no conclusion on its noise (notebook 01 measures the data)")

@@ -141,3 +141,15 @@ cached = pd.DataFrame([
 ])
 cached.to_csv(cfg.figures_dir / "01_cache_table.csv", index=False)
 cached
+
+# %%
+from IPython.display import Markdown, display
+
+from llm4brain.evaluation.reading import loading_reading
+
+display(Markdown(loading_reading(
+    rel_table, untuned=[r.name for r in REGIONS if r.group is None],
+    lags=lags if (cfg.data_root / "derivatives/simulation").is_dir() else None,
+    block_s=block_times(cfg, tc),
+    splits={k.removesuffix("_idx"): len(getattr(splits, k))
+            for k in ("train_idx", "val_idx", "adapt_idx", "eval_idx")})))

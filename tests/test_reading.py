@@ -91,3 +91,34 @@ def test_concept_reading_lists_phrases_without_a_score():
     assert "agent (3 trials): LOC AUC 0.90" in txt and "Not scored" in txt and "scene (3 trials)." in txt
     only = concept_reading(t[t.phrase == "scene"])
     assert "No phrase with an expected region could be scored" in only and "scene (3 trials)" in only
+
+
+def test_simulation_reading_reads_the_subject_table():
+    from llm4brain.evaluation.reading import simulation_reading
+
+    t = pd.DataFrame([dict(subject="01", gain=1.1, noise_sd_pct=0.5, hrf_peak_shift_s=-0.3, shift_mm=[3, 4, 0]),
+                      dict(subject="02", gain=0.8, noise_sd_pct=0.6, hrf_peak_shift_s=0.7, shift_mm=[0, 0, 1])])
+    txt = simulation_reading(t, 0.8, n_runs=4, clips_per_run=60, n_targets=1)
+    assert "2 subjects (1 for training, 1 held out as targets), 4 runs of 60 clips" in txt
+    assert "varies by 0.80 % across clips against a thermal noise of 0.50 %" in txt and "1.6 : 1" in txt
+    assert "noise is 0.50-0.60 %" in txt and "shift 1.0-5.0 mm" in txt and "0.70 s at most" in txt
+    with pytest.raises(KeyError, match="shift_mm"):
+        simulation_reading(t.drop(columns="shift_mm"), 0.8, n_runs=4, clips_per_run=60, n_targets=1)
+
+
+def test_loading_reading_separates_controls_and_reads_the_lag_profile():
+    from llm4brain.evaluation.reading import loading_reading
+
+    rel = pd.DataFrame(dict(region=["LOC", "M1", "EVC"], voxels=[10, 20, 30],
+                            median_single_trial_r=[0.44, 0.003, 0.02]))
+    lags = pd.DataFrame(dict(time_s=[3, 5, 7, 3, 5, 7, 5], region=["LOC"] * 3 + ["EVC"] * 3 + ["M1"],
+                             r=[0.1, 0.5, 0.3, 0.0, 0.3, 0.1, 0.9]))
+    txt = loading_reading(rel, untuned=["M1"], lags=lags, block_s=[5, 7], splits={"train": 720})
+    assert "LOC 0.44, EVC 0.02; in the regions tuned to nothing (M1) at most 0.00" in txt
+    assert "above that range here: LOC." in txt
+    assert "best +5 s after the onset (mean r 0.40" in txt          # M1's 0.9 is not averaged in
+    assert "+5 s (r 0.40), +7 s (r 0.20)" in txt and "train 720" in txt
+    assert "lag" not in loading_reading(rel)                       # real data: no lag profile
+    assert "cannot be measured" in loading_reading(rel.assign(median_single_trial_r=float("nan")))
+    with pytest.raises(KeyError, match="median_single_trial_r"):
+        loading_reading(rel.drop(columns="median_single_trial_r"))

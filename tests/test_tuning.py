@@ -114,10 +114,16 @@ def test_stage2_tuning_over_seeds_reads_training_subjects_only(tiny_world, make_
              "DA off": {"stage2.domain_adaptation": False}}
     table, decodes = tune_stage2(w["cfg"], tc, splits, caps, stim, cands, seeds=(0, 1),
                                  vlm=vlm, features=w["features"],
-                                 mae=SimpleNamespace(encoder=w["encoder"]), progress=False)
+                                 mae=SimpleNamespace(encoder=w["encoder"]), zero_shot=True,
+                                 progress=False)
     assert set(table["candidate"]) == {"DA on", "DA off", "(baseline)"}
     assert set(table["seed"]) == {0, 1}
-    assert set(table["condition"]) == {"fMRI2Text", "shuffled fMRI", "ridge + NN"}
+    assert set(table["condition"]) == {"fMRI2Text", "shuffled fMRI", "ridge + NN", "zero-shot",
+                                       "zero-shot, shuffled fMRI"}
+    # zero-shot: once per Stage I (one Stage I serves both candidates and seeds here)
+    zs = table[(table.condition == "zero-shot") & (table.metric == "agent")]
+    assert len(zs) == 1 and list(zs["candidate"]) == ["DA on"]
+    assert ("DA on (zero-shot)", 0) in decodes
     assert {"agent", "scene", "distinct"} <= set(table["metric"])
     got = table[table.metric == "agent"]["value"]
     assert ((got >= 0) & (got <= 100)).all()
