@@ -179,7 +179,7 @@ else:
 qa = qa_accuracy(models, n_shuffles=QA_SHUFFLES, max_new_tokens=QA_MAX_NEW_TOKENS,
                  max_trials=qa_trials, progress=True)
 write_qa(qa, cfg)
-qa_cols = ["question", "k", "n", "fmri", "fmri_ci_low", "fmri_ci_high", "video", "chance",
+qa_cols = ["question", "k", "n", "fmri", "fmri_ci_low", "fmri_ci_high", "video", "semantic", "chance",
            "shuffled_mean", "shuffled_low", "shuffled_high", "fmri_none", "video_none"]
 write_csv(qa.table, cfg.figures_dir / "07_qa_table.csv", index=False)
 display(qa.table[qa_cols].round(1))

@@ -164,6 +164,8 @@ def test_qa_table_against_hand_counts():
                 ["right", "left", "right", "left"]]            # 0 of 4
     rows = [("fmri", -1, "direction", i, a, t) for i, (a, t) in enumerate(zip(fmri, truth))]
     rows += [("video", -1, "direction", i, a, t) for i, (a, t) in enumerate(zip(video, truth))]
+    semantic = ["right", "right", "left", "none"]              # 2 of 4, 1 names none
+    rows += [("semantic", -1, "direction", i, a, t) for i, (a, t) in enumerate(zip(semantic, truth))]
     for k, sh in enumerate(shuffles):
         rows += [("shuffled", k, "direction", i, a, t) for i, (a, t) in enumerate(zip(sh, truth))]
     s = Question("size", "Small or large?", "size", ("small", "large"))
@@ -177,10 +179,11 @@ def test_qa_table_against_hand_counts():
     # percentiles of (0, 50, 100): 2.5 % -> 0 + 0.05 * 50 = 2.5, 97.5 % -> 50 + 0.95 * 50
     assert (d.shuffled_low, d.shuffled_high) == pytest.approx((2.5, 97.5))
     assert d.n_shuffles == 3 and d.fmri_none == 25.0 and d.video_none == 0.0
+    assert (d.semantic, d.semantic_none) == (50.0, 25.0)
     assert d.fmri_ci_low <= d.fmri <= d.fmri_ci_high
     z = t.loc["size"]
     assert (z.n, z.fmri, z.chance, z.n_shuffles) == (2, 50.0, 50.0, 0)
-    assert np.isnan(z.video) and np.isnan(z.shuffled_mean)
+    assert np.isnan(z.video) and np.isnan(z.shuffled_mean) and np.isnan(z.semantic)
     assert z.fmri_none == pytest.approx(100 / 3)
 
 
@@ -195,8 +198,12 @@ def test_qa_answers_scores_shuffles_against_the_trial_asked_about(tiny):
     qs = [Q["agent"], Q["direction"]]
     brain = torch.stack([_prefix(tiny, seed=s) for s in range(n)])
     a = qa_answers(tiny, brain, trials, truth, video=brain.flip(0), questions=qs, n_shuffles=2,
-                   max_new_tokens=4)
-    assert len(a) == (1 + 1 + 2) * len(qs) * n
+                   max_new_tokens=4, extra={"semantic": brain})
+    assert len(a) == (1 + 1 + 1 + 2) * len(qs) * n
+    sem, fm = (a[a["condition"] == c].reset_index(drop=True) for c in ("semantic", "fmri"))
+    assert sem["text"].tolist() == fm["text"].tolist()              # the same tokens, the same answers
+    with pytest.raises(ValueError, match="extra decoders"):
+        qa_answers(tiny, brain, trials, truth, questions=qs, extra={"semantic": brain[:2]})
     sh = a[a["condition"] == "shuffled"]
     assert (sh["source_trial_index"] != sh["trial_index"]).all()     # another trial's fMRI
     f = a[(a["condition"] == "fmri") & (a["question"] == "agent")]
@@ -352,13 +359,16 @@ def test_qa_accuracy_on_the_smoke_run(smoke_run):
     assert np.allclose(t["chance"], [100 / q.k for q in QUESTIONS])
     n = len(m.trials)
     assert (t["n"] <= n).all() and (t.loc[t.question != "size", "n"] == n).all()
-    for col in ("fmri", "video", "shuffled_mean", "fmri_none", "video_none"):
+    cols = ("fmri", "video", "shuffled_mean", "fmri_none", "video_none")
+    if cfg.eval.semantic_readout:
+        cols += ("semantic", "semantic_none")
+    for col in cols:
         assert t[col].between(0, 100).all(), col
     assert (t["shuffled_low"] <= t["shuffled_mean"] + 1e-9).all()
     assert (t["shuffled_mean"] <= t["shuffled_high"] + 1e-9).all()
     assert (t["n_shuffles"] == 1).all()
     a = res.answers
-    assert len(a) == (1 + 1 + 1) * len(QUESTIONS) * n
+    assert len(a) == (1 + 1 + 1 + int(cfg.eval.semantic_readout)) * len(QUESTIONS) * n
     # fMRI answers are those of one-turn conversations with the same trial
     s = m.subjects[0]
     row = m.trial(s, 0)

@@ -59,6 +59,7 @@ def test_qa_reading_counts_only_questions_above_the_shuffled_band():
     txt = qa_reading(t)
     assert "agent 37.5 % (1/3 = 33.3, shuffled up to 37.5, from the clip 52.1)" in txt
     assert txt.endswith("Above every shuffled-fMRI decode: speed.")
+    assert "from the clip 52.1, semantic read-out 45.0)" in qa_reading(t.assign(semantic=[45.0, 50.0]))
     with pytest.raises(KeyError, match="shuffled_high"):
         qa_reading(t.drop(columns="shuffled_high"))
 

@@ -225,7 +225,8 @@ QA_ANSWER_COLUMNS = ("condition", "shuffle", "question", "subject", "trial_index
 
 
 def qa_answers(llm, brain: torch.Tensor, trials: pd.DataFrame, truth: pd.DataFrame, *,
-               video: torch.Tensor | None = None, questions: Sequence[Question] = QUESTIONS,
+               video: torch.Tensor | None = None, extra: dict | None = None,
+               questions: Sequence[Question] = QUESTIONS,
                n_shuffles: int = 3, seed: int = 0, placeholder: str = "<video>",
                system_prompt: str = "", max_new_tokens: int = 16, batch_size: int = 32,
                parser: AnswerParser | None = None, progress: bool = False) -> pd.DataFrame:
@@ -240,6 +241,10 @@ def qa_answers(llm, brain: torch.Tensor, trials: pd.DataFrame, truth: pd.DataFra
     truth : DataFrame (n, attributes) of the trials' clips
     video : tensor of shape (n, Nv, D), optional
         Video tokens of the trials' clips (the video-grounded answers).
+    extra : dict name -> tensor (n, N, D), optional
+        Other decoders' prefix tokens of the same trials, each asked as condition ``name``
+        (e.g. ``semantic``: the semantic read-out's prototype tokens through the video-LLM's
+        projection).
     n_shuffles : int
         Shuffles of the fMRI across trials within subject (no trial keeps its own;
         shuffle ``k`` uses seed ``(seed, k)``, as Stage II's chance decodes).
@@ -255,6 +260,11 @@ def qa_answers(llm, brain: torch.Tensor, trials: pd.DataFrame, truth: pd.DataFra
 
 
     n = len(trials)
+    extra = dict(extra or {})
+    bad = [k for k, v in extra.items() if len(v) != n or k in ("fmri", "video", "shuffled")]
+    if bad:
+        raise ValueError(f"qa_answers: extra decoders {bad} need {n} token rows and a name other "
+                         f"than fmri, video, shuffled")
     if len(brain) != n or len(truth) != n or (video is not None and len(video) != n):
         raise ValueError(f"qa_answers: {len(brain)} fMRI token rows, {len(truth)} truths"
                          f"{'' if video is None else f', {len(video)} video token rows'} for "
@@ -266,6 +276,7 @@ def qa_answers(llm, brain: torch.Tensor, trials: pd.DataFrame, truth: pd.DataFra
     conds: list[tuple[str, int, torch.Tensor, np.ndarray]] = [("fmri", -1, brain, np.arange(n))]
     if video is not None:
         conds.append(("video", -1, video, np.arange(n)))
+    conds += [(k, -1, v, np.arange(n)) for k, v in extra.items()]
     for k in range(n_shuffles):
         perm = derangements(n, 1, np.random.default_rng((seed, k)), groups=subj)[0]
         conds.append(("shuffled", k, brain[torch.as_tensor(perm)], perm))
@@ -291,7 +302,7 @@ def qa_answers(llm, brain: torch.Tensor, trials: pd.DataFrame, truth: pd.DataFra
 #: Columns of :func:`qa_table` (accuracies and shares in percent).
 QA_TABLE_COLUMNS = ("question", "options", "k", "n", "fmri", "fmri_ci_low", "fmri_ci_high",
                     "video", "chance", "shuffled_mean", "shuffled_low", "shuffled_high",
-                    "n_shuffles", "fmri_none", "video_none")
+                    "n_shuffles", "fmri_none", "video_none", "semantic", "semantic_none")
 
 
 def qa_table(answers: pd.DataFrame, questions: Sequence[Question] = QUESTIONS, *,
@@ -316,7 +327,9 @@ def qa_table(answers: pd.DataFrame, questions: Sequence[Question] = QUESTIONS, *
     * ``shuffled_mean``: mean accuracy over the shuffles; ``shuffled_low`` /
       ``shuffled_high`` the ``alpha/2`` and ``1 - alpha/2`` percentiles of the shuffles'
       accuracies (linear interpolation; equal to the mean with one shuffle);
-    * ``fmri_none`` / ``video_none``: share of answers naming no option (or several).
+    * ``fmri_none`` / ``video_none``: share of answers naming no option (or several);
+    * ``semantic`` / ``semantic_none``: the same for the semantic read-out's answers (NaN
+      without them).
     """
 
     rng = np.random.default_rng(rng)
@@ -343,6 +356,11 @@ def qa_table(answers: pd.DataFrame, questions: Sequence[Question] = QUESTIONS, *
                    if (a["condition"] == "fmri").any() else np.nan,
                    video_none=100 * float((v_all["answer"] == NONE).mean())
                    if len(v_all) else np.nan)
+        s_all = a[a["condition"] == "semantic"]
+        s_ok = scored[scored["condition"] == "semantic"]["correct"].to_numpy(float)
+        row.update(semantic=100 * s_ok.mean() if len(s_ok) else np.nan,
+                   semantic_none=100 * float((s_all["answer"] == NONE).mean())
+                   if len(s_all) else np.nan)
         if len(f) > 1:
             ci = bootstrap_ci(f, n_boot=n_boot, rng=rng, alpha=alpha)
             row.update(fmri_ci_low=100 * ci.low, fmri_ci_high=100 * ci.high)
@@ -363,7 +381,7 @@ class QAResult:
 
 def qa_accuracy(models, *, questions: Sequence[Question] = QUESTIONS,
                 n_shuffles: int | None = None, max_new_tokens: int = 16,
-                video: bool = True, max_trials: int | None = None,
+                video: bool = True, max_trials: int | None = None, semantic: bool = True,
                 progress: bool = False) -> QAResult:
     """Question answering on the target subjects' evaluation trials of a run, scored
     against the simulator's truth.
@@ -383,6 +401,10 @@ def qa_accuracy(models, *, questions: Sequence[Question] = QUESTIONS,
     max_trials : int, optional
         Ask about at most this many trials per subject (the first ones in trial-cache
         order, fixed before any answer is seen; the shuffles then draw among them).
+    semantic : bool
+        Also ask the semantic read-out (``eval.semantic_readout``; the read-out notebooks 03
+        and 05 fitted, from its cache): its prototype tokens of the same trials through the
+        video-LLM's own projection, as its Stage II decodes.
 
     Raises
     ------
@@ -415,9 +437,11 @@ def qa_accuracy(models, *, questions: Sequence[Question] = QUESTIONS,
             files = trials["stim_file"].tolist()
             vid = torch.cat([models.vlm.encode_video(torch.as_tensor(np.asarray(
                 feats.get(files[s:s + bs]), dtype=np.float32))) for s in range(0, len(files), bs)])
+        extra = ({"semantic": _semantic_prefix(models, pos)}
+                 if semantic and cfg.eval.semantic_readout else {})
     c = cfg.llm
     ans = qa_answers(models.llm, brain, trials.reset_index(drop=True),
-                     truth, video=vid, questions=questions, n_shuffles=n_sh,
+                     truth, video=vid, extra=extra, questions=questions, n_shuffles=n_sh,
                      seed=int(cfg.run.seed), placeholder=c.placeholder,
                      system_prompt=c.system_prompt, max_new_tokens=max_new_tokens,
                      batch_size=bs, parser=parser, progress=progress)
@@ -425,10 +449,36 @@ def qa_accuracy(models, *, questions: Sequence[Question] = QUESTIONS,
                      alpha=float(cfg.eval.ci_alpha), rng=int(cfg.run.seed))
     settings = dict(profile=cfg.profile, n_trials=len(trials), max_trials=max_trials,
                     n_shuffles=n_sh,
-                    max_new_tokens=max_new_tokens, video=bool(video),
+                    max_new_tokens=max_new_tokens, video=bool(video), semantic=bool(extra),
                     stage2_domain_adaptation=bool(models.stage2.domain_adaptation),
                     questions={q.name: q.text for q in questions})
     return QAResult(ans, table, settings)
+
+
+def _semantic_prefix(models, pos: np.ndarray) -> torch.Tensor:
+    """The semantic read-out's answers' prefix for evaluation-view positions ``pos``: its
+    prototype tokens (:func:`llm4brain.evaluation.semantic.fit_semantic_readout`, from its
+    cache) through the untrained bridge (the video-LLM's projection), as
+    :func:`llm4brain.evaluation.semantic.semantic_decodes` feeds the LLM."""
+    from ..data import load_splits, load_stimuli, load_trial_cache, voxel_features
+    from ..evaluation.semantic import fit_semantic_readout
+    from ..models.stage2 import build_stage2_model
+
+    cfg = models.cfg
+    tc = load_trial_cache(cfg)
+    splits = load_splits(Path(cfg.run_dir) / "splits.json")
+    stim = load_stimuli(cfg) if len(cfg.eval.semantic_labels) > 1 else None
+    readout = fit_semantic_readout(cfg, tc, splits, models.vlm, models.features(), stim,
+                                   cache=True)
+    view = models._view
+    X = voxel_features(lambda p: view.blocks(pos[p]), len(pos), tc.mask,
+                       batch_size=cfg.stage1.eval_batch_size)
+    bridge = build_stage2_model(cfg, models.vlm.branch.proj, models.vlm.llm,
+                                domain_adaptation=False).bridge
+    z = readout.tokens(readout.predict(X))
+    dev = next(bridge.parameters()).device
+    bs = int(cfg.llm.batch_size)
+    return torch.cat([bridge(z[s:s + bs].to(dev)) for s in range(0, len(z), bs)])
 
 
 def qa_results_dir(cfg) -> Path:
@@ -467,7 +517,10 @@ def qa_reading(table: pd.DataFrame) -> str:
     if need - set(table.columns):
         raise KeyError(f"qa_reading: the table lacks {sorted(need - set(table.columns))} (07_qa_table.csv)")
     above = [r.question for r in table.itertuples() if r.fmri > r.shuffled_high]
+    sem = "semantic" in table.columns and table["semantic"].notna().any()
     each = "; ".join(f"{r.question} {r.fmri:.1f} % (1/{int(r.k)} = {r.chance:.1f}, shuffled up to "
-                     f"{r.shuffled_high:.1f}, from the clip {r.video:.1f})" for r in table.itertuples())
+                     f"{r.shuffled_high:.1f}, from the clip {r.video:.1f}"
+                     + (f", semantic read-out {r.semantic:.1f}" if sem else "") + ")"
+                     for r in table.itertuples())
     return (f"**Conclusion (question answering).** From fMRI: {each}. Above every shuffled-fMRI "
             f"decode: {', '.join(above) if above else 'no question'}.")
