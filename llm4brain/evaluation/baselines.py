@@ -19,7 +19,8 @@ from .decoding import EvalSet, decode_frame
 from ..models.ridge import RidgeCV
 from .stage1 import load_stage1_results, voxel_features
 
-__all__ = ["nn_baseline", "nearest_training_answers", "has_ground_truth", "ceiling_decodes"]
+__all__ = ["nn_baseline", "nearest_training_answers", "has_ground_truth", "ceiling_decodes",
+           "noise_free_features"]
 
 
 def nn_baseline(cfg, eval_set: EvalSet, captions: pd.DataFrame, *,
@@ -70,6 +71,15 @@ def has_ground_truth(cfg) -> bool:
     return d.is_dir() and any(d.glob("sub-*_groundtruth.npz"))
 
 
+def noise_free_features(cfg, tc, rows, batch_size: int = 64) -> np.ndarray:
+    """(n, V) the simulator's noise-free responses of trial ``rows``, averaged over each
+    block's volumes, in the units of the z-scored data (:func:`llm4brain.sim.noise_free_trial_blocks`,
+    one read of each run for all the rows): the input of the noise ceilings."""
+    rows = np.asarray(rows, int)
+    blocks = sim.noise_free_trial_blocks(cfg, tc, rows)
+    return voxel_features(lambda pos: blocks[pos], len(rows), tc.mask, batch_size=batch_size)
+
+
 def ceiling_decodes(cfg, tc, eval_set: EvalSet, captions: pd.DataFrame, *,
                     same_instruction: bool = True) -> pd.DataFrame | None:
     """Noise ceiling: the ridge + nearest-neighbour decoder of :func:`nn_baseline` fitted and
@@ -88,11 +98,7 @@ def ceiling_decodes(cfg, tc, eval_set: EvalSet, captions: pd.DataFrame, *,
     if not has_ground_truth(cfg):
         return None
     arrays, meta = load_stage1_results(cfg)
-
-    def feats(rows: np.ndarray) -> np.ndarray:
-        # one call: each run's BOLD and ground truth are read once for all its trials
-        blocks = sim.noise_free_trial_blocks(cfg, tc, rows)
-        return voxel_features(lambda pos: blocks[pos], len(rows), tc.mask)
+    feats = lambda rows: noise_free_features(cfg, tc, rows)       # noqa: E731
 
     tr_rows = np.asarray(arrays["train_rows"], int)
     ridge = RidgeCV(alphas=cfg.stage1.ridge_alphas, cv=cfg.stage1.ridge_cv).fit(

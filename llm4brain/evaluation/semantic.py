@@ -44,6 +44,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ..data import clip_labels, voxel_features
 from ..training.guard import source_view, target_adaptation_view, target_evaluation_view
+from .baselines import noise_free_features
 from .decoding import EvalSet, chance_permutation, decode_eval_set
 
 __all__ = ["LabelReadout", "SemanticReadout", "fit_label_readout", "fit_semantic_readout",
@@ -387,17 +388,6 @@ def semantic_eval_tokens(cfg, readout: SemanticReadout, tc, splits, eval_set: Ev
 
 
 # ============================================================================ noise ceiling
-def _noise_free_features(cfg, tc, rows: np.ndarray) -> np.ndarray:
-    """(n, V) the simulator's noise-free responses of trial rows, averaged over each block's
-    volumes, in the units of the z-scored data (:func:`llm4brain.sim.noise_free_trial_blocks`)."""
-    from .. import sim
-
-    rows = np.asarray(rows, int)
-    blocks = sim.noise_free_trial_blocks(cfg, tc, rows)      # one read of each run for all rows
-    return voxel_features(lambda pos: blocks[pos], len(rows), tc.mask,
-                          batch_size=cfg.stage1.eval_batch_size)
-
-
 def noise_free_readout(cfg, readout: SemanticReadout, tc, splits,
                        stim: pd.DataFrame | None = None) -> SemanticReadout:
     """``readout`` refitted on the training trials' **noise-free** responses (simulated data):
@@ -406,7 +396,7 @@ def noise_free_readout(cfg, readout: SemanticReadout, tc, splits,
     What the semantic read-out would decode if the scanner added no noise: the subjects'
     own shares of tuning and anatomical shifts stay."""
     sv = source_view(tc, splits, "train")
-    X = _noise_free_features(cfg, tc, sv.rows)
+    X = noise_free_features(cfg, tc, sv.rows, cfg.stage1.eval_batch_size)
     groups = np.asarray(sv.subject).astype(str)
     e = cfg.eval
     readouts = {lab: fit_label_readout(X, _label_values(lab, sv, stim), groups,
@@ -437,7 +427,7 @@ def semantic_ceiling_decodes(cfg, readout: SemanticReadout, model, tc, splits,
         raise ValueError("semantic ceiling: the evaluation set's trials are not the target "
                          "evaluation view's (build it with build_eval_set on the same splits)")
     nf = noise_free_readout(cfg, readout, tc, splits, stim)
-    decoded = nf.predict(_noise_free_features(cfg, tc, rows))
+    decoded = nf.predict(noise_free_features(cfg, tc, rows, cfg.stage1.eval_batch_size))
     truth = tc.trials.iloc[rows]
     for lab, r in nf.readouts.items():
         y = (truth["class_name"].astype(str).to_numpy() if lab == "class" else
