@@ -26,7 +26,8 @@ def plot_qa_accuracy(table: pd.DataFrame, *, ax=None, title: str | None = None) 
 
     Returns
     -------
-    Figure : fMRI bars with their bootstrap 95 % interval, video bars (the reference), the
+    Figure : fMRI bars with their bootstrap 95 % interval, the semantic read-out's bars (when
+    the table has them), video bars (the reference), the
     shuffled-fMRI accuracy as a grey band (interval over shuffles) with its mean, and
     chance (1/k) as a dashed black tick on each question.
     """
@@ -38,15 +39,18 @@ def plot_qa_accuracy(table: pd.DataFrame, *, ax=None, title: str | None = None) 
     fig = ax.figure
     pal = sns.color_palette()
     x = np.arange(len(table))
-    w = 0.38
+    others = [(c, lab, col) for c, lab, col in
+              (("semantic", "semantic read-out", pal[1]), ("video", "video-grounded", pal[2]))
+              if c in table and table[c].notna().any()]
+    w = 0.76 / (1 + len(others))
+    off = (np.arange(1 + len(others)) - len(others) / 2) * w
     f = table["fmri"].to_numpy(float)
     err = np.vstack([f - table["fmri_ci_low"].to_numpy(float),
                      table["fmri_ci_high"].to_numpy(float) - f])
-    ax.bar(x - w / 2, f, w, yerr=np.nan_to_num(err).clip(0), capsize=2, color=pal[0],
-           label="fMRI-grounded")
-    if table["video"].notna().any():
-        ax.bar(x + w / 2, table["video"].to_numpy(float), w, color=pal[2],
-               label="video-grounded")
+    ax.bar(x + off[0], f, w, yerr=np.nan_to_num(err).clip(0), capsize=2, color=pal[0],
+           label="fMRI-grounded (Stage I + II)")
+    for j, (c, lab, col) in enumerate(others, start=1):
+        ax.bar(x + off[j], table[c].to_numpy(float), w, color=col, label=lab)
     for i, r in enumerate(table.itertuples()):
         if np.isfinite(r.shuffled_mean):
             ax.fill_between([i - 0.45, i + 0.45], r.shuffled_low, r.shuffled_high,
