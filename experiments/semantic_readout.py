@@ -43,7 +43,7 @@ from llm4brain.evaluation.decoding import EvalSet, build_eval_set, decode_eval_s
 from llm4brain.evaluation.semantic import fit_label_readout
 from llm4brain.experiments import experiment_inputs, tune_stage1
 from llm4brain.models.stage1 import embed_clips
-from llm4brain.models.stage2 import build_stage2_model
+from llm4brain.models.stage2 import zero_shot_model
 from llm4brain.training.guard import source_view, target_evaluation_view
 from llm4brain.training.tuning import pseudo_target_splits, sealed_cache, with_overrides
 
@@ -135,7 +135,7 @@ def main(subject=None, n_shuffles: int = 5, response: str = "block", seed: int =
 
     oracle_c = np.stack([(classes_c == c).astype(float) for c in t_ev["class"]])
     oracle_s = np.stack([(classes_s == s).astype(float) for s in t_ev["scene"]])
-    model = build_stage2_model(cfg, x.vlm.branch.proj, x.vlm.llm, domain_adaptation=False)
+    model = zero_shot_model(cfg, x.vlm)
     parser = AttributeParser()
     truth = truth_frame(stim, es.table["stim_file"].tolist())
     subj = es.table["subject"].astype(str).to_numpy()

@@ -43,7 +43,7 @@ from llm4brain.evaluation.decoding import EvalSet, build_eval_set, chance_permut
 from llm4brain.evaluation.semantic import (fit_semantic_readout, semantic_eval_tokens,
                                            semantic_stage2_data)
 from llm4brain.experiments import experiment_inputs, tune_stage1
-from llm4brain.models.stage2 import build_stage2_model
+from llm4brain.models.stage2 import zero_shot_model
 from llm4brain.training.stage2 import stage2_run_name, train_stage2
 from llm4brain.training.tuning import pseudo_run_name, pseudo_target_splits, sealed_cache, with_overrides
 
@@ -100,8 +100,7 @@ def main(subject=None, n_shuffles: int = 3, seeds=(0,), variants=VARIANTS,
                   decode_eval_set(model, es, z=es.z[perm], seed=seed)["fmri2text"], k)
 
     if "zero-shot" in variants:
-        run("zero-shot", build_stage2_model(cfg0, x.vlm.branch.proj, x.vlm.llm,
-                                            domain_adaptation=False), 0)
+        run("zero-shot", zero_shot_model(cfg0, x.vlm), 0)
     data = {}
     for seed in seeds:
         for v in variants:

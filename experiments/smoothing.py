@@ -6,7 +6,7 @@ subjects land a few millimetres off on a new one. Smoothing each trial's block (
 volumes) with an isotropic Gaussian inside the brain mask (normalised convolution, so the
 mask's edge does not pull values to zero) trades spatial detail for that tolerance.
 
-For each FWHM, the class (12 values) and scene (6) probes of :mod:`block_choice` (the 300
+For each FWHM, the class (12 values) and scene (8) probes of :mod:`block_choice` (the 300
 voxels with the largest F on the fitting subjects, standardised, logistic C 0.05) are fitted on
 three training subjects and scored on the fourth, playing the target (sub-04, then sub-03); the
 real targets sub-05/06 are not read. Needs the default run's trial cache (notebook 03:
@@ -31,7 +31,7 @@ from _common import RESULTS, require_run
 
 SUBJECTS = ["01", "02", "03", "04"]
 PSEUDO_TARGETS = ["04", "03"]
-FWHM = [0.0, 3.0, 4.0, 6.0, 8.0]
+FWHM = [0.0, 4.0, 6.0, 8.0, 12.0]      # the widths of experiments/results/smoothing.csv
 
 
 def smoothed_blocks(tc, fwhm_mm: float, voxel_mm: float) -> np.ndarray:

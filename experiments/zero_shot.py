@@ -34,7 +34,7 @@ from llm4brain.evaluation.controls import derangements
 from llm4brain.evaluation.decoding import EvalSet, build_eval_set, decode_eval_set
 from llm4brain.experiments import experiment_inputs, tune_stage1
 from llm4brain.models.stage1 import embed_clips
-from llm4brain.models.stage2 import build_stage2_model
+from llm4brain.models.stage2 import zero_shot_model
 from llm4brain.training.guard import source_view, target_adaptation_view
 from llm4brain.training.stage2 import target_features
 from llm4brain.training.tuning import pseudo_target_splits, sealed_cache, with_overrides
@@ -65,7 +65,7 @@ def main(scales=(1.0,), seed: int = 0, profile: str = "default") -> None:
     mu_z, sd_z = za.mean(0), za.std(0).clamp_min(1e-6)
     es = build_eval_set(cfg, s1, sc, ps, captions)
     truth = truth_frame(stim, es.table["stim_file"].tolist())
-    model = build_stage2_model(cfg, x.vlm.branch.proj, x.vlm.llm, domain_adaptation=False)
+    model = zero_shot_model(cfg, x.vlm)
     parser = AttributeParser()
     subj = es.table["subject"].astype(str).to_numpy()
     perm = torch.as_tensor(derangements(len(subj), 1, np.random.default_rng((seed, 0)),

@@ -23,6 +23,7 @@ from .evaluation.attributes import AttributeParser, attribute_correct, truth_fra
 from .evaluation.baselines import nearest_training_answers
 from .evaluation.decoding import build_eval_set, chance_decodes, decode_eval_set
 from .evaluation.stage1 import evaluate_stage1
+from .models.stage2 import zero_shot_model
 from .training.mae import load_pretrained_mae
 from .training.stage1 import stage1_run_name, train_stage1
 from .training.stage2 import build_stage2_data, stage2_run_name, train_stage2
@@ -130,6 +131,7 @@ def tune_stage2(cfg, tc, splits, captions, stim, candidates: dict, *, seeds=(0, 
     parser = AttributeParser()
     rows, tables = [], {}
     s1_cache: dict = {}
+    zero_done: set = set()          # Stage I run names whose zero-shot decode is scored
 
     def score(cand, seed, cond, texts, truth, refs):
         ok = attribute_correct(parser.frame(list(texts)), truth)
@@ -168,11 +170,9 @@ def tune_stage2(cfg, tc, splits, captions, stim, candidates: dict, *, seeds=(0, 
             sh = chance_decodes(r2.model, es, 1, seed=seed, progress=progress)[0]
             rows += score(name, seed, "fMRI2Text", dec["fmri2text"], truth, refs)
             rows += score(name, seed, "shuffled fMRI", sh["fmri2text"], truth, refs)
-            if zero_shot and (key1, "zero") not in s1_cache:
-                from .models.stage2 import build_stage2_model
-
-                z0 = build_stage2_model(c, vlm.branch.proj, vlm.llm, domain_adaptation=False)
-                s1_cache[(key1, "zero")] = True
+            if zero_shot and key1 not in zero_done:
+                zero_done.add(key1)
+                z0 = zero_shot_model(c, vlm)
                 zd = decode_eval_set(z0, es, seed=seed, progress=progress)
                 zs = chance_decodes(z0, es, 1, seed=seed, progress=progress)[0]
                 rows += score(name, seed, "zero-shot", zd["fmri2text"], truth, refs)

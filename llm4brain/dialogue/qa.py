@@ -337,30 +337,30 @@ def qa_table(answers: pd.DataFrame, questions: Sequence[Question] = QUESTIONS, *
     for q in questions:
         a = answers[answers["question"] == q.name]
         scored = a[a["correct"].notna()]
-        f = scored[scored["condition"] == "fmri"]["correct"].to_numpy(float)
-        v_all = a[a["condition"] == "video"]
-        v = scored[scored["condition"] == "video"]["correct"].to_numpy(float)
+
+        def right(cond):        # 0/1 per scored answer of one condition
+            return scored[scored["condition"] == cond]["correct"].to_numpy(float)
+
+        def pct(x):
+            return 100 * x.mean() if len(x) else np.nan
+
+        def none(cond):         # share of a condition's answers that name no option
+            c = a[a["condition"] == cond]
+            return 100 * float((c["answer"] == NONE).mean()) if len(c) else np.nan
+
+        f = right("fmri")
         sh = scored[scored["condition"] == "shuffled"]
         accs = 100 * sh.groupby("shuffle")["correct"].mean().to_numpy(float)
         row = dict(question=q.name, options="/".join(q.options), k=q.k, n=len(f),
-                   fmri=100 * f.mean() if len(f) else np.nan, fmri_ci_low=np.nan,
-                   fmri_ci_high=np.nan, video=100 * v.mean() if len(v) else np.nan,
-                   chance=100 / q.k,
+                   fmri=pct(f), fmri_ci_low=np.nan, fmri_ci_high=np.nan,
+                   video=pct(right("video")), chance=100 / q.k,
                    shuffled_mean=accs.mean() if len(accs) else np.nan,
                    shuffled_low=(np.percentile(accs, 100 * alpha / 2) if len(accs)
                                  else np.nan),
                    shuffled_high=(np.percentile(accs, 100 * (1 - alpha / 2)) if len(accs)
                                   else np.nan),
-                   n_shuffles=len(accs),
-                   fmri_none=100 * float((a[a["condition"] == "fmri"]["answer"] == NONE).mean())
-                   if (a["condition"] == "fmri").any() else np.nan,
-                   video_none=100 * float((v_all["answer"] == NONE).mean())
-                   if len(v_all) else np.nan)
-        s_all = a[a["condition"] == "semantic"]
-        s_ok = scored[scored["condition"] == "semantic"]["correct"].to_numpy(float)
-        row.update(semantic=100 * s_ok.mean() if len(s_ok) else np.nan,
-                   semantic_none=100 * float((s_all["answer"] == NONE).mean())
-                   if len(s_all) else np.nan)
+                   n_shuffles=len(accs), fmri_none=none("fmri"), video_none=none("video"),
+                   semantic=pct(right("semantic")), semantic_none=none("semantic"))
         if len(f) > 1:
             ci = bootstrap_ci(f, n_boot=n_boot, rng=rng, alpha=alpha)
             row.update(fmri_ci_low=100 * ci.low, fmri_ci_high=100 * ci.high)
@@ -428,9 +428,7 @@ def qa_accuracy(models, *, questions: Sequence[Question] = QUESTIONS,
         view = models._view
         z = embed_fmri(models.stage1, lambda p: view.blocks(pos[p]), len(pos),
                        cfg.stage1.eval_batch_size)
-        dev = next(models.stage2.bridge.parameters()).device
-        brain = torch.cat([models.stage2.bridge(z[s:s + bs].to(dev))
-                           for s in range(0, len(z), bs)])
+        brain = _bridged(models.stage2.bridge, z, bs)
         vid = None
         if video:
             feats = models.features()
@@ -462,7 +460,7 @@ def _semantic_prefix(models, pos: np.ndarray) -> torch.Tensor:
     :func:`llm4brain.evaluation.semantic.semantic_decodes` feeds the LLM."""
     from ..data import load_splits, load_stimuli, load_trial_cache, voxel_features
     from ..evaluation.semantic import fit_semantic_readout
-    from ..models.stage2 import build_stage2_model
+    from ..models.stage2 import zero_shot_model
 
     cfg = models.cfg
     tc = load_trial_cache(cfg)
@@ -473,12 +471,14 @@ def _semantic_prefix(models, pos: np.ndarray) -> torch.Tensor:
     view = models._view
     X = voxel_features(lambda p: view.blocks(pos[p]), len(pos), tc.mask,
                        batch_size=cfg.stage1.eval_batch_size)
-    bridge = build_stage2_model(cfg, models.vlm.branch.proj, models.vlm.llm,
-                                domain_adaptation=False).bridge
-    z = readout.tokens(readout.predict(X))
+    return _bridged(zero_shot_model(cfg, models.vlm).bridge, readout.tokens(readout.predict(X)),
+                    int(cfg.llm.batch_size))
+
+
+def _bridged(bridge, z: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``bridge(z)`` in batches, on the bridge's device: the LLM prefix of tokens ``z``."""
     dev = next(bridge.parameters()).device
-    bs = int(cfg.llm.batch_size)
-    return torch.cat([bridge(z[s:s + bs].to(dev)) for s in range(0, len(z), bs)])
+    return torch.cat([bridge(z[s:s + batch_size].to(dev)) for s in range(0, len(z), batch_size)])
 
 
 def qa_results_dir(cfg) -> Path:

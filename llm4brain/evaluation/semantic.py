@@ -272,8 +272,8 @@ def semantic_decodes(cfg, readout: SemanticReadout, model, tc, splits, eval_set:
     Parameters
     ----------
     model : Stage2Model
-        An untrained bridge (``build_stage2_model(cfg, vlm.branch.proj, vlm.llm,
-        domain_adaptation=False)``): the video-LLM's own projection.
+        An untrained bridge (:func:`llm4brain.models.stage2.zero_shot_model`): the video-LLM's
+        own projection.
     eval_set : EvalSet
         Its rows must be the target evaluation view's, in order.
 

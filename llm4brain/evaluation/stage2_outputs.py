@@ -131,7 +131,7 @@ def _semantic(cfg, manifest: dict, d, eval_set: EvalSet, *, tc, splits, vlm, fea
         manifest["semantic_note"] = f"no semantic read-out: {', '.join(missing)} not given"
         return None
     from ..data import load_stimuli
-    from ..models.stage2 import build_stage2_model
+    from ..models.stage2 import zero_shot_model
     from ..training.vlpretrain import video_features
     from .semantic import fit_semantic_readout, semantic_decodes
 
@@ -139,7 +139,7 @@ def _semantic(cfg, manifest: dict, d, eval_set: EvalSet, *, tc, splits, vlm, fea
     if stim is None and len(cfg.eval.semantic_labels) > 1:     # labels beyond the class
         stim = load_stimuli(cfg)
     readout = fit_semantic_readout(cfg, tc, splits, vlm, features, stim, cache=True)
-    model = build_stage2_model(cfg, vlm.branch.proj, vlm.llm, domain_adaptation=False)
+    model = zero_shot_model(cfg, vlm)
     dec, shuffled, _ = semantic_decodes(cfg, readout, model, tc, splits, eval_set, n_shuffles,
                                         seed=seed, progress=progress)
     save_decodes(dec, d / "semantic.tsv")

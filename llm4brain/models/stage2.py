@@ -17,7 +17,7 @@ from .dance import CosineClassifier, MemoryBank
 from .precision import resolve_bf16
 from .video_llm import format_prompt, splice_prefix
 
-__all__ = ["Stage2Model", "build_stage2_model", "stage2_seed"]
+__all__ = ["Stage2Model", "build_stage2_model", "zero_shot_model", "stage2_seed"]
 
 
 class Stage2Model(nn.Module):
@@ -117,6 +117,13 @@ def build_stage2_model(cfg, video_proj: nn.Linear, llm, *, n_classes: int | None
     return Stage2Model(bridge, llm, cfg.llm, cfg.stage2, n_classes=n_classes,
                        n_target=n_target, domain_adaptation=domain_adaptation,
                        seed=stage2_seed(cfg))
+
+
+def zero_shot_model(cfg, vlm) -> Stage2Model:
+    """The untrained Stage II of a video-LLM ``vlm``: its own video projection as the bridge,
+    no domain adaptation. What the semantic read-out's prototype tokens and the zero-shot
+    decodes (Stage I tokens with no Stage II training) are read through."""
+    return build_stage2_model(cfg, vlm.branch.proj, vlm.llm, domain_adaptation=False)
 
 
 def stage2_seed(cfg) -> int:
